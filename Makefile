@@ -1,0 +1,41 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+# Each one builds the virtualenv it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint unit functional conformance bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -r test-requirements.txt
+	$(BIN)/pip install -q --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/python -m compute_agent.demo
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: venv lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+functional: venv
+	$(BIN)/python -m pytest -q tests/functional $(PYTEST_ARGS)
+
+conformance: venv
+	$(BIN)/python -m pytest -q -s tests/conformance $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
