@@ -1,0 +1,146 @@
+"""Structured errors: a code plus a list of parameters, as XenAPI does.
+
+Every error the agent reports, to an RPC caller, into an instance fault or a
+notification, is one of these, so that a caller in any language can act on
+``code`` and ``params`` without parsing prose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ComputeAgentError(Exception):
+    """Base class: ``code`` is a stable upper-case identifier, ``params`` a
+    list of strings, ``message`` a human-readable sentence."""
+
+    code = "INTERNAL_ERROR"
+    msg_fmt = "An internal error occurred"
+
+    def __init__(self, *params: Any, message: str | None = None, code: str | None = None):
+        if code is not None:
+            self.code = code
+        self.params = [str(p) for p in params]
+        self.message = message or self._format()
+        super().__init__(self.message)
+
+    def _format(self) -> str:
+        try:
+            return self.msg_fmt.format(*self.params)
+        except (IndexError, KeyError):
+            return f"{self.msg_fmt} {self.params}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "params": list(self.params), "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ComputeAgentError:
+        sub = _BY_CODE.get(data.get("code", ""), ComputeAgentError)
+        err = sub.__new__(sub)
+        ComputeAgentError.__init__(
+            err, *data.get("params", []), message=data.get("message"), code=data.get("code")
+        )
+        return err
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.params!r})"
+
+
+_BY_CODE: dict[str, type[ComputeAgentError]] = {}
+
+
+def _register(cls: type[ComputeAgentError]) -> type[ComputeAgentError]:
+    _BY_CODE[cls.code] = cls
+    return cls
+
+
+@_register
+class InvalidInput(ComputeAgentError):
+    code = "INVALID_INPUT"
+    msg_fmt = "Invalid input for field {0}: {1}"
+
+
+@_register
+class InstanceNotFound(ComputeAgentError):
+    code = "INSTANCE_NOT_FOUND"
+    msg_fmt = "Instance {0} could not be found"
+
+
+@_register
+class InstanceExists(ComputeAgentError):
+    code = "INSTANCE_EXISTS"
+    msg_fmt = "Instance {0} already exists"
+
+
+@_register
+class InstanceBusy(ComputeAgentError):
+    code = "INSTANCE_BUSY"
+    msg_fmt = "Instance {0} is busy with task {1}"
+
+
+@_register
+class InstanceInvalidState(ComputeAgentError):
+    """params: uuid, attribute (vm_state/power_state), actual, expected."""
+
+    code = "INSTANCE_INVALID_STATE"
+    msg_fmt = "Instance {0} has {1} {2}; this operation needs {3}"
+
+
+@_register
+class UnexpectedTaskState(ComputeAgentError):
+    """A guarded (compare-and-set) update lost the race. params: uuid,
+    expected task_state(s), actual task_state."""
+
+    code = "UNEXPECTED_TASK_STATE"
+    msg_fmt = "Instance {0}: expected task_state {1}, found {2}"
+
+
+@_register
+class DatabaseNotMigrated(ComputeAgentError):
+    code = "DATABASE_NOT_MIGRATED"
+    msg_fmt = (
+        "Database is at revision {0} but the code needs {1}; "
+        "run 'compute-agent-manage db sync'"
+    )
+
+
+@_register
+class HypervisorError(ComputeAgentError):
+    """An error from dom0, carried over unchanged: code is XenAPI's code
+    (e.g. VM_BAD_POWER_STATE) and params XenAPI's parameters."""
+
+    code = "HYPERVISOR_ERROR"
+    msg_fmt = "Hypervisor error {0}"
+
+    def _format(self) -> str:
+        return f"dom0 reported {self.code} {self.params}"
+
+
+@_register
+class HypervisorUnavailable(ComputeAgentError):
+    code = "HYPERVISOR_UNAVAILABLE"
+    msg_fmt = "dom0 at {0} is unreachable: {1}"
+
+
+@_register
+class OperationTimedOut(ComputeAgentError):
+    code = "OPERATION_TIMED_OUT"
+    msg_fmt = "Operation {0} on instance {1} did not finish within {2} s"
+
+
+@_register
+class OperationCancelled(ComputeAgentError):
+    code = "OPERATION_CANCELLED"
+    msg_fmt = "Operation {0} on instance {1} was cancelled"
+
+
+@_register
+class NoValidHost(ComputeAgentError):
+    code = "NO_VALID_HOST"
+    msg_fmt = "No live compute host can take the request: {0}"
+
+
+def hypervisor_error(details: list[Any]) -> HypervisorError:
+    """Build the structured error for a XenAPI ``ErrorDescription``."""
+    code = str(details[0]) if details else "UNKNOWN_XENAPI_ERROR"
+    return HypervisorError(*details[1:], code=code)
