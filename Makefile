@@ -13,7 +13,7 @@ $(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt -r test-requirements.txt
-	$(BIN)/pip install -q --no-build-isolation -e .
+	$(BIN)/pip install -q -e .
 	touch $(STAMP)
 
 demo: venv
