@@ -1,0 +1,216 @@
+"""The one driver interface the manager talks to.
+
+Every method's contract is in its docstring; drivers (fake, xenapi, ...) live
+behind it. A driver never touches the database: what it learns about
+hypervisor tasks it reports through the :class:`TaskListener` the manager
+hands it, and what it learns about power state changes it reports through the
+callback given to :meth:`ComputeDriver.set_power_state_listener`.
+
+Errors: a driver raises :class:`compute_agent.exceptions.ComputeAgentError`
+subclasses only. Errors from dom0 come as ``HypervisorError`` (code and params
+exactly as XenAPI gives them), an unreachable dom0 as
+``HypervisorUnavailable(url, reason)``, an unknown VM as
+``InstanceNotFound(uuid)``, an expired timeout as
+``OperationTimedOut(operation, uuid, seconds)`` and a cancelled operation as
+``OperationCancelled(operation, uuid)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Reboot types accepted by ComputeDriver.reboot.
+REBOOT_SOFT = "SOFT"
+REBOOT_HARD = "HARD"
+REBOOT_TYPES = (REBOOT_SOFT, REBOOT_HARD)
+
+# Keys of the dict get_host_resources returns (the compute_nodes columns).
+HOST_RESOURCE_KEYS = (
+    "vcpus",
+    "vcpus_used",
+    "memory_mb",
+    "memory_mb_used",
+    "free_memory_mb",
+    "local_gb",
+    "local_gb_used",
+    "hypervisor_type",
+    "hypervisor_version",
+    "hypervisor_hostname",
+    "running_vms",
+)
+
+
+@dataclass
+class InstanceInfo:
+    """What the hypervisor says about one instance's VM.
+
+    ``power_state`` is one of :mod:`compute_agent.driver.power_state`;
+    ``vm_ref`` the hypervisor's handle (an OpaqueRef for xapi) or None;
+    ``shutdown_reason`` the last reason the guest went down (e.g. xapi's
+    ``other_config``/``VM_metrics`` reason: 'halted', 'crashed', 'rebooted') or
+    None; ``extra`` anything driver specific that is useful in logs.
+    """
+
+    power_state: int
+    vm_ref: str | None = None
+    shutdown_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Operation:
+    """One request's work on one instance, as the driver sees it.
+
+    ``name`` is the operation kind ('spawn', 'power_on', 'power_off',
+    'reboot', 'destroy', ...), used to pick a timeout and to label tracked
+    tasks. ``request_id`` is the RPC request's id (so tracked tasks and logs
+    can be tied to the instance action). ``timeout`` in seconds, or None for
+    the driver's configured default for this kind of operation.
+    """
+
+    instance_uuid: str
+    name: str
+    request_id: str
+    timeout: float | None = None
+
+
+class TaskListener(Protocol):
+    """Implemented by the manager: persists what the driver does in dom0.
+
+    The driver calls ``task_started`` right after an ``Async.*`` call returns
+    a task ref and BEFORE it waits on the task, so that an agent killed while
+    waiting finds the task on restart. ``task_progress`` is called as progress
+    changes (the driver may call it often; the listener throttles writes).
+    ``task_finished`` is called once with status 'success', 'failure' or
+    'cancelled', the decoded result (success) or the XenAPI error list
+    (failure). Listener methods must not raise; a listener failure must not
+    fail the operation.
+    """
+
+    def task_started(
+        self, op: Operation, task_ref: str, task_uuid: str, dom0_host: str
+    ) -> None: ...
+
+    def task_progress(self, op: Operation, task_ref: str, progress: float) -> None: ...
+
+    def task_finished(
+        self,
+        op: Operation,
+        task_ref: str,
+        status: str,
+        result: str | None,
+        error: list | None,
+    ) -> None: ...
+
+
+PowerStateListener = Callable[[str, InstanceInfo], None]
+
+
+class ComputeDriver:
+    """Base class of every compute driver.
+
+    Instance dicts passed in carry at least: ``uuid``, ``name``,
+    ``flavor`` ``{vcpus, memory_mb, root_gb}``, ``image``
+    ``{id, url, disk_format}`` (``url`` may be None: a blank root disk),
+    ``networks`` (list) and ``metadata`` (dict). Drivers must treat them as
+    read-only.
+
+    Concurrency: the manager calls at most one mutating operation per
+    instance at a time (it holds a per-instance lock), but calls for
+    different instances arrive concurrently from several threads (or green
+    threads under eventlet); drivers must be safe for that.
+    """
+
+    def __init__(self, task_listener: TaskListener | None = None):
+        self.task_listener = task_listener
+        self.power_state_listener: PowerStateListener | None = None
+
+    # -- lifecycle of the driver itself ------------------------------------
+
+    def init_host(self, host: str) -> None:
+        """Connect to the hypervisor for agent host ``host`` and get ready.
+
+        Called once when the service starts, before any other method.
+        Raises HypervisorUnavailable when the hypervisor cannot be reached.
+        """
+        raise NotImplementedError
+
+    def cleanup_host(self) -> None:
+        """Release connections and threads (logout of sessions). Called once
+        on shutdown; must not raise and must be safe to call twice."""
+        raise NotImplementedError
+
+    # -- instance operations -----------------------------------------------
+
+    def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
+        """Create the VM for ``instance`` (root disk sized to
+        ``flavor.root_gb``, memory and vcpus from the flavor, networks) and
+        start it. Returns the running VM's info.
+
+        If a VM for this uuid already exists (a retried build), the driver
+        reuses it rather than creating a second one. On failure the driver
+        removes whatever it created before raising.
+        """
+        raise NotImplementedError
+
+    def power_on(self, op: Operation, instance: dict[str, Any]) -> None:
+        """Start a halted VM. A VM that is already running is not an error.
+        Raises InstanceNotFound if there is no VM."""
+        raise NotImplementedError
+
+    def power_off(
+        self, op: Operation, instance: dict[str, Any], clean: bool = True, timeout: float = 60
+    ) -> None:
+        """Stop the VM. ``clean``: ask the guest to shut down and fall back to
+        a hard shutdown if it has not halted within ``timeout`` seconds (or
+        refuses); otherwise hard shutdown at once. A VM that is already halted
+        is not an error. Raises InstanceNotFound if there is no VM."""
+        raise NotImplementedError
+
+    def reboot(self, op: Operation, instance: dict[str, Any], reboot_type: str) -> None:
+        """Reboot the VM: ``reboot_type`` is 'SOFT' (clean, via the guest) or
+        'HARD' (reset). A SOFT reboot of a guest that cannot do it falls back
+        to HARD. A halted VM is started. Raises InstanceNotFound if no VM."""
+        raise NotImplementedError
+
+    def destroy(self, op: Operation, instance: dict[str, Any]) -> None:
+        """Shut the VM down hard and remove it and its disks (VDIs), leaving
+        nothing behind. Idempotent: a missing VM is success."""
+        raise NotImplementedError
+
+    # -- queries -------------------------------------------------------------
+
+    def get_info(self, instance: dict[str, Any]) -> InstanceInfo:
+        """The VM's current power state and shutdown reason. Raises
+        InstanceNotFound when there is no VM for the instance."""
+        raise NotImplementedError
+
+    def list_instance_uuids(self) -> list[str]:
+        """The instance uuids of every VM this agent owns in the hypervisor
+        (marked as the agent's own when created), running or not."""
+        raise NotImplementedError
+
+    def get_host_resources(self) -> dict[str, Any]:
+        """Host capacity and usage, with exactly the keys in
+        HOST_RESOURCE_KEYS: vcpus, vcpus_used, memory_mb, memory_mb_used,
+        free_memory_mb, local_gb, local_gb_used (ints), hypervisor_type,
+        hypervisor_version, hypervisor_hostname (str), running_vms (int)."""
+        raise NotImplementedError
+
+    # -- issue 4: cancellation and power events -------------------------------
+
+    def cancel(self, instance_uuid: str) -> bool:
+        """Ask the hypervisor to cancel the task in flight for the instance.
+        Returns True if a cancel was sent, False if nothing was in flight.
+        The operation itself then ends (in its own thread) with
+        OperationCancelled or, if the task finished first, normally."""
+        raise NotImplementedError
+
+    def set_power_state_listener(self, cb: PowerStateListener | None) -> None:
+        """Register ``cb(instance_uuid, InstanceInfo)``, called when a VM's
+        power state changes without the agent asking (a guest shutting down,
+        crashing or rebooting on its own). Drivers that cannot watch events
+        never call it; the manager's periodic sync is the backstop."""
+        self.power_state_listener = cb
