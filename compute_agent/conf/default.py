@@ -1,0 +1,89 @@
+"""Options of the [DEFAULT] group that belong to the agent itself."""
+
+import socket
+
+from oslo_config import cfg
+
+DEFAULT_OPTS = [
+    cfg.HostAddressOpt(
+        "host",
+        default=socket.gethostname(),
+        sample_default="<current_hostname>",
+        help="Name of this compute host. It is the RPC server name the agent listens "
+        "on (topic.host), the key of its compute node and service records, and the "
+        "'host' field of the instances it manages. Must be unique per agent.",
+    ),
+    cfg.StrOpt(
+        "state_path",
+        default="/var/lib/compute-agent",
+        help="Top-level directory for the agent's local state, such as the default "
+        "SQLite database.",
+    ),
+    cfg.StrOpt(
+        "concurrency_backend",
+        default="threading",
+        choices=[
+            ("threading", "Native threads (the default)."),
+            ("eventlet", "Green threads; monkey-patches the process at start-up."),
+        ],
+        help="Concurrency model of the agent process. It is chosen before anything "
+        "else is imported, so it can only be set in a configuration file or on the "
+        "command line, never changed at run time.",
+    ),
+    cfg.StrOpt(
+        "compute_topic",
+        default="compute",
+        help="RPC topic the agent listens on and clients send compute requests to.",
+    ),
+    cfg.IntOpt(
+        "max_concurrent_builds",
+        default=10,
+        min=1,
+        help="Largest number of instance builds that run at the same time on this "
+        "host; further builds wait for a free slot.",
+    ),
+    cfg.IntOpt(
+        "report_interval",
+        default=10,
+        min=1,
+        help="Seconds between two heartbeats and host resource reports written to "
+        "the database.",
+    ),
+    cfg.IntOpt(
+        "service_down_time",
+        default=60,
+        min=1,
+        help="Seconds since the last heartbeat after which a service is considered "
+        "down. Should be well above report_interval.",
+    ),
+    cfg.IntOpt(
+        "sync_power_state_interval",
+        default=600,
+        help="Seconds between two runs of the job that reconciles the power state "
+        "recorded in the database with the hypervisor's. A negative value disables "
+        "the job.",
+    ),
+    cfg.BoolOpt(
+        "reap_orphans",
+        default=False,
+        help="Destroy VMs that this agent created in dom0 but the database no longer "
+        "knows. When false, such VMs are only logged.",
+    ),
+    cfg.StrOpt(
+        "compute_driver",
+        default="xenapi",
+        choices=[
+            ("xenapi", "XenServer / XCP-ng through the XenAPI."),
+            ("fake", "In-memory driver for tests; manages no real VM."),
+        ],
+        help="Hypervisor driver the agent uses.",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(DEFAULT_OPTS)
+
+
+def list_opts() -> dict[str, list[cfg.Opt]]:
+    return {"DEFAULT": DEFAULT_OPTS}

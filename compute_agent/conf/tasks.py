@@ -1,0 +1,76 @@
+"""Options of the [tasks] group: time limits and tracking of dom0 tasks."""
+
+from oslo_config import cfg
+
+tasks_group = cfg.OptGroup(
+    "tasks",
+    title="Task options",
+    help="Time limits of the operations the agent runs in dom0 and how it follows "
+    "the dom0 tasks behind them.",
+)
+
+TASKS_OPTS = [
+    cfg.IntOpt(
+        "default_timeout",
+        default=600,
+        min=1,
+        help="Seconds an operation without a more specific limit may take before "
+        "it is cancelled and reported as timed out.",
+    ),
+    cfg.IntOpt(
+        "spawn_timeout",
+        default=1800,
+        min=1,
+        help="Seconds an instance build may take.",
+    ),
+    cfg.IntOpt(
+        "power_timeout",
+        default=300,
+        min=1,
+        help="Seconds a power on or power off may take.",
+    ),
+    cfg.IntOpt(
+        "reboot_timeout",
+        default=300,
+        min=1,
+        help="Seconds a reboot may take.",
+    ),
+    cfg.IntOpt(
+        "destroy_timeout",
+        default=300,
+        min=1,
+        help="Seconds destroying an instance may take.",
+    ),
+    cfg.FloatOpt(
+        "progress_write_interval",
+        default=1.0,
+        min=0.0,
+        help="Smallest number of seconds between two writes of a task's progress "
+        "to the database; progress in between is coalesced.",
+    ),
+    cfg.StrOpt(
+        "watcher_mode",
+        default="events",
+        choices=[
+            ("events", "One event.from long-poll per pool wakes all waiters."),
+            ("polling", "Poll each task's status every poll_interval seconds."),
+        ],
+        help="How the agent learns that dom0 tasks progressed or finished.",
+    ),
+    cfg.FloatOpt(
+        "poll_interval",
+        default=0.5,
+        min=0.01,
+        help="Seconds between two polls of a task's status when watcher_mode is "
+        "polling.",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(tasks_group)
+    conf.register_opts(TASKS_OPTS, group=tasks_group)
+
+
+def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
+    return {tasks_group: TASKS_OPTS}
