@@ -1,0 +1,223 @@
+"""What a freshly installed pool looks like: a pool, N hosts each with
+metrics, CPUs, a control domain, a management PIF on the shared management
+network and a local SR, plus a few templates."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from xapisim.store import now_datetime
+
+if TYPE_CHECKING:
+    from xapisim.server import Simulator
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+DOM0_MEMORY = 4 * GiB
+
+TEMPLATES = [
+    ("Other install media", "hvm", {}),
+    ("Debian Bookworm 12", "pv", {"linux_template": "true"}),
+    ("Ubuntu Jammy Jammy 22.04", "hvm", {"linux_template": "true"}),
+    ("Windows Server 2022 (64-bit)", "hvm", {}),
+]
+
+
+def bootstrap(sim: Simulator) -> None:
+    store = sim.store
+    net = store.create(
+        "network",
+        {
+            "name_label": "Pool-wide network associated with eth0",
+            "bridge": "xenbr0",
+            "MTU": 1500,
+            "managed": True,
+            "other_config": {"automatic": "true"},
+        },
+    )
+    hosts = []
+    for i, address in enumerate(sim.addresses):
+        hosts.append(_make_host(sim, i, address, net))
+    sim.store.create(
+        "pool",
+        {
+            "name_label": sim.pool_name,
+            "master": hosts[0],
+            "default_SR": store.field("PBD", store.field("host", hosts[0], "PBDs")[0], "SR"),
+            "suspend_image_SR": store.field("PBD", store.field("host", hosts[0], "PBDs")[0], "SR"),
+            "crash_dump_SR": store.field("PBD", store.field("host", hosts[0], "PBDs")[0], "SR"),
+            "other_config": {},
+            "ha_enabled": False,
+            "restrictions": {},
+        },
+    )
+    for label, kind, extra in TEMPLATES:
+        _make_template(sim, label, kind, extra)
+
+
+def _make_host(sim: Simulator, index: int, address: str, net: str) -> str:
+    store = sim.store
+    mem_total = sim.host_memory_mb * MiB
+    metrics = store.create(
+        "host_metrics",
+        {
+            "memory_total": mem_total,
+            "memory_free": mem_total - DOM0_MEMORY,
+            "live": True,
+            "last_updated": now_datetime(),
+        },
+    )
+    host = store.create(
+        "host",
+        {
+            "name_label": f"host{index + 1}",
+            "name_description": "simulated by xapi-sim",
+            "hostname": f"host{index + 1}",
+            "address": address,
+            "enabled": True,
+            "metrics": metrics,
+            "API_version_major": 2,
+            "API_version_minor": 21,
+            "API_version_vendor": "XenSource",
+            "software_version": {
+                "product_brand": "XCP-ng",
+                "product_version": "8.3.0",
+                "platform_name": "XCP",
+                "platform_version": "3.4.0",
+                "xapi": "24.19",
+                "xen": "4.17.4",
+                "hostname": f"host{index + 1}",
+            },
+            "cpu_info": {
+                "cpu_count": str(sim.host_cpus),
+                "socket_count": "1",
+                "vendor": "GenuineIntel",
+                "speed": "2400.000",
+                "modelname": "Simulated CPU",
+                "family": "6",
+                "model": "85",
+            },
+            "capabilities": ["xen-3.0-x86_64", "hvm-3.0-x86_64"],
+            "memory_overhead": 0,
+            "other_config": {"agent_start_time": "0"},
+            "sched_policy": "credit",
+            "license_params": {},
+            "edition": "xcp-ng",
+        },
+    )
+    for n in range(sim.host_cpus):
+        store.create(
+            "host_cpu",
+            {
+                "host": host,
+                "number": n,
+                "vendor": "GenuineIntel",
+                "speed": 2400,
+                "modelname": "Simulated CPU",
+                "family": 6,
+                "model": 85,
+                "utilisation": 0.0,
+            },
+        )
+    store.create(
+        "PIF",
+        {
+            "device": "eth0",
+            "network": net,
+            "host": host,
+            "MAC": f"02:00:00:00:{index // 256:02x}:{index % 256:02x}",
+            "MTU": 1500,
+            "physical": True,
+            "currently_attached": True,
+            "ip_configuration_mode": "Static",
+            "IP": address,
+            "netmask": "255.0.0.0",
+            "gateway": "",
+            "DNS": "",
+            "management": True,
+            "primary_address_type": "IPv4",
+        },
+    )
+    sr = store.create(
+        "SR",
+        {
+            "name_label": f"Local storage on host{index + 1}",
+            "type": "ext",
+            "content_type": "user",
+            "physical_size": sim.sr_size_gb * GiB,
+            "physical_utilisation": 0,
+            "virtual_allocation": 0,
+            "shared": False,
+            "other_config": {"i18n-key": "local-storage"},
+            "sm_config": {"devserial": "scsi-simulated"},
+            "allowed_operations": [
+                "vdi_create", "vdi_destroy", "vdi_resize", "vdi_clone", "vdi_snapshot",
+                "scan", "plug", "unplug", "update", "vdi_introduce",
+            ],
+        },
+    )
+    store.create(
+        "PBD",
+        {"host": host, "SR": sr, "device_config": {"device": "/dev/sdb"},
+         "currently_attached": True},
+    )
+    dom0_metrics = store.create(
+        "VM_metrics",
+        {"memory_actual": DOM0_MEMORY, "VCPUs_number": sim.host_cpus,
+         "start_time": now_datetime(), "state": [], "current_domain_type": "pv"},
+    )
+    dom0 = store.create(
+        "VM",
+        {
+            "name_label": f"Control domain on host: host{index + 1}",
+            "power_state": "Running",
+            "is_control_domain": True,
+            "resident_on": host,
+            "domid": 0,
+            "memory_static_max": DOM0_MEMORY,
+            "memory_dynamic_max": DOM0_MEMORY,
+            "memory_dynamic_min": DOM0_MEMORY,
+            "memory_static_min": DOM0_MEMORY,
+            "memory_target": DOM0_MEMORY,
+            "VCPUs_max": sim.host_cpus,
+            "VCPUs_at_startup": sim.host_cpus,
+            "metrics": dom0_metrics,
+            "domain_type": "pv",
+            "affinity": host,
+        },
+    )
+    store.create("console", {"VM": dom0, "protocol": "rfb",
+                             "location": f"https://{address}/console?ref=" + dom0})
+    store.update("host", host, control_domain=dom0)
+    return host
+
+
+def _make_template(sim: Simulator, label: str, kind: str, extra: dict[str, str]) -> str:
+    store = sim.store
+    other = {"install-methods": "cdrom,nfs,http,ftp", "default_template": "true", **extra}
+    return store.create(
+        "VM",
+        {
+            "name_label": label,
+            "name_description": f"Template for {label}",
+            "is_a_template": True,
+            "is_default_template": True,
+            "power_state": "Halted",
+            "memory_static_max": 2 * GiB,
+            "memory_dynamic_max": 2 * GiB,
+            "memory_dynamic_min": 2 * GiB,
+            "memory_static_min": 512 * MiB,
+            "VCPUs_max": 2,
+            "VCPUs_at_startup": 2,
+            "HVM_boot_policy": "BIOS order" if kind == "hvm" else "",
+            "HVM_boot_params": {"order": "cdn"} if kind == "hvm" else {},
+            "PV_bootloader": "pygrub" if kind == "pv" else "",
+            "domain_type": kind,
+            "platform": {"acpi": "1", "apic": "true", "pae": "true", "viridian": "false"},
+            "other_config": other,
+            "actions_after_shutdown": "destroy",
+            "actions_after_reboot": "restart",
+            "actions_after_crash": "restart",
+            "user_version": 1,
+        },
+    )

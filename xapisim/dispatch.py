@@ -1,0 +1,98 @@
+"""From a decoded call to a handler: method lookup, parameter count and
+types, session check, pool-member refusal, faults, sync or Async."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from xapisim import api
+from xapisim.api import generic
+from xapisim.context import CallContext
+from xapisim.errors import XenAPIError
+
+if TYPE_CHECKING:
+    from xapisim.server import Simulator
+
+LOGIN = "session.login_with_password"
+LOCAL_LOGIN = "session.slave_local_login_with_password"
+LOGOUTS = ("session.logout", "session.local_logout")
+
+
+class Dispatcher:
+    def __init__(self, sim: Simulator):
+        self.sim = sim
+        api.load_all()
+        self._cache: dict[str, Any] = {}
+
+    def handler_for(self, wire_name: str):
+        """The handler for a declared message, or None if unimplemented."""
+        if wire_name in self._cache:
+            return self._cache[wire_name]
+        fn = api.HANDLERS.get(wire_name)
+        if fn is None:
+            msg = self.sim.model.message(wire_name)
+            if msg is not None and msg.implicit:
+                fn = generic.resolve(msg, self.sim.model.classes[msg.cls])
+        self._cache[wire_name] = fn
+        return fn
+
+    def call(self, host_ref: str, method: str, params: list[Any]) -> Any:
+        sim = self.sim
+        delay = sim.faults.latency(method)
+        if delay > 0:
+            time.sleep(delay)
+        sim.faults.before_call(method)
+
+        is_async = method.startswith("Async.")
+        name = method[6:] if is_async else method
+
+        if name in (LOGIN, LOCAL_LOGIN) and not is_async:
+            return self._login(host_ref, name, params)
+
+        msg = sim.model.message(name)
+        if msg is None:
+            raise XenAPIError("MESSAGE_METHOD_UNKNOWN", method)
+        if len(params) != len(msg.params):
+            raise XenAPIError(
+                "MESSAGE_PARAMETER_COUNT_MISMATCH", method, len(msg.params), len(params)
+            )
+        session = None
+        if msg.needs_session:
+            session = sim.sessions.validate(params[0])
+            params = params[1:]
+            decl = msg.params[1:]
+        else:
+            decl = msg.params
+        if name in LOGOUTS:
+            sim.sessions.destroy(session)
+            return None
+        if host_ref != sim.master_ref and name not in api.MEMBER_ALLOWED:
+            raise XenAPIError("HOST_IS_SLAVE", sim.host_address(sim.master_ref))
+        args = [sim.model.coerce(p.type, v, p.name) for p, v in zip(decl, params, strict=True)]
+        fn = self.handler_for(name)
+        if fn is None:
+            raise XenAPIError("NOT_IMPLEMENTED", name)
+        ctx = CallContext(sim, name, session, host_ref)
+        if is_async:
+            return sim.tasks.spawn(ctx, fn, args)
+        return fn(ctx, *args)
+
+    def _login(self, host_ref: str, name: str, params: list[Any]) -> str:
+        sim = self.sim
+        if name == LOGIN:
+            # version and originator are optional on the wire
+            if not 2 <= len(params) <= 4:
+                raise XenAPIError("MESSAGE_PARAMETER_COUNT_MISMATCH", name, 4, len(params))
+            uname, pwd, *rest = params
+            originator = rest[1] if len(rest) > 1 else ""
+            if not all(isinstance(p, str) for p in params):
+                raise XenAPIError("FIELD_TYPE_ERROR", "uname")
+            if host_ref != sim.master_ref:
+                raise XenAPIError("HOST_IS_SLAVE", sim.host_address(sim.master_ref))
+            return sim.sessions.login(host_ref, uname, pwd, originator)
+        if len(params) != 2:
+            raise XenAPIError("MESSAGE_PARAMETER_COUNT_MISMATCH", name, 2, len(params))
+        if not all(isinstance(p, str) for p in params):
+            raise XenAPIError("FIELD_TYPE_ERROR", "uname")
+        return sim.sessions.login(host_ref, params[0], params[1], "", local=True)

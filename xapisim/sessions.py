@@ -1,0 +1,91 @@
+"""Sessions: login, logout, validation and xapi's per-user session cap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from xapisim.errors import XenAPIError
+from xapisim.store import now_datetime
+
+if TYPE_CHECKING:
+    from xapisim.server import Simulator
+
+DEFAULT_SESSION_LIMIT = 500
+
+
+class SessionManager:
+    def __init__(self, sim: Simulator, users: dict[str, str], limit: int = DEFAULT_SESSION_LIMIT):
+        self.sim = sim
+        self.users = dict(users)
+        self.limit = limit
+        self.last_used: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def login(self, host_ref: str, uname: str, pwd: str, originator: str = "",
+              local: bool = False) -> str:
+        if self.users.get(uname) != pwd:
+            raise XenAPIError("SESSION_AUTHENTICATION_FAILED")
+        store = self.sim.store
+        ref = store.create(
+            "session",
+            {
+                "this_host": host_ref,
+                "last_active": now_datetime(),
+                "validation_time": now_datetime(),
+                "pool": False,
+                "is_local_superuser": True,
+                "auth_user_name": uname,
+                "originator": originator,
+                "rbac_permissions": [],
+                "other_config": {"local": "true"} if local else {},
+            },
+        )
+        with self.lock:
+            self.last_used[ref] = time.monotonic()
+        self._enforce_limit(uname, originator)
+        return ref
+
+    def _enforce_limit(self, uname: str, originator: str) -> None:
+        """xapi keeps at most ``limit`` sessions per (user, originator) and
+        destroys the least recently used ones past that."""
+        store = self.sim.store
+        with store.lock:
+            mine = [
+                ref
+                for ref, rec in store.tables["session"].items()
+                if rec["auth_user_name"] == uname and rec["originator"] == originator
+            ]
+            if len(mine) <= self.limit:
+                return
+            with self.lock:
+                mine.sort(key=lambda r: self.last_used.get(r, 0.0))
+            for ref in mine[: len(mine) - self.limit]:
+                self.destroy(ref)
+
+    def validate(self, ref: object) -> str:
+        if not isinstance(ref, str) or not self.sim.store.has("session", ref):
+            raise XenAPIError("SESSION_INVALID", ref if isinstance(ref, str) else str(ref))
+        with self.lock:
+            self.last_used[ref] = time.monotonic()
+        return ref
+
+    def destroy(self, ref: str) -> None:
+        store = self.sim.store
+        with store.lock:
+            if store.has("session", ref):
+                store.destroy("session", ref)
+        with self.lock:
+            self.last_used.pop(ref, None)
+        self.sim.legacy_events.pop(ref, None)
+
+    def forget_all(self) -> None:
+        """Simulated xapi restart: every session becomes invalid."""
+        store = self.sim.store
+        with store.lock:
+            for ref in list(store.tables["session"]):
+                store.destroy("session", ref)
+        with self.lock:
+            self.last_used.clear()
+        self.sim.legacy_events.clear()

@@ -1,0 +1,117 @@
+"""The two wire protocols: XML-RPC (``{Status, Value}`` envelopes, int64 as
+strings) and JSON-RPC 1.0/2.0, decoding requests and encoding answers."""
+
+from __future__ import annotations
+
+import json
+import xmlrpc.client
+from dataclasses import dataclass
+from typing import Any
+
+from xapisim.errors import XenAPIError
+from xapisim.store import XDateTime
+
+
+@dataclass
+class Request:
+    method: str
+    params: list[Any]
+    id: Any = None
+    version: str = "xmlrpc"  # xmlrpc | 1.0 | 2.0
+
+
+def to_wire_xmlrpc(value: Any) -> Any:
+    if isinstance(value, bool) or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, XDateTime):
+        return xmlrpc.client.DateTime(str(value))
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, bool) else ("true" if k else "false"):
+                to_wire_xmlrpc(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [to_wire_xmlrpc(v) for v in value]
+    if value is None:
+        return ""
+    return str(value)
+
+
+def to_wire_json(value: Any) -> Any:
+    if isinstance(value, XDateTime):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): to_wire_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [to_wire_json(v) for v in value]
+    return value
+
+
+def _from_xmlrpc(value: Any) -> Any:
+    if isinstance(value, xmlrpc.client.DateTime):
+        return XDateTime(value.value)
+    if isinstance(value, dict):
+        return {k: _from_xmlrpc(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_xmlrpc(v) for v in value]
+    if isinstance(value, xmlrpc.client.Binary):
+        return value.data.decode("latin-1")
+    return value
+
+
+# -- XML-RPC --------------------------------------------------------------------
+def decode_xmlrpc(body: bytes) -> Request:
+    try:
+        params, method = xmlrpc.client.loads(body, use_builtin_types=False)
+    except Exception as e:  # expat, ValueError, TypeError on bad values...
+        raise XenAPIError("XMLRPC_UNMARSHAL_FAILURE", "methodCall", type(e).__name__) from None
+    if not isinstance(method, str) or not method:
+        raise XenAPIError("XMLRPC_UNMARSHAL_FAILURE", "methodName", "nothing")
+    return Request(method, [_from_xmlrpc(p) for p in params])
+
+
+def encode_xmlrpc_success(value: Any) -> bytes:
+    envelope = {"Status": "Success", "Value": to_wire_xmlrpc(value)}
+    return xmlrpc.client.dumps((envelope,), methodresponse=True, allow_none=False).encode()
+
+
+def encode_xmlrpc_failure(err: XenAPIError) -> bytes:
+    envelope = {"Status": "Failure", "ErrorDescription": err.description}
+    return xmlrpc.client.dumps((envelope,), methodresponse=True).encode()
+
+
+# -- JSON-RPC -------------------------------------------------------------------
+def decode_jsonrpc(body: bytes) -> Request:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise XenAPIError("JSON_UNMARSHAL_FAILURE") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
+        raise XenAPIError("JSON_UNMARSHAL_FAILURE")
+    params = doc.get("params", [])
+    if not isinstance(params, list):
+        raise XenAPIError("JSON_UNMARSHAL_FAILURE")
+    version = "2.0" if doc.get("jsonrpc") == "2.0" else "1.0"
+    return Request(doc["method"], params, doc.get("id"), version)
+
+
+def encode_jsonrpc_success(req: Request, value: Any) -> bytes:
+    if req.version == "2.0":
+        doc = {"jsonrpc": "2.0", "result": to_wire_json(value), "id": req.id}
+    else:
+        doc = {"result": to_wire_json(value), "error": None, "id": req.id}
+    return json.dumps(doc).encode()
+
+
+def encode_jsonrpc_failure(req: Request, err: XenAPIError) -> bytes:
+    if req.version == "2.0":
+        doc = {
+            "jsonrpc": "2.0",
+            "error": {"code": 1, "message": err.code, "data": err.params},
+            "id": req.id,
+        }
+    else:
+        doc = {"result": None, "error": err.description, "id": req.id}
+    return json.dumps(doc).encode()
