@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from oslo_config import cfg
 
 from compute_agent import conf as _conf  # noqa: F401 - registers the option groups
+from compute_agent import version
 from compute_agent.db import engine as db_engine
 from compute_agent.db import errors, migration
 
@@ -60,7 +61,8 @@ category_opt = cfg.SubCommandOpt(
 def main(argv: Sequence[str] | None = None, conf: cfg.ConfigOpts | None = None) -> int:
     conf = conf if conf is not None else cfg.CONF
     conf.register_cli_opt(category_opt)
-    conf(list(sys.argv[1:] if argv is None else argv), project="compute-agent", prog=PROG)
+    conf(list(sys.argv[1:] if argv is None else argv), project="compute-agent", prog=PROG,
+         version=version.version_string())
     func: Callable[[cfg.ConfigOpts], int] = conf.category.func
     url = conf.database.connection
     try:

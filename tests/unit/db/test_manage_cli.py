@@ -26,3 +26,13 @@ def test_version_on_an_empty_sqlite_file(tmp_path, capsys):
     conf_file.write_text(f"[database]\nconnection = sqlite:///{tmp_path}/ca.sqlite\n")
     assert manage.main(["--config-file", str(conf_file), "db", "version"], conf=_conf()) == 0
     assert capsys.readouterr().out == "current: none\nhead: 0001_initial\n"
+
+
+def test_version_flag(capsys):
+    from compute_agent import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        manage.main(["--version"], conf=_conf())
+    assert exit_info.value.code == 0
+    out = capsys.readouterr()
+    assert version.version_string() in out.out + out.err
