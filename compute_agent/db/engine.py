@@ -6,7 +6,7 @@
   of failing with "database is locked" when a read lock cannot be upgraded.
 - MariaDB/MySQL: PyMySQL, utf8mb4 and READ COMMITTED, so a fresh read in a
   new transaction always sees rows other agents have committed.
-- PostgreSQL: psycopg2.
+- PostgreSQL: psycopg2, made cooperative under eventlet (see green.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from compute_agent.db import green
 
 SQLITE_BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 10
@@ -80,6 +82,8 @@ def make_engine(url: str | URL, debug: bool = False, pool_size: int | None = Non
         if "connect_timeout" not in parsed.query:
             kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     elif backend == "postgresql":
+        if green.eventlet_active():
+            green.enable_psycopg2()
         if "connect_timeout" not in parsed.query:
             kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     return sa.create_engine(parsed, **kwargs)
