@@ -117,6 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "xapi"
     sys_version = ""
+    # Headers and body go out in separate writes: with Nagle on, the body
+    # waits for the client's delayed ACK (~40 ms per keep-alive call).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt: str, *args: Any) -> None:  # routed to logging
         LOG.debug("%s %s", self.address_string(), fmt % args)
