@@ -1,0 +1,372 @@
+"""An in-memory driver: VMs are dict entries, operations finish at once.
+
+Used by unit tests and by functional tests that exercise the RPC and manager
+layers without a hypervisor. Tests steer it in two ways:
+
+* programmatically (same process): :meth:`FakeDriver.inject_failure`,
+  :meth:`FakeDriver.set_delay` and :meth:`FakeDriver.hold` (a gate that keeps
+  an operation in flight until released, so tests need no sleeps);
+* through the instance's metadata (works across processes, e.g. an agent
+  started as a subprocess): ``fake:delay:<op>`` = seconds, and
+  ``fake:fail:<op>`` = ``"CODE"`` or ``"CODE,param,..."`` which makes ``<op>``
+  raise ``HypervisorError(code, params)`` every time, or
+  ``fake:guest_unresponsive`` = ``"true"`` so that clean shutdowns and soft
+  reboots fall back to hard ones.
+
+``<op>`` is the Operation name: spawn, power_on, power_off, reboot, destroy.
+The driver reports fake dom0 tasks to its TaskListener like a real one would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from compute_agent import exceptions
+from compute_agent.driver import power_state
+from compute_agent.driver.base import (
+    REBOOT_HARD,
+    REBOOT_TYPES,
+    ComputeDriver,
+    InstanceInfo,
+    Operation,
+    TaskListener,
+)
+
+
+@dataclass
+class FakeVM:
+    uuid: str
+    name: str
+    vcpus: int
+    memory_mb: int
+    root_gb: int
+    vm_ref: str
+    power_state: int = power_state.SHUTDOWN
+    shutdown_reason: str | None = None
+    boots: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Failure:
+    error: exceptions.ComputeAgentError
+    times: int | None  # None: every time
+    instance_uuid: str | None
+
+
+class Gate:
+    """Holds operations of one kind in flight until released."""
+
+    def __init__(self) -> None:
+        self._released = threading.Event()
+        self._entered = threading.Semaphore(0)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait_entered(self, timeout: float = 10.0) -> bool:
+        """Block until an operation has reached the gate (True) or timeout."""
+        return self._entered.acquire(timeout=timeout)
+
+    def _pass(self, cancelled: threading.Event) -> None:
+        self._entered.release()
+        while not self._released.wait(0.05):
+            if cancelled.is_set():
+                return
+
+
+class FakeDriver(ComputeDriver):
+    """In-memory hypervisor with knobs for failures, delays and guest events."""
+
+    def __init__(
+        self,
+        task_listener: TaskListener | None = None,
+        vcpus: int = 16,
+        memory_mb: int = 32768,
+        local_gb: int = 500,
+    ):
+        super().__init__(task_listener)
+        self.host: str | None = None
+        self.vms: dict[str, FakeVM] = {}
+        self.totals = {"vcpus": vcpus, "memory_mb": memory_mb, "local_gb": local_gb}
+        self.calls: list[tuple[str, str]] = []  # (operation, instance uuid)
+        self._lock = threading.RLock()
+        self._failures: dict[str, list[_Failure]] = {}
+        self._delays: dict[str, float] = {}
+        self._gates: dict[str, Gate] = {}
+        self._in_flight: dict[str, threading.Event] = {}  # uuid -> cancel flag
+        self._refs = itertools.count(1)
+        self.cleaned_up = False
+
+    # -- test hooks ----------------------------------------------------------
+
+    def inject_failure(
+        self,
+        op_name: str,
+        error: exceptions.ComputeAgentError,
+        times: int | None = 1,
+        instance_uuid: str | None = None,
+    ) -> None:
+        """Make the next ``times`` calls of ``op_name`` (all if None) raise
+        ``error``, optionally only for one instance."""
+        with self._lock:
+            self._failures.setdefault(op_name, []).append(_Failure(error, times, instance_uuid))
+
+    def set_delay(self, op_name: str, seconds: float) -> None:
+        """Make every ``op_name`` take ``seconds`` (cancellable)."""
+        self._delays[op_name] = seconds
+
+    def hold(self, op_name: str) -> Gate:
+        """Keep every ``op_name`` in flight until the returned gate is released."""
+        gate = Gate()
+        self._gates[op_name] = gate
+        return gate
+
+    def guest_event(
+        self, instance_uuid: str, new_state: int, reason: str | None = None
+    ) -> None:
+        """Simulate the guest changing power state on its own (shutting down,
+        crashing) and tell the power state listener."""
+        with self._lock:
+            vm = self._vm(instance_uuid)
+            vm.power_state = new_state
+            vm.shutdown_reason = reason
+            info = self._info(vm)
+        if self.power_state_listener is not None:
+            self.power_state_listener(instance_uuid, info)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def init_host(self, host: str) -> None:
+        self.host = host
+
+    def cleanup_host(self) -> None:
+        self.cleaned_up = True
+
+    # -- operations ------------------------------------------------------------
+
+    def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
+        uuid = instance["uuid"]
+        with self._task(op, instance):
+            with self._lock:
+                vm = self.vms.get(uuid)
+                if vm is None:
+                    flavor = instance.get("flavor") or {}
+                    vm = FakeVM(
+                        uuid=uuid,
+                        name=instance.get("name") or uuid,
+                        vcpus=int(flavor.get("vcpus", 1)),
+                        memory_mb=int(flavor.get("memory_mb", 512)),
+                        root_gb=int(flavor.get("root_gb", 1)),
+                        vm_ref=f"OpaqueRef:{uuidlib.uuid4()}",
+                    )
+                    self.vms[uuid] = vm
+                self._boot(vm, "spawn")
+                return self._info(vm)
+
+    def power_on(self, op: Operation, instance: dict[str, Any]) -> None:
+        with self._task(op, instance):
+            with self._lock:
+                vm = self._vm(instance["uuid"])
+                if vm.power_state != power_state.RUNNING:
+                    self._boot(vm, "power_on")
+
+    def power_off(
+        self, op: Operation, instance: dict[str, Any], clean: bool = True, timeout: float = 60
+    ) -> None:
+        with self._task(op, instance):
+            with self._lock:
+                vm = self._vm(instance["uuid"])
+                if vm.power_state == power_state.SHUTDOWN:
+                    return
+                hard = not clean or _unresponsive(instance)
+                vm.history.append("hard_shutdown" if hard else "clean_shutdown")
+                vm.power_state = power_state.SHUTDOWN
+                vm.shutdown_reason = "halted"
+
+    def reboot(self, op: Operation, instance: dict[str, Any], reboot_type: str) -> None:
+        if reboot_type not in REBOOT_TYPES:
+            raise exceptions.InvalidInput("reboot_type", f"must be one of {REBOOT_TYPES}")
+        with self._task(op, instance):
+            with self._lock:
+                vm = self._vm(instance["uuid"])
+                hard = reboot_type == REBOOT_HARD or _unresponsive(instance)
+                vm.history.append("hard_reboot" if hard else "clean_reboot")
+                vm.shutdown_reason = "rebooted"
+                self._boot(vm, "reboot")
+
+    def destroy(self, op: Operation, instance: dict[str, Any]) -> None:
+        with self._task(op, instance):
+            with self._lock:
+                self.vms.pop(instance["uuid"], None)
+
+    # -- queries ---------------------------------------------------------------
+
+    def get_info(self, instance: dict[str, Any]) -> InstanceInfo:
+        with self._lock:
+            return self._info(self._vm(instance["uuid"]))
+
+    def list_instance_uuids(self) -> list[str]:
+        with self._lock:
+            return sorted(self.vms)
+
+    def get_host_resources(self) -> dict[str, Any]:
+        with self._lock:
+            running = [v for v in self.vms.values() if v.power_state == power_state.RUNNING]
+            vcpus_used = sum(v.vcpus for v in running)
+            memory_used = sum(v.memory_mb for v in running)
+            disk_used = sum(v.root_gb for v in self.vms.values())
+        return {
+            "vcpus": self.totals["vcpus"],
+            "vcpus_used": vcpus_used,
+            "memory_mb": self.totals["memory_mb"],
+            "memory_mb_used": memory_used,
+            "free_memory_mb": self.totals["memory_mb"] - memory_used,
+            "local_gb": self.totals["local_gb"],
+            "local_gb_used": disk_used,
+            "hypervisor_type": "fake",
+            "hypervisor_version": "1.0",
+            "hypervisor_hostname": self.host or "fake-host",
+            "running_vms": len(running),
+        }
+
+    def cancel(self, instance_uuid: str) -> bool:
+        with self._lock:
+            flag = self._in_flight.get(instance_uuid)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    # -- internals -------------------------------------------------------------
+
+    def _vm(self, uuid: str) -> FakeVM:
+        try:
+            return self.vms[uuid]
+        except KeyError:
+            raise exceptions.InstanceNotFound(uuid) from None
+
+    @staticmethod
+    def _info(vm: FakeVM) -> InstanceInfo:
+        return InstanceInfo(
+            power_state=vm.power_state,
+            vm_ref=vm.vm_ref,
+            shutdown_reason=vm.shutdown_reason,
+            extra={"boots": vm.boots},
+        )
+
+    @staticmethod
+    def _boot(vm: FakeVM, why: str) -> None:
+        vm.power_state = power_state.RUNNING
+        vm.boots += 1
+        vm.history.append(why)
+
+    def _task(self, op: Operation, instance: dict[str, Any]) -> _FakeTask:
+        return _FakeTask(self, op, instance)
+
+    def _take_failure(self, op: Operation, instance: dict[str, Any]) -> Exception | None:
+        spec = (instance.get("metadata") or {}).get(f"fake:fail:{op.name}")
+        if spec:
+            code, *params = str(spec).split(",")
+            return exceptions.HypervisorError(*params, code=code)
+        with self._lock:
+            for failure in self._failures.get(op.name, []):
+                if failure.instance_uuid not in (None, op.instance_uuid):
+                    continue
+                if failure.times is not None:
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        self._failures[op.name].remove(failure)
+                return failure.error
+        return None
+
+    def _delay(self, op: Operation, instance: dict[str, Any]) -> float:
+        meta = (instance.get("metadata") or {}).get(f"fake:delay:{op.name}")
+        if meta is not None:
+            return float(meta)
+        return self._delays.get(op.name, 0.0)
+
+
+def _unresponsive(instance: dict[str, Any]) -> bool:
+    value = (instance.get("metadata") or {}).get("fake:guest_unresponsive", "")
+    return str(value).lower() in ("1", "true", "yes")
+
+
+class _FakeTask:
+    """One fake dom0 task: reports to the listener, applies delay, gate,
+    cancellation, timeout and injected failure, in that order."""
+
+    def __init__(self, driver: FakeDriver, op: Operation, instance: dict[str, Any]):
+        self.driver = driver
+        self.op = op
+        self.instance = instance
+        self.ref = f"OpaqueRef:{uuidlib.uuid4()}"
+        self.cancelled = threading.Event()
+
+    def __enter__(self) -> _FakeTask:
+        d, op = self.driver, self.op
+        d.calls.append((op.name, op.instance_uuid))
+        with d._lock:
+            d._in_flight[op.instance_uuid] = self.cancelled
+        self._notify("task_started", self.ref, str(uuidlib.uuid4()), d.host or "fake-dom0")
+        try:
+            self._wait()
+            error = self.driver._take_failure(op, self.instance)
+            if error is not None:
+                raise error
+        except BaseException as exc:
+            self._finish(exc)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._finish(exc)
+
+    def _wait(self) -> None:
+        d, op = self.driver, self.op
+        delay = d._delay(op, self.instance)
+        timeout = op.timeout
+        if delay > 0:
+            limit = delay if timeout is None else min(delay, timeout)
+            self._notify("task_progress", self.ref, 0.5)
+            self.cancelled.wait(limit)
+            self._check_cancelled()
+            if timeout is not None and delay > timeout:
+                raise exceptions.OperationTimedOut(op.name, op.instance_uuid, timeout)
+        gate = d._gates.get(op.name)
+        if gate is not None:
+            gate._pass(self.cancelled)
+            self._check_cancelled()
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise exceptions.OperationCancelled(self.op.name, self.op.instance_uuid)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        with self.driver._lock:
+            if self.driver._in_flight.get(self.op.instance_uuid) is self.cancelled:
+                del self.driver._in_flight[self.op.instance_uuid]
+        if getattr(self, "_done", False):
+            return
+        self._done = True
+        if exc is None:
+            self._notify("task_progress", self.ref, 1.0)
+            self._notify("task_finished", self.ref, "success", "", None)
+        elif isinstance(exc, exceptions.OperationCancelled):
+            self._notify("task_finished", self.ref, "cancelled", None, None)
+        else:
+            err = [getattr(exc, "code", type(exc).__name__), *getattr(exc, "params", [])]
+            self._notify("task_finished", self.ref, "failure", None, err)
+
+    def _notify(self, method: str, *args: Any) -> None:
+        listener = self.driver.task_listener
+        if listener is None:
+            return
+        try:
+            getattr(listener, method)(self.op, *args)
+        except Exception:  # noqa: BLE001 - a listener failure must not fail the operation
+            pass

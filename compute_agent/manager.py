@@ -1,0 +1,707 @@
+"""ComputeManager: turns requests into driver operations and state in SQL.
+
+Each request is handled in two steps:
+
+1. *Accept* (in the RPC worker, quick): validate, then under the instance's
+   lock move it into its transitional task_state with a compare-and-set
+   update, record an instance action for the request id, and send the
+   ``.start`` notification. A request that conflicts with the operation in
+   progress is refused here with INSTANCE_BUSY, one that does not fit the
+   vm_state with INSTANCE_INVALID_STATE. For a ``call`` the refusal is the
+   caller's exception; for a ``cast`` it is logged, recorded as a failed
+   action and sent as an ``.error`` notification.
+2. *Run* (in a thread of its own, so long operations never hold an RPC
+   worker): call the driver, then settle the instance into its stable state
+   (or ``error`` / the state the hypervisor shows, with a fault), finish the
+   action and send ``.end`` or ``.error``.
+
+State transitions (task_state is None in every stable state):
+
+  build      (new)            -> building/spawning      -> active | error
+  start      stopped          -> powering_on            -> active
+  stop       active|error|rescued -> powering_off       -> stopped
+  reboot     active (SOFT), active|stopped|error (HARD)
+                              -> rebooting[_hard]       -> active
+  terminate  any but deleted  -> deleting               -> deleted (row kept)
+
+On a failed start/stop/reboot the instance settles into what the hypervisor
+shows (running -> active, halted -> stopped, otherwise error); a failed
+build or terminate ends in ``error``. Every failure adds an instance fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from compute_agent import exceptions, states
+from compute_agent import notifications as notif
+from compute_agent.context import RequestContext, get_admin_context
+from compute_agent.db.types import utcnow
+from compute_agent.driver import load_driver, power_state
+from compute_agent.driver.base import REBOOT_HARD, REBOOT_TYPES, ComputeDriver, InstanceInfo
+from compute_agent.driver.base import Operation as DriverOperation
+from compute_agent.locks import InstanceLocks
+from compute_agent.task_listener import TrackedTaskListener
+from compute_agent.validation import validate_instance, validate_uuid
+
+LOG = logging.getLogger(__name__)
+
+RPC_API_VERSION = "1.1"
+SERVICE_BINARY = "compute-agent"
+
+# Request -> (action record name, action event name, driver operation name).
+REQUESTS: dict[str, tuple[str, str, str]] = {
+    "build": ("create", "compute_build_instance", "spawn"),
+    "start": ("start", "compute_start_instance", "power_on"),
+    "stop": ("stop", "compute_stop_instance", "power_off"),
+    "reboot": ("reboot", "compute_reboot_instance", "reboot"),
+    "terminate": ("delete", "compute_terminate_instance", "destroy"),
+}
+
+# Power state -> the stable vm_state it implies after an interrupted operation.
+_SETTLED_VM_STATE = {
+    power_state.RUNNING: states.ACTIVE,
+    power_state.SHUTDOWN: states.STOPPED,
+    power_state.PAUSED: states.PAUSED,
+    power_state.SUSPENDED: states.SUSPENDED,
+}
+
+
+class ServiceStopping(exceptions.ComputeAgentError):
+    """The agent is shutting down and takes no new work. params: host."""
+
+    code = "SERVICE_STOPPING"
+    msg_fmt = "The compute agent on {0} is shutting down"
+
+
+class WrongHost(exceptions.ComputeAgentError):
+    """The instance is managed by another agent. params: uuid, its host, this host."""
+
+    code = "INSTANCE_WRONG_HOST"
+    msg_fmt = "Instance {0} is on host {1}, not {2}"
+
+
+class NotSupported(exceptions.ComputeAgentError):
+    """params: operation, driver."""
+
+    code = "OPERATION_NOT_SUPPORTED"
+    msg_fmt = "{0} is not supported by the {1} driver"
+
+
+class ComputeManager:
+    """See the module docstring. Thread-safe; one per agent process."""
+
+    def __init__(
+        self,
+        conf: Any,
+        db: Any,
+        driver: ComputeDriver | None = None,
+        notifier: notif.Notifier | None = None,
+        host: str | None = None,
+    ):
+        self.conf = conf
+        self.host = host or conf.host
+        self.db = db
+        self.notifier = notifier or notif.Notifier(None, self.host)
+        self.task_listener = TrackedTaskListener(
+            db, self.host, conf.tasks.progress_write_interval
+        )
+        if driver is None:
+            driver = load_driver(conf.compute_driver, self.task_listener)
+        elif driver.task_listener is None:
+            driver.task_listener = self.task_listener
+        self.driver = driver
+        self.driver.set_power_state_listener(self._on_power_state_change)
+        self._locks = InstanceLocks()
+        self._build_slots = threading.BoundedSemaphore(conf.max_concurrent_builds)
+        self._builds_running = 0
+        self._counter_lock = threading.Lock()
+        self._workers: set[threading.Thread] = set()
+        self._workers_lock = threading.Lock()
+        self._all_done = threading.Condition(self._workers_lock)
+        self._stopping = threading.Event()
+        self._queued_builds: set[str] = set()  # builds waiting for a slot
+        self._queued_cancel: set[str] = set()  # ...of which these are cancelled
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def init_host(self) -> None:
+        """Connect the driver and write the first heartbeat."""
+        self.driver.init_host(self.host)
+        self.report_host(get_admin_context())
+
+    def shutdown(self, timeout: float | None) -> list[str]:
+        """Stop taking work, hand back builds that have not started in the
+        hypervisor (they end in error with fault BUILD_ABORTED), and wait up to
+        ``timeout`` seconds (None: forever) for running operations. Returns the
+        uuids of operations still running at the deadline; their dom0 tasks
+        stay in tracked_tasks for the next start to resolve."""
+        self._stopping.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._all_done:
+            while self._workers:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._all_done.wait(remaining if remaining is not None else 1.0)
+            left = sorted(t.name for t in self._workers)
+        if left:
+            LOG.warning("Shutting down with operations still running: %s", ", ".join(left))
+        try:
+            self.driver.cleanup_host()
+        except Exception:
+            LOG.exception("Driver cleanup failed")
+        return left
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # ------------------------------------------------------------------ RPC: queries
+
+    def ping(self, ctxt: RequestContext) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "version": RPC_API_VERSION,
+            "backend": self.conf.concurrency_backend,
+            "driver": type(self.driver).__name__,
+        }
+
+    def get_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self.db.get_instance(validate_uuid(instance_uuid))
+
+    def list_instances(self, ctxt: RequestContext) -> list[dict[str, Any]]:
+        return self.db.list_instances(host=self.host)
+
+    def get_host_status(self, ctxt: RequestContext) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "host": self.host,
+            "version": RPC_API_VERSION,
+            "backend": self.conf.concurrency_backend,
+            "stopping": self.stopping,
+            "hypervisor_available": True,
+            "error": None,
+        }
+        try:
+            status["resources"] = self.driver.get_host_resources()
+        except exceptions.ComputeAgentError as exc:
+            status["hypervisor_available"] = False
+            status["error"] = exc.to_dict()
+            nodes = [n for n in self.db.list_compute_nodes() if n["host"] == self.host]
+            status["resources"] = nodes[0] if nodes else None
+        services = [s for s in self.db.list_services(self.conf.service_down_time)
+                    if s["host"] == self.host and s["binary"] == SERVICE_BINARY]
+        status["service"] = services[0] if services else None
+        counts: dict[str, int] = {}
+        for inst in self.db.list_instances(host=self.host):
+            counts[inst["vm_state"]] = counts.get(inst["vm_state"], 0) + 1
+        status["instances"] = counts
+        with self._counter_lock:
+            running = self._builds_running
+        status["builds"] = {"max": self.conf.max_concurrent_builds, "running": running}
+        return status
+
+    # ------------------------------------------------------------------ RPC: build
+
+    def build_instance(self, ctxt: RequestContext, instance: Any) -> dict[str, Any]:
+        """Accept a build. A known uuid is a no-op returning the instance."""
+        self._refuse_if_stopping()
+        try:
+            spec = validate_instance(instance)
+        except exceptions.InvalidInput as exc:
+            self._record_invalid_build(ctxt, instance, exc)
+            raise
+        uuid = spec["uuid"]
+        with self._locks.hold(uuid):
+            try:
+                existing = self.db.get_instance(uuid)
+            except exceptions.InstanceNotFound:
+                existing = None
+            if existing is not None:
+                LOG.info("Build of known instance %s ignored (vm_state %s)", uuid,
+                         existing["vm_state"])
+                return existing
+            try:
+                created = self.db.create_instance({
+                    **spec,
+                    "host": self.host,
+                    "vm_state": states.BUILDING,
+                    "task_state": states.SPAWNING,
+                    "power_state": power_state.NOSTATE,
+                    "progress": 0,
+                })
+            except exceptions.InstanceExists:
+                # Another agent sharing the database created it first.
+                return self.db.get_instance(uuid)
+            self._action_start(ctxt, uuid, "build")
+        self.notifier.action(ctxt, "create", notif.START, created)
+        self._spawn_worker(ctxt, uuid, "build", self._run_build, spec)
+        return created
+
+    def _record_invalid_build(self, ctxt: RequestContext, instance: Any,
+                              exc: exceptions.ComputeAgentError) -> None:
+        """A build cast has nobody to tell; if it names a usable uuid that is
+        not known yet, leave an instance in error with the fault so the
+        caller finds out with get_instance."""
+        self.notifier.action(ctxt, "create", notif.ERROR, None, exc.to_dict())
+        LOG.warning("Refused build: %s", exc.message)
+        if not isinstance(instance, dict):
+            return
+        try:
+            uuid = validate_uuid(instance.get("uuid"), "uuid")
+        except exceptions.InvalidInput:
+            return
+        name = instance.get("name")
+        with self._locks.hold(uuid):
+            try:
+                self.db.create_instance({
+                    "uuid": uuid,
+                    "name": name if isinstance(name, str) else "",
+                    "host": self.host,
+                    "vm_state": states.ERROR,
+                    "task_state": None,
+                    "power_state": power_state.NOSTATE,
+                })
+            except exceptions.InstanceExists:
+                return  # a known instance is never touched by a bad build
+            self.db.add_instance_fault(uuid, exc.code, exc.params, exc.message)
+            self._action_start(ctxt, uuid, "build")
+            self._action_finish(ctxt, uuid, "error", exc.message)
+
+    def _run_build(self, ctxt: RequestContext, uuid: str, spec: dict[str, Any]) -> None:
+        op = self._operation(ctxt, uuid, "spawn", self.conf.tasks.spawn_timeout)
+        self._event_start(ctxt, uuid, "build")
+        try:
+            self._wait_build_slot(uuid)
+            try:
+                with self._counter_lock:
+                    self._builds_running += 1
+                info = self.driver.spawn(op, spec)
+            finally:
+                with self._counter_lock:
+                    self._builds_running -= 1
+                self._build_slots.release()
+        except BaseException as exc:
+            self._fail(ctxt, uuid, "build", exc, settle=lambda inst: (states.ERROR, None))
+            return
+        self._succeed(ctxt, uuid, "build", states.SPAWNING, {
+            "vm_state": states.ACTIVE,
+            "power_state": info.power_state,
+            "vm_ref": info.vm_ref,
+            "progress": 100,
+            "launched_at": utcnow(),
+        })
+
+    def _wait_build_slot(self, uuid: str) -> None:
+        """Wait for one of max_concurrent_builds slots. While queued, the
+        build can still be handed back (shutdown) or cancelled without ever
+        reaching dom0; both flags are checked under the same lock that
+        cancel_operation uses, so a cancel is either seen here or sent to
+        the driver, never lost in between."""
+        with self._counter_lock:
+            self._queued_builds.add(uuid)
+        acquired = False
+        try:
+            while not acquired:
+                acquired = self._build_slots.acquire(timeout=0.2)
+                with self._counter_lock:
+                    cancelled = uuid in self._queued_cancel
+                    if acquired or cancelled or self._stopping.is_set():
+                        self._queued_builds.discard(uuid)
+                        self._queued_cancel.discard(uuid)
+                if cancelled:
+                    raise exceptions.OperationCancelled("spawn", uuid)
+                if self._stopping.is_set():
+                    raise exceptions.ComputeAgentError(
+                        uuid, self.host, code="BUILD_ABORTED",
+                        message=f"Build of {uuid} handed back: the agent on {self.host} "
+                        "is shutting down and had not started it")
+        except BaseException:
+            if acquired:
+                self._build_slots.release()
+            raise
+
+    # ------------------------------------------------------------------ RPC: power, delete
+
+    def start_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._accept(ctxt, instance_uuid, "start", "start", states.POWERING_ON,
+                            lambda op, inst: self.driver.power_on(op, inst))
+
+    def stop_instance(self, ctxt: RequestContext, instance_uuid: Any,
+                      clean: Any = True) -> dict[str, Any]:
+        if not isinstance(clean, bool):
+            self._invalid(ctxt, "stop", "clean", "must be a boolean")
+        timeout = float(self.conf.tasks.power_timeout)
+        return self._accept(
+            ctxt, instance_uuid, "stop", "stop", states.POWERING_OFF,
+            lambda op, inst: self.driver.power_off(op, inst, clean=clean,
+                                                   timeout=min(60.0, timeout)),
+        )
+
+    def reboot_instance(self, ctxt: RequestContext, instance_uuid: Any,
+                        reboot_type: Any = "SOFT") -> dict[str, Any]:
+        if reboot_type not in REBOOT_TYPES:
+            self._invalid(ctxt, "reboot", "reboot_type", "must be SOFT or HARD")
+        hard = reboot_type == REBOOT_HARD
+        return self._accept(
+            ctxt, instance_uuid, "reboot", "reboot_hard" if hard else "reboot_soft",
+            states.REBOOTING_HARD if hard else states.REBOOTING,
+            lambda op, inst: self.driver.reboot(op, inst, reboot_type),
+        )
+
+    def terminate_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        if isinstance(instance_uuid, str):
+            try:
+                inst = self.db.get_instance(instance_uuid)
+            except exceptions.ComputeAgentError:
+                inst = None  # _accept reports it
+            if inst and inst["vm_state"] == states.DELETED and inst["task_state"] is None:
+                return inst  # deleting twice is not an error
+        return self._accept(ctxt, instance_uuid, "terminate", "terminate", states.DELETING,
+                            lambda op, inst: self.driver.destroy(op, inst))
+
+    def _accept(self, ctxt: RequestContext, instance_uuid: Any, request: str, rule: str,
+                task_state: str, call: Callable[[DriverOperation, dict], None]) -> dict:
+        try:
+            self._refuse_if_stopping()
+            uuid = validate_uuid(instance_uuid)
+        except exceptions.ComputeAgentError as exc:
+            self._refused(ctxt, None, request, exc)
+            raise
+        with self._locks.hold(uuid):
+            try:
+                inst = self.db.get_instance(uuid, internal=True)
+                self._check_can_start(inst, rule)
+                try:
+                    updated = self.db.update_instance(
+                        uuid, {"task_state": task_state, "progress": 0},
+                        expected_task_state=None, expected_vm_state=states.ALLOWED_FROM[rule])
+                except exceptions.UnexpectedTaskState as exc:
+                    raise exceptions.InstanceBusy(uuid, exc.params[-1]) from None
+            except exceptions.ComputeAgentError as exc:
+                self._refused(ctxt, uuid, request, exc)
+                raise
+            self._action_start(ctxt, uuid, request)
+        self.notifier.action(ctxt, notif.ACTIONS[request], notif.START, updated)
+        self._spawn_worker(ctxt, uuid, request, self._run_operation, request, task_state, call)
+        return updated
+
+    def _check_can_start(self, inst: dict[str, Any], rule: str) -> None:
+        uuid = inst["uuid"]
+        if inst["host"] != self.host:
+            raise WrongHost(uuid, inst["host"], self.host)
+        if inst["task_state"] is not None:
+            raise exceptions.InstanceBusy(uuid, inst["task_state"])
+        allowed = states.ALLOWED_FROM[rule]
+        if inst["vm_state"] not in allowed:
+            raise exceptions.InstanceInvalidState(uuid, "vm_state", inst["vm_state"],
+                                                  "|".join(allowed))
+
+    def _invalid(self, ctxt: RequestContext, request: str, field: str, reason: str) -> None:
+        exc = exceptions.InvalidInput(field, reason)
+        self._refused(ctxt, None, request, exc)
+        raise exc
+
+    def _refused(self, ctxt: RequestContext, uuid: str | None, request: str,
+                 exc: exceptions.ComputeAgentError) -> None:
+        """Record a refused request: for a cast this is the only trace."""
+        LOG.info("Refused %s of %s: %s", request, uuid, exc.message)
+        inst = None
+        if uuid is not None and not isinstance(exc, exceptions.InstanceNotFound):
+            try:
+                inst = self.db.get_instance(uuid)
+            except exceptions.ComputeAgentError:
+                inst = None
+        if inst is not None:
+            self._action_start(ctxt, uuid, request)
+            self._action_finish(ctxt, uuid, "error", f"{exc.code} {exc.params}")
+        self.notifier.action(ctxt, notif.ACTIONS[request], notif.ERROR, inst, exc.to_dict())
+
+    def _run_operation(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
+                       call: Callable[[DriverOperation, dict], None]) -> None:
+        driver_op = REQUESTS[request][2]
+        timeout = {
+            "power_on": self.conf.tasks.power_timeout,
+            "power_off": self.conf.tasks.power_timeout,
+            "reboot": self.conf.tasks.reboot_timeout,
+            "destroy": self.conf.tasks.destroy_timeout,
+        }.get(driver_op, self.conf.tasks.default_timeout)
+        op = self._operation(ctxt, uuid, driver_op, timeout)
+        self._event_start(ctxt, uuid, request)
+        try:
+            inst = self.db.get_instance(uuid, internal=True)
+            call(op, self._driver_view(inst))
+            info = None if request == "terminate" else self.driver.get_info(inst)
+        except BaseException as exc:
+            self._fail(ctxt, uuid, request, exc, settle=self._settler(request))
+            return
+        values: dict[str, Any] = {"progress": 100}
+        if request == "terminate":
+            values.update(vm_state=states.DELETED, power_state=power_state.NOSTATE,
+                          vm_ref=None)
+        else:
+            assert info is not None
+            values.update(power_state=info.power_state, shutdown_reason=info.shutdown_reason,
+                          vm_state=states.STOPPED if request == "stop" else states.ACTIVE)
+        self._succeed(ctxt, uuid, request, task_state, values)
+
+    def _settler(self, request: str) -> Callable[[dict], tuple[str, int | None]]:
+        """How an instance settles after ``request`` failed: (vm_state,
+        power_state or None to keep it)."""
+
+        def settle(inst: dict[str, Any]) -> tuple[str, int | None]:
+            if request in ("build", "terminate"):
+                return states.ERROR, None
+            try:
+                info = self.driver.get_info(inst)
+            except exceptions.InstanceNotFound:
+                return states.ERROR, power_state.NOSTATE
+            except Exception:
+                # dom0 unreachable: keep what we knew, unless the request
+                # itself may have left the VM half way (reboot).
+                vm_state = states.ERROR if request == "reboot" else inst["vm_state"]
+                return vm_state, None
+            return _SETTLED_VM_STATE.get(info.power_state, states.ERROR), info.power_state
+
+        return settle
+
+    # ------------------------------------------------------------------ RPC 1.1: cancel
+
+    def cancel_operation(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        """Cancel the operation in progress on the instance. Returns
+        ``{instance_uuid, task_state, cancelled}``: cancelled is False when
+        nothing was in progress, or the operation finished (or had not yet
+        reached the hypervisor) when the cancel arrived. A cancelled
+        operation settles the instance as a failed one does, from what the
+        hypervisor shows, with fault OPERATION_CANCELLED."""
+        uuid = validate_uuid(instance_uuid)
+        inst = self.db.get_instance(uuid)
+        task_state = inst["task_state"]
+        result = {"instance_uuid": uuid, "task_state": task_state, "cancelled": False}
+        if task_state is None:
+            return result
+        self.notifier.action(ctxt, "cancel", notif.START, inst)
+        with self._counter_lock:
+            queued = uuid in self._queued_builds
+            if queued:
+                self._queued_cancel.add(uuid)
+        try:
+            sent = True if queued else self.driver.cancel(uuid)
+        except NotImplementedError:
+            exc = NotSupported("cancel_operation", type(self.driver).__name__)
+            self.notifier.action(ctxt, "cancel", notif.ERROR, inst, exc.to_dict())
+            raise exc from None
+        result["cancelled"] = bool(sent)
+        LOG.info("Cancel of %s on %s: %s", task_state, uuid,
+                 "sent" if sent else "nothing to cancel")
+        self.notifier.action(ctxt, "cancel", notif.END, self.db.get_instance(uuid))
+        return result
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _succeed(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
+                 values: dict[str, Any]) -> None:
+        values = {**values, "task_state": None}
+        try:
+            inst = self.db.update_instance(uuid, values, expected_task_state=task_state)
+        except exceptions.ComputeAgentError as exc:
+            # Someone else resolved the instance meanwhile (e.g. recovery).
+            LOG.warning("Could not record the end of %s of %s: %s", request, uuid, exc.message)
+            inst = self.db.get_instance(uuid)
+        self._event_finish(ctxt, uuid, request, "success")
+        self._action_finish(ctxt, uuid, "success")
+        self.notifier.action(ctxt, notif.ACTIONS[request], notif.END, inst)
+        LOG.info("%s of %s done: vm_state %s, power_state %s", request, uuid,
+                 inst["vm_state"], power_state.name(inst["power_state"]))
+
+    def _fail(self, ctxt: RequestContext, uuid: str, request: str, exc: BaseException,
+              settle: Callable[[dict], tuple[str, int | None]]) -> None:
+        if isinstance(exc, exceptions.ComputeAgentError):
+            error = exc
+            LOG.warning("%s of %s failed: %s %s", request, uuid, error.code, error.params)
+        else:
+            error = exceptions.ComputeAgentError(
+                type(exc).__name__, str(exc),
+                message=f"Internal error during {request}: {type(exc).__name__}: {exc}")
+            LOG.error("%s of %s failed unexpectedly", request, uuid,
+                      exc_info=(type(exc), exc, exc.__traceback__))
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        inst = None
+        try:
+            current = self.db.get_instance(uuid, internal=True)
+            vm_state, new_power = settle(self._driver_view(current))
+            values: dict[str, Any] = {"vm_state": vm_state, "task_state": None}
+            if new_power is not None:
+                values["power_state"] = new_power
+            self.db.add_instance_fault(uuid, error.code, error.params, error.message)
+            inst = self.db.update_instance(uuid, values,
+                                           expected_task_state=current["task_state"])
+        except Exception:
+            LOG.exception("Could not record the failure of %s of %s", request, uuid)
+        self._event_finish(ctxt, uuid, request, "error", tb)
+        self._action_finish(ctxt, uuid, "error", f"{error.code} {error.params}")
+        self.notifier.action(ctxt, notif.ACTIONS[request], notif.ERROR, inst, error.to_dict())
+
+    # ------------------------------------------------------------------ periodic jobs
+
+    def report_host(self, ctxt: RequestContext) -> None:
+        """Heartbeat the service and report host resources (compute_nodes)."""
+        try:
+            self.db.service_heartbeat(self.host, SERVICE_BINARY, self.conf.compute_topic)
+        except Exception:
+            LOG.exception("Heartbeat failed")
+        try:
+            resources = self.driver.get_host_resources()
+        except exceptions.ComputeAgentError as exc:
+            LOG.warning("Cannot read host resources: %s", exc.message)
+            return
+        try:
+            self.db.upsert_compute_node(self.host, resources)
+        except Exception:
+            LOG.exception("Could not record host resources")
+
+    def sync_power_states(self, ctxt: RequestContext) -> int:
+        """Backstop reconciliation of power states; returns how many
+        instances changed. Instances with an operation in progress are left
+        to that operation."""
+        changed = 0
+        for inst in self.db.list_instances(host=self.host, internal=True):
+            if inst["task_state"] is not None or inst["vm_state"] == states.BUILDING:
+                continue
+            try:
+                info = self.driver.get_info(inst)
+            except exceptions.InstanceNotFound:
+                info = None
+            except exceptions.ComputeAgentError as exc:
+                LOG.warning("Power state sync stopped: %s", exc.message)
+                return changed
+            if self._apply_power_state(ctxt, inst, info):
+                changed += 1
+        return changed
+
+    def _on_power_state_change(self, instance_uuid: str, info: InstanceInfo) -> None:
+        """Driver callback: the guest changed power state on its own."""
+        ctxt = get_admin_context().for_instance(instance_uuid)
+        ctxt.update_store()
+        try:
+            with self._locks.hold(instance_uuid):
+                inst = self.db.get_instance(instance_uuid, internal=True)
+                if inst["task_state"] is None and inst["host"] == self.host:
+                    self._apply_power_state(ctxt, inst, info)
+        except exceptions.InstanceNotFound:
+            LOG.debug("Power event for unknown instance %s", instance_uuid)
+        except Exception:
+            LOG.exception("Could not apply power state event of %s", instance_uuid)
+
+    def _apply_power_state(self, ctxt: RequestContext, inst: dict[str, Any],
+                           info: InstanceInfo | None) -> bool:
+        uuid = inst["uuid"]
+        old_power, old_vm = inst["power_state"], inst["vm_state"]
+        if old_vm in (states.DELETED, states.BUILDING):
+            return False
+        values: dict[str, Any] = {}
+        fault = None
+        if info is None:
+            if old_vm == states.ERROR and old_power == power_state.NOSTATE:
+                return False
+            values = {"vm_state": states.ERROR, "power_state": power_state.NOSTATE}
+            fault = ("VM_MISSING", [uuid], f"The VM of instance {uuid} is gone from the "
+                     "hypervisor")
+        else:
+            new_power = info.power_state
+            if new_power == old_power:
+                return False
+            values = {"power_state": new_power, "shutdown_reason": info.shutdown_reason}
+            if new_power == power_state.SHUTDOWN and old_vm == states.ACTIVE:
+                values["vm_state"] = states.STOPPED
+            elif new_power == power_state.RUNNING and old_vm in (states.STOPPED, states.ERROR):
+                values["vm_state"] = states.ACTIVE
+            elif new_power == power_state.CRASHED:
+                values["vm_state"] = states.ERROR
+                fault = ("GUEST_CRASHED", [uuid, info.shutdown_reason or ""],
+                         f"The guest of instance {uuid} crashed")
+        try:
+            updated = self.db.update_instance(uuid, values, expected_task_state=None)
+        except exceptions.UnexpectedTaskState:
+            return False  # an operation started meanwhile; it will settle the state
+        if fault is not None:
+            self.db.add_instance_fault(uuid, *fault)
+            updated = self.db.get_instance(uuid)
+        LOG.info("Instance %s changed outside the agent: power %s -> %s, vm_state %s -> %s",
+                 uuid, power_state.name(old_power), power_state.name(updated["power_state"]),
+                 old_vm, updated["vm_state"])
+        self.notifier.instance_update(ctxt, updated, old_power, old_vm,
+                                      info.shutdown_reason if info else "missing")
+        return True
+
+    # ------------------------------------------------------------------ helpers
+
+    def _refuse_if_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise ServiceStopping(self.host)
+
+    @staticmethod
+    def _driver_view(inst: dict[str, Any]) -> dict[str, Any]:
+        """What a driver gets: the instance with networks and metadata."""
+        view = dict(inst)
+        view["networks"] = inst.get("networks") or []
+        view["metadata"] = inst.get("metadata") or {}
+        return view
+
+    @staticmethod
+    def _operation(ctxt: RequestContext, uuid: str, name: str,
+                   timeout: float | None) -> DriverOperation:
+        return DriverOperation(instance_uuid=uuid, name=name, request_id=ctxt.request_id,
+                               timeout=float(timeout) if timeout else None)
+
+    def _spawn_worker(self, ctxt: RequestContext, uuid: str, request: str,
+                      target: Callable[..., None], *args: Any) -> None:
+        worker_ctxt = ctxt.for_instance(uuid)
+
+        def run() -> None:
+            worker_ctxt.update_store()
+            try:
+                target(worker_ctxt, uuid, *args)
+            except Exception:
+                LOG.exception("Operation %s of %s crashed", request, uuid)
+            finally:
+                with self._all_done:
+                    self._workers.discard(threading.current_thread())
+                    self._all_done.notify_all()
+
+        thread = threading.Thread(target=run, name=f"{request}-{uuid}", daemon=True)
+        with self._workers_lock:
+            self._workers.add(thread)
+        thread.start()
+
+    def _action_start(self, ctxt: RequestContext, uuid: str, request: str) -> None:
+        try:
+            self.db.action_start(uuid, REQUESTS[request][0], ctxt.request_id)
+        except Exception:
+            LOG.exception("Could not record action %s of %s", request, uuid)
+
+    def _action_finish(self, ctxt: RequestContext, uuid: str, result: str,
+                       message: str | None = None) -> None:
+        try:
+            self.db.action_finish(uuid, ctxt.request_id, result, message)
+        except Exception:
+            LOG.exception("Could not finish the action of request %s", ctxt.request_id)
+
+    def _event_start(self, ctxt: RequestContext, uuid: str, request: str) -> None:
+        try:
+            self.db.action_event_start(uuid, ctxt.request_id, REQUESTS[request][1])
+        except Exception:
+            LOG.exception("Could not record event of %s", request)
+
+    def _event_finish(self, ctxt: RequestContext, uuid: str, request: str, result: str,
+                      tb: str | None = None) -> None:
+        try:
+            self.db.action_event_finish(uuid, ctxt.request_id, REQUESTS[request][1], result, tb)
+        except Exception:
+            LOG.exception("Could not finish event of %s", request)
+

@@ -1,0 +1,169 @@
+"""ComputeAPI: the versioned client a scheduler (or the CLI) imports.
+
+Versions:
+
+* 1.0 — ping, build_instance, start_instance, stop_instance, reboot_instance,
+  terminate_instance, get_instance, list_instances, get_host_status.
+* 1.1 — cancel_operation.
+
+``version_cap`` pins the highest version this client sends, so a scheduler
+can be upgraded before its agents: a method that needs more than the cap
+raises UNSUPPORTED_VERSION locally instead of confusing an old agent.
+
+Every failure is raised as a :class:`compute_agent.exceptions.ComputeAgentError`
+subclass with the agent's code and params (INSTANCE_NOT_FOUND [uuid],
+INSTANCE_BUSY [uuid, task_state], ...), or RPC_TIMEOUT when no reply came.
+
+The state-changing methods are casts (they return None at once) unless
+``confirm=True``: then the request is sent as a call that returns as soon as
+the agent has accepted it (the instance dict in its transitional state) and
+raises the refusal otherwise. The work itself runs on in the agent either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import oslo_messaging
+from oslo_config import cfg
+
+from compute_agent import context as ca_context
+from compute_agent.rpc import errors, transport
+from compute_agent.rpc.serializer import JsonPayloadSerializer
+from compute_agent.validation import validate_instance, validate_uuid
+
+Context = ca_context.RequestContext | None
+
+
+class ComputeAPI:
+    """Client side of the compute agent RPC API."""
+
+    BASE_VERSION = transport.BASE_VERSION
+    LATEST_VERSION = transport.RPC_API_VERSION
+
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts | None = None,
+        rpc_transport: oslo_messaging.Transport | None = None,
+        topic: str | None = None,
+        version_cap: str | None = None,
+        timeout: float | None = None,
+    ):
+        if conf is None:
+            from compute_agent.conf import CONF
+
+            conf = CONF
+        self.conf = conf
+        self.transport = rpc_transport or transport.get_rpc_transport(conf)
+        self.topic = topic or conf.compute_topic
+        self.version_cap = version_cap or self.LATEST_VERSION
+        self.timeout = timeout
+        self.client = oslo_messaging.get_rpc_client(
+            self.transport,
+            transport.client_target(conf, self.topic),
+            version_cap=self.version_cap,
+            serializer=JsonPayloadSerializer(),
+            timeout=timeout,
+        )
+
+    # ------------------------------------------------------------------ 1.0 calls
+
+    def ping(self, host: str, ctxt: Context = None, timeout: float | None = None) -> dict:
+        """-> {host, version, backend, driver}"""
+        return self._call(ctxt, host, "ping", timeout=timeout)
+
+    def get_instance(self, host: str | None, instance_uuid: str, ctxt: Context = None) -> dict:
+        """The instance dict. ``host=None`` lets any agent on the topic answer
+        (they share the database)."""
+        return self._call(ctxt, host, "get_instance", instance_uuid=instance_uuid)
+
+    def list_instances(self, host: str, ctxt: Context = None) -> list[dict]:
+        """Instances of ``host`` that are not deleted."""
+        return self._call(ctxt, host, "list_instances")
+
+    def get_host_status(self, host: str, ctxt: Context = None) -> dict:
+        return self._call(ctxt, host, "get_host_status")
+
+    # ------------------------------------------------------------------ 1.0 casts
+
+    def build_instance(self, host: str, instance: dict, ctxt: Context = None,
+                       confirm: bool = False, validate: bool = True) -> dict | None:
+        """Build ``instance`` on ``host``. Checked here first (INVALID_INPUT
+        [field, reason]) unless ``validate=False``; the agent checks again."""
+        if validate:
+            instance = validate_instance(instance)
+        return self._cast(ctxt, host, "build_instance", confirm, instance=instance)
+
+    def start_instance(self, host: str, instance_uuid: str, ctxt: Context = None,
+                       confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "start_instance", confirm, instance_uuid=instance_uuid)
+
+    def stop_instance(self, host: str, instance_uuid: str, clean: bool = True,
+                      ctxt: Context = None, confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "stop_instance", confirm,
+                          instance_uuid=instance_uuid, clean=clean)
+
+    def reboot_instance(self, host: str, instance_uuid: str, reboot_type: str = "SOFT",
+                        ctxt: Context = None, confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "reboot_instance", confirm,
+                          instance_uuid=instance_uuid, reboot_type=reboot_type)
+
+    def terminate_instance(self, host: str, instance_uuid: str, ctxt: Context = None,
+                           confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "terminate_instance", confirm,
+                          instance_uuid=instance_uuid)
+
+    # ------------------------------------------------------------------ 1.1
+
+    def cancel_operation(self, host: str, instance_uuid: str, ctxt: Context = None) -> dict:
+        """-> {instance_uuid, task_state, cancelled}"""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "cancel_operation", version="1.1",
+                          instance_uuid=instance_uuid)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def can_send_version(self, version: str) -> bool:
+        return self.client.can_send_version(version)
+
+    def _prepare(self, host: str | None, version: str, timeout: float | None = None) -> Any:
+        if not self.client.can_send_version(version):
+            raise errors.UnsupportedVersion("?", version, self.version_cap)
+        kwargs: dict[str, Any] = {"version": version}
+        if host:
+            kwargs["server"] = host
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        return self.client.prepare(**kwargs)
+
+    def _call(self, ctxt: Context, host: str | None, method: str,
+              version: str = BASE_VERSION, timeout: float | None = None, **kwargs: Any) -> Any:
+        ctxt = ctxt or ca_context.new_context()
+        if not self.client.can_send_version(version):
+            raise errors.UnsupportedVersion(method, version, self.version_cap)
+        cctxt = self._prepare(host, version, timeout)
+        try:
+            return cctxt.call(ctxt, method, **kwargs)
+        except Exception as exc:
+            typed = errors.to_typed(exc, self._target(host), method,
+                                    timeout or self.timeout or self._default_timeout())
+            if typed is exc:
+                raise
+            raise typed from None
+
+    def _cast(self, ctxt: Context, host: str, method: str, confirm: bool,
+              **kwargs: Any) -> dict | None:
+        if confirm:
+            return self._call(ctxt, host, method, **kwargs)
+        ctxt = ctxt or ca_context.new_context()
+        self._prepare(host, self.BASE_VERSION).cast(ctxt, method, **kwargs)
+        return None
+
+    def _target(self, host: str | None) -> str:
+        return f"{self.topic}.{host}" if host else self.topic
+
+    def _default_timeout(self) -> float | None:
+        try:
+            return float(self.conf.rpc_response_timeout)
+        except (cfg.NoSuchOptError, TypeError, ValueError):
+            return None

@@ -1,0 +1,140 @@
+"""The agent's RPC server: one endpoint object exposing the manager.
+
+The endpoint is the only place RPC meets the manager: it binds the request
+context (request id and instance uuid) to the thread for logging, and turns
+every exception into the structured wire error of :mod:`rpc.errors`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import oslo_messaging
+from oslo_config import cfg
+
+from compute_agent import context as ca_context
+from compute_agent.rpc import errors, transport
+from compute_agent.rpc.serializer import JsonPayloadSerializer
+
+LOG = logging.getLogger(__name__)
+
+
+def _instance_uuid_of(kwargs: dict[str, Any]) -> str | None:
+    if isinstance(kwargs.get("instance_uuid"), str):
+        return kwargs["instance_uuid"]
+    instance = kwargs.get("instance")
+    if isinstance(instance, dict) and isinstance(instance.get("uuid"), str):
+        return instance["uuid"]
+    return None
+
+
+def _expected(wire: errors.RemoteComputeError) -> oslo_messaging.ExpectedException:
+    """ExpectedException records the exception being handled: raise the wire
+    error and build it in the handler. oslo.messaging then sends the wire
+    error to the caller without logging a traceback at ERROR level."""
+    try:
+        raise wire
+    except errors.RemoteComputeError:
+        return oslo_messaging.ExpectedException()
+
+
+def _endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an endpoint method: context on the thread, structured errors."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def wrapper(self: ComputeEndpoint, ctxt: Any, **kwargs: Any) -> Any:
+        if not isinstance(ctxt, ca_context.RequestContext):
+            ctxt = ca_context.from_dict(ctxt.to_dict() if hasattr(ctxt, "to_dict") else {})
+        ctxt = ctxt.for_instance(_instance_uuid_of(kwargs))
+        ctxt.update_store()
+        try:
+            try:
+                signature.bind(self, ctxt, **kwargs)
+            except TypeError as exc:
+                raise errors.exceptions.InvalidInput("arguments", str(exc)) from None
+            return method(self, ctxt, **kwargs)
+        except Exception as exc:
+            if not isinstance(exc, errors.exceptions.ComputeAgentError):
+                LOG.exception("Unexpected error in %s", method.__name__)
+            raise _expected(errors.to_remote(exc)) from None
+        finally:
+            ca_context.clear_current()
+
+    return wrapper
+
+
+class ComputeEndpoint:
+    """RPC API version 1.1. See docs/rpc-api.md for every method."""
+
+    target = oslo_messaging.Target(version=transport.RPC_API_VERSION)
+
+    def __init__(self, manager: Any):
+        self.manager = manager
+
+    # -- 1.0 --------------------------------------------------------------------------
+    @_endpoint
+    def ping(self, ctxt: Any) -> dict[str, Any]:
+        return self.manager.ping(ctxt)
+
+    @_endpoint
+    def build_instance(self, ctxt: Any, instance: Any) -> dict[str, Any]:
+        return self.manager.build_instance(ctxt, instance)
+
+    @_endpoint
+    def start_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.start_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def stop_instance(self, ctxt: Any, instance_uuid: Any, clean: Any = True) -> dict[str, Any]:
+        return self.manager.stop_instance(ctxt, instance_uuid, clean=clean)
+
+    @_endpoint
+    def reboot_instance(self, ctxt: Any, instance_uuid: Any,
+                        reboot_type: Any = "SOFT") -> dict[str, Any]:
+        return self.manager.reboot_instance(ctxt, instance_uuid, reboot_type=reboot_type)
+
+    @_endpoint
+    def terminate_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.terminate_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def get_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.get_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def list_instances(self, ctxt: Any) -> list[dict[str, Any]]:
+        return self.manager.list_instances(ctxt)
+
+    @_endpoint
+    def get_host_status(self, ctxt: Any) -> dict[str, Any]:
+        return self.manager.get_host_status(ctxt)
+
+    # -- 1.1 --------------------------------------------------------------------------
+    @_endpoint
+    def cancel_operation(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.cancel_operation(ctxt, instance_uuid)
+
+
+def get_server(
+    conf: cfg.ConfigOpts,
+    rpc_transport: oslo_messaging.Transport,
+    manager: Any,
+    executor: str | None = None,
+) -> oslo_messaging.RPCServer:
+    """The RPC server on topic [DEFAULT] compute_topic, server [DEFAULT] host."""
+    kwargs: dict[str, Any] = {}
+    if executor and executor != "threading":
+        kwargs["executor"] = executor
+    return oslo_messaging.get_rpc_server(
+        rpc_transport,
+        transport.server_target(conf),
+        [ComputeEndpoint(manager)],
+        serializer=JsonPayloadSerializer(),
+        access_policy=oslo_messaging.DefaultRPCAccessPolicy,
+        **kwargs,
+    )

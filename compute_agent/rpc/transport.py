@@ -1,0 +1,72 @@
+"""Transports and targets: one place that knows how the agent is addressed.
+
+Every agent listens on exchange ``[DEFAULT] control_exchange`` (oslo.messaging's
+option, default ``openstack``), topic ``[DEFAULT] compute_topic`` and server
+``[DEFAULT] host``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import oslo_messaging
+from oslo_config import cfg
+
+from compute_agent.rpc import errors
+
+# Highest version the agent's endpoint implements (1.1 adds cancel_operation).
+RPC_API_VERSION = "1.1"
+# Version every client method of the original contract uses.
+BASE_VERSION = "1.0"
+
+_lock = threading.Lock()
+_transports: dict[tuple[int, str | None], oslo_messaging.Transport] = {}
+_notification_transports: dict[tuple[int, str | None], oslo_messaging.Transport] = {}
+
+
+def get_rpc_transport(conf: cfg.ConfigOpts, url: str | None = None) -> oslo_messaging.Transport:
+    """The RPC transport for ``url`` (default: [DEFAULT] transport_url), shared
+    per config object and URL: a connection pool is expensive."""
+    key = (id(conf), url)
+    with _lock:
+        transport = _transports.get(key)
+        if transport is None:
+            transport = oslo_messaging.get_rpc_transport(
+                conf, url=url, allowed_remote_exmods=errors.ALLOWED_EXMODS
+            )
+            _transports[key] = transport
+        return transport
+
+
+def get_notification_transport(
+    conf: cfg.ConfigOpts, url: str | None = None
+) -> oslo_messaging.Transport:
+    """Transport for notifications: [oslo_messaging_notifications]
+    transport_url if set, else the RPC one."""
+    key = (id(conf), url)
+    with _lock:
+        transport = _notification_transports.get(key)
+        if transport is None:
+            transport = oslo_messaging.get_notification_transport(conf, url=url)
+            _notification_transports[key] = transport
+        return transport
+
+
+def cleanup() -> None:
+    """Close every transport this module created (on shutdown, in tests)."""
+    with _lock:
+        items = list(_transports.values()) + list(_notification_transports.values())
+        _transports.clear()
+        _notification_transports.clear()
+    for transport in items:
+        transport.cleanup()
+
+
+def server_target(conf: cfg.ConfigOpts) -> oslo_messaging.Target:
+    return oslo_messaging.Target(
+        topic=conf.compute_topic, server=conf.host, version=RPC_API_VERSION
+    )
+
+
+def client_target(conf: cfg.ConfigOpts, topic: str | None = None) -> oslo_messaging.Target:
+    return oslo_messaging.Target(topic=topic or conf.compute_topic, version=BASE_VERSION)
