@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +28,10 @@ CONNECT_TIMEOUT_S = 10
 
 # Key of the execution option that asks for BEGIN IMMEDIATE on SQLite.
 _IMMEDIATE = "compute_agent_sqlite_immediate"
+
+# In-memory SQLite engines share one connection; threads take turns with it
+# so their transactions do not interleave on it.
+_MEMORY_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 _DEFAULT_DRIVERS = {"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql",
                     "postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2"}
@@ -73,6 +79,8 @@ def make_engine(url: str | URL, debug: bool = False, pool_size: int | None = Non
                 pass
         engine = sa.create_engine(parsed, **kwargs)
         _setup_sqlite(engine, memory=is_sqlite_memory(parsed))
+        if is_sqlite_memory(parsed):
+            _MEMORY_LOCKS[engine] = threading.RLock()
         return engine
     kwargs["pool_pre_ping"] = True
     if pool_size:
@@ -117,6 +125,15 @@ def _setup_sqlite(engine: Engine, memory: bool) -> None:
 def transaction(engine: Engine, write: bool) -> Iterator[Connection]:
     """A connection inside a transaction, committed on success and rolled
     back on error. ``write=True`` takes SQLite's write lock up front."""
+    lock = _MEMORY_LOCKS.get(engine)
+    if lock is not None:
+        with lock:
+            yield from _transaction(engine, write)
+    else:
+        yield from _transaction(engine, write)
+
+
+def _transaction(engine: Engine, write: bool) -> Iterator[Connection]:
     with engine.connect() as conn:
         if write and engine.dialect.name == "sqlite":
             conn.execution_options(**{_IMMEDIATE: True})

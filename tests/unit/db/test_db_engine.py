@@ -35,3 +35,34 @@ def test_memory_sqlite_shares_one_database():
         assert migration.current(eng) == migration.head()
     finally:
         eng.dispose()
+
+
+def test_memory_sqlite_database_is_safe_across_threads():
+    # Unit tests of other layers use Database("sqlite://") from several
+    # threads; their transactions must not interleave on the shared connection.
+    import threading
+
+    from compute_agent.db.api import Database
+
+    db = Database("sqlite://")
+    migration.upgrade(db.engine)
+    failures = []
+
+    def worker(n):
+        try:
+            uuid = f"00000000-0000-4000-8000-{n:012d}"
+            db.create_instance({"uuid": uuid, "name": str(n)})
+            for p in range(20):
+                db.update_instance(uuid, {"progress": p}, expected_task_state=None)
+                db.list_instances()
+        except Exception as exc:  # collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not failures, failures
+    assert [i["progress"] for i in db.list_instances()] == [19] * 4
+    db.dispose()
