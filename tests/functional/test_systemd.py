@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -278,5 +279,21 @@ def test_daemon_reloads_on_sighup_and_keeps_serving(run_agent):
     assert notify.wait_for("READY", timeout=30)["READY"] == "1"
     assert proc.poll() is None, "SIGHUP must not stop the agent"
 
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=40) == 0, agent_log(run_agent)
+
+
+def test_sigusr2_writes_a_guru_meditation_report_and_the_agent_keeps_running(run_agent):
+    proc = run_agent()
+    try:
+        run_agent.notify.wait_for("READY")
+    except TimeoutError:
+        pytest.fail("no READY=1 within 30 s; agent log:\n" + agent_log(run_agent))
+    proc.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while "Guru Meditation" not in run_agent.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "no report within 30 s:\n" + agent_log(run_agent)
+        time.sleep(0.2)
+    assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0, agent_log(run_agent)

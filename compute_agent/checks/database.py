@@ -1,0 +1,65 @@
+"""Is the database reachable and at the schema revision this code needs?"""
+
+from __future__ import annotations
+
+import os
+
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+
+from compute_agent.checks import Result, failure, first_line, success
+from compute_agent.db import engine as db_engine
+from compute_agent.db import migration
+
+NAME = "database"
+
+
+def check(url: str, timeout: float) -> Result:
+    shown = db_engine.safe_url(url)
+    try:
+        parsed = db_engine.normalize_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        return failure(NAME, f"[database] connection is not a valid URL: {first_line(exc)}")
+
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if db_engine.is_sqlite_memory(parsed):
+            return failure(NAME, "in-memory SQLite is lost when the agent exits; "
+                                 "set [database] connection to a file or a server")
+        # Connecting would create an empty file; say what is missing instead.
+        if not os.path.exists(parsed.database):
+            return failure(NAME, f"{shown}: file {parsed.database} does not exist; "
+                                 "run 'compute-agent-manage db sync'")
+    elif "connect_timeout" not in parsed.query:
+        parsed = parsed.update_query_dict({"connect_timeout": str(max(1, int(timeout)))})
+
+    engine = db_engine.make_engine(parsed)
+    try:
+        current = migration.current(engine)
+    except sa.exc.DBAPIError as exc:
+        reason = first_line(exc.orig if exc.orig is not None else exc)
+        return failure(NAME, f"cannot connect to {shown}: {reason}")
+    except sa.exc.SQLAlchemyError as exc:
+        return failure(NAME, f"{shown}: {first_line(exc)}")
+    finally:
+        engine.dispose()
+    return _compare(shown, current)
+
+
+def _compare(shown: str, current: str | None) -> Result:
+    head = migration.head()
+    if current == head:
+        return success(NAME, f"{shown} is at revision {head} (current)")
+    if current is None:
+        return failure(NAME, f"{shown} has no schema; run 'compute-agent-manage db sync'")
+    script = ScriptDirectory(migration.MIGRATIONS_DIR)
+    try:
+        script.get_revision(current)
+    except CommandError:
+        return failure(NAME, f"{shown} is at revision {current}, which this code does not "
+                             f"know (newer code migrated it?); this code needs {head}")
+    pending = len(list(script.iterate_revisions(head, current))) - 1
+    return failure(NAME, f"{shown} is at revision {current}, {pending} migration(s) behind "
+                         f"{head}; run 'compute-agent-manage db sync'")
+
