@@ -84,15 +84,17 @@ def encode_xmlrpc_failure(err: XenAPIError) -> bytes:
 
 # -- JSON-RPC -------------------------------------------------------------------
 def decode_jsonrpc(body: bytes) -> Request:
+    # xapi has no error code for an unparsable JSON-RPC request (its parser
+    # raises an internal exception), so answer INTERNAL_ERROR, a declared code.
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise XenAPIError("JSON_UNMARSHAL_FAILURE") from None
+        raise XenAPIError("INTERNAL_ERROR", "JSON-RPC request is not valid JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
-        raise XenAPIError("JSON_UNMARSHAL_FAILURE")
+        raise XenAPIError("INTERNAL_ERROR", "JSON-RPC request has no method name")
     params = doc.get("params", [])
     if not isinstance(params, list):
-        raise XenAPIError("JSON_UNMARSHAL_FAILURE")
+        raise XenAPIError("INTERNAL_ERROR", "JSON-RPC params must be an array")
     version = "2.0" if doc.get("jsonrpc") == "2.0" else "1.0"
     return Request(doc["method"], params, doc.get("id"), version)
 
