@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+_BY_CODE: dict[str, type[ComputeAgentError]] = {}
+
 
 class ComputeAgentError(Exception):
     """Base class: ``code`` is a stable upper-case identifier, ``params`` a
@@ -16,6 +18,13 @@ class ComputeAgentError(Exception):
 
     code = "INTERNAL_ERROR"
     msg_fmt = "An internal error occurred"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every subclass, wherever it is defined, is what from_dict() gives
+        # back for its code, so RPC callers get typed errors.
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _BY_CODE.setdefault(cls.code, cls)
 
     def __init__(self, *params: Any, message: str | None = None, code: str | None = None):
         if code is not None:
@@ -46,39 +55,28 @@ class ComputeAgentError(Exception):
         return f"{type(self).__name__}({self.code!r}, {self.params!r})"
 
 
-_BY_CODE: dict[str, type[ComputeAgentError]] = {}
 
 
-def _register(cls: type[ComputeAgentError]) -> type[ComputeAgentError]:
-    _BY_CODE[cls.code] = cls
-    return cls
-
-
-@_register
 class InvalidInput(ComputeAgentError):
     code = "INVALID_INPUT"
     msg_fmt = "Invalid input for field {0}: {1}"
 
 
-@_register
 class InstanceNotFound(ComputeAgentError):
     code = "INSTANCE_NOT_FOUND"
     msg_fmt = "Instance {0} could not be found"
 
 
-@_register
 class InstanceExists(ComputeAgentError):
     code = "INSTANCE_EXISTS"
     msg_fmt = "Instance {0} already exists"
 
 
-@_register
 class InstanceBusy(ComputeAgentError):
     code = "INSTANCE_BUSY"
     msg_fmt = "Instance {0} is busy with task {1}"
 
 
-@_register
 class InstanceInvalidState(ComputeAgentError):
     """params: uuid, attribute (vm_state/power_state), actual, expected."""
 
@@ -86,7 +84,6 @@ class InstanceInvalidState(ComputeAgentError):
     msg_fmt = "Instance {0} has {1} {2}; this operation needs {3}"
 
 
-@_register
 class UnexpectedTaskState(ComputeAgentError):
     """A guarded (compare-and-set) update lost the race. params: uuid,
     expected task_state(s), actual task_state."""
@@ -95,7 +92,6 @@ class UnexpectedTaskState(ComputeAgentError):
     msg_fmt = "Instance {0}: expected task_state {1}, found {2}"
 
 
-@_register
 class DatabaseNotMigrated(ComputeAgentError):
     code = "DATABASE_NOT_MIGRATED"
     msg_fmt = (
@@ -104,7 +100,6 @@ class DatabaseNotMigrated(ComputeAgentError):
     )
 
 
-@_register
 class HypervisorError(ComputeAgentError):
     """An error from dom0, carried over unchanged: code is XenAPI's code
     (e.g. VM_BAD_POWER_STATE) and params XenAPI's parameters."""
@@ -116,25 +111,21 @@ class HypervisorError(ComputeAgentError):
         return f"dom0 reported {self.code} {self.params}"
 
 
-@_register
 class HypervisorUnavailable(ComputeAgentError):
     code = "HYPERVISOR_UNAVAILABLE"
     msg_fmt = "dom0 at {0} is unreachable: {1}"
 
 
-@_register
 class OperationTimedOut(ComputeAgentError):
     code = "OPERATION_TIMED_OUT"
     msg_fmt = "Operation {0} on instance {1} did not finish within {2} s"
 
 
-@_register
 class OperationCancelled(ComputeAgentError):
     code = "OPERATION_CANCELLED"
     msg_fmt = "Operation {0} on instance {1} was cancelled"
 
 
-@_register
 class NoValidHost(ComputeAgentError):
     code = "NO_VALID_HOST"
     msg_fmt = "No live compute host can take the request: {0}"
