@@ -37,10 +37,12 @@ class HTTPRequest:
         self.method = h.command
         parsed = urllib.parse.urlsplit(h.path)
         self.path = parsed.path
-        self.query = {k: v[0] for k, v in urllib.parse.parse_qs(parsed.query).items()}
+        self.query_all = urllib.parse.parse_qs(parsed.query)
+        self.query = {k: v[0] for k, v in self.query_all.items()}
         self.headers = h.headers
         self.rfile = h.rfile
         self.wfile = h.wfile
+        self.connection: socket.socket = h.connection
 
     @property
     def content_length(self) -> int | None:
@@ -134,8 +136,23 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.track(self.connection, add=False)
 
+    def _host_is_down(self) -> bool:
+        """A failed host drops every connection except the control API's."""
+        if self.server.host_ref not in self.server.sim.failed_hosts:
+            return False
+        if urllib.parse.urlsplit(self.path).path.startswith("/_sim/"):
+            return False
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
     # -- RPC ------------------------------------------------------------------
     def do_POST(self) -> None:
+        if self._host_is_down():
+            return
         path = urllib.parse.urlsplit(self.path).path
         if path in ("/", "/RPC2"):
             self._rpc(wire.decode_xmlrpc, self._xml_ok, self._xml_fail, "text/xml")
@@ -211,6 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._route()
 
     def _route(self) -> None:
+        if self._host_is_down():
+            return
         req = HTTPRequest(self)
         fn = handlers.find(self.command, req.path)
         if fn is None:

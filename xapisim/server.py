@@ -225,16 +225,18 @@ class Simulator:
                 self.store.update(cls, ref, allowed_operations=ops)
 
     # -- faults that act on the whole server ---------------------------------------------
-    def restart_xapi(self) -> None:
+    def restart_xapi(self, drop_connections: bool = True) -> None:
         """As if xapi restarted: sessions, tokens and tasks are gone,
-        objects stay, open connections drop."""
+        objects stay, open connections drop (unless the caller drops them
+        itself later, e.g. after its own reply went out)."""
         self.tasks.forget_all()
         self.sessions.forget_all()
         with self.store.changed:
             self.store.epoch = (self.store.epoch + 1 + int(time.time())) % 10**12
             self.store.changed.notify_all()
-        for srv in self.servers:
-            srv.drop_all_connections()
+        if drop_connections:
+            for srv in self.servers:
+                srv.drop_all_connections()
 
     def call(self, method: str, *params: Any, host_ref: str | None = None) -> Any:
         """In-process call for the simulator's own tests and control API."""
