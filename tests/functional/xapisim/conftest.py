@@ -5,6 +5,10 @@ Other helpers add fixtures here; keep the existing ones' behaviour."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import urllib.parse
+import xmlrpc.client
 from collections.abc import Iterator
 
 import pytest
@@ -38,3 +42,47 @@ def xapi(sim: Simulator) -> Iterator[XenAPI.Session]:
             session.xenapi.session.logout()
         except Exception:  # the test may have restarted xapi or logged out itself
             pass
+
+
+class JsonRpcClient:
+    """A plain JSON-RPC client (1.0 or 2.0) on one keep-alive connection;
+    returns the decoded answer document untouched."""
+
+    def __init__(self, url: str):
+        u = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        self.next_id = 0
+
+    def post(self, body: bytes, path: str = "/jsonrpc") -> tuple[int, bytes]:
+        self.conn.request("POST", path, body, {"Content-Type": "application/json"})
+        resp = self.conn.getresponse()
+        return resp.status, resp.read()
+
+    def call(self, method: str, *params: object, version: str = "2.0") -> dict:
+        self.next_id += 1
+        doc: dict = {"method": method, "params": list(params), "id": self.next_id}
+        if version == "2.0":
+            doc["jsonrpc"] = "2.0"
+        status, body = self.post(json.dumps(doc).encode())
+        assert status == 200, (method, status, body[:300])
+        return json.loads(body)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def jsonrpc(sim: Simulator) -> Iterator[JsonRpcClient]:
+    """A JSON-RPC client for ``sim`` (not logged in)."""
+    client = JsonRpcClient(sim.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def rawxml(sim: Simulator):
+    """A raw ``xmlrpc.client.ServerProxy`` for ``sim``: envelopes come back
+    as they are, with no SDK re-login on SESSION_INVALID."""
+    return xmlrpc.client.ServerProxy(sim.url)
