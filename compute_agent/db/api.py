@@ -15,8 +15,11 @@ racing writers exactly one wins and the other gets ``UnexpectedTaskState``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from typing import Any
+import functools
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -135,6 +138,30 @@ def _check_fields(values: Mapping[str, Any], allowed: Iterable[str], what: str) 
         raise exceptions.InvalidInput(unknown[0], f"not a field of {what}")
 
 
+DEADLOCK_RETRIES = 5
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _retry_on_deadlock(func: _F) -> _F:
+    """Run a write method again when the server aborted its transaction to
+    break a deadlock (MariaDB does so when concurrent inserts of the same
+    unique key all fall back to an UPDATE). The method's transaction was
+    rolled back as a whole, so the retry starts from a clean state."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                return func(*args, **kwargs)
+            except sa.exc.DBAPIError as exc:
+                if attempt == DEADLOCK_RETRIES or not db_engine.is_deadlock(exc):
+                    raise
+                time.sleep(random.uniform(0, 0.02 * attempt))  # de-synchronise the retries
+        raise AssertionError("unreachable")
+
+    return wrapper  # type: ignore[return-value]
+
+
 # --------------------------------------------------------------------------- the API
 
 class Database:
@@ -196,6 +223,7 @@ class Database:
     def _shape(row: dict[str, Any], internal: bool) -> dict[str, Any]:
         return _plain(row) if internal else instance_to_dict(row)
 
+    @_retry_on_deadlock
     def create_instance(self, values: dict[str, Any], internal: bool = False) -> dict[str, Any]:
         """Insert an instance; ``uuid`` is required. Raises InstanceExists."""
         _check_fields(values, _INSTANCE_FIELDS, "an instance")
@@ -244,6 +272,7 @@ class Database:
             row["fault"] = faults.get(row["uuid"])
         return [self._shape(r, internal) for r in rows]
 
+    @_retry_on_deadlock
     def update_instance(self, uuid: str, values: dict[str, Any], expected_task_state: Any = ANY,
                         expected_vm_state: Any = ANY, internal: bool = False) -> dict[str, Any]:
         """Update an instance, guarded by compare-and-set when ``expected_*``
@@ -276,6 +305,7 @@ class Database:
 
     # -- faults -----------------------------------------------------------------------
 
+    @_retry_on_deadlock
     def add_instance_fault(self, uuid: str, code: str, params: list[Any],
                            message: str) -> dict[str, Any]:
         with self._write() as conn:
@@ -312,6 +342,7 @@ class Database:
                          for e in events]
         return out
 
+    @_retry_on_deadlock
     def action_start(self, uuid: str, action: str, request_id: str) -> dict[str, Any]:
         """Record the start of a request's action. Starting the same request
         again returns the existing record (a retried request is one action)."""
@@ -326,6 +357,7 @@ class Database:
                 pass  # already recorded by an earlier delivery of the same request
             return self._action_with_events(conn, self._action_row(conn, uuid, request_id))
 
+    @_retry_on_deadlock
     def action_finish(self, uuid: str, request_id: str, result: str,
                       message: str | None = None) -> dict[str, Any]:
         if result not in ACTION_RESULTS:
@@ -336,6 +368,7 @@ class Database:
                 finish_time=utcnow(), result=result, message=message))
             return self._action_with_events(conn, self._action_row(conn, uuid, request_id))
 
+    @_retry_on_deadlock
     def action_event_start(self, uuid: str, request_id: str, event: str) -> dict[str, Any]:
         with self._write() as conn:
             action = self._action_row(conn, uuid, request_id)
@@ -343,6 +376,7 @@ class Database:
                 action_id=action["id"], event=event, start_time=utcnow()))
             return self._event(conn, result.inserted_primary_key[0])
 
+    @_retry_on_deadlock
     def action_event_finish(self, uuid: str, request_id: str, event: str, result: str,
                             traceback: str | None = None) -> dict[str, Any]:
         """Finish the latest unfinished event of that name (recording one
@@ -378,6 +412,7 @@ class Database:
 
     # -- tracked dom0 tasks -----------------------------------------------------------
 
+    @_retry_on_deadlock
     def add_tracked_task(self, values: dict[str, Any]) -> dict[str, Any]:
         """Record a dom0 task before waiting on it; ``ref`` is required.
         Raises TrackedTaskExists for a ref that is already tracked."""
@@ -399,6 +434,7 @@ class Database:
         row = conn.execute(sa.select(_tasks).where(_tasks.c.ref == ref)).mappings().first()
         return None if row is None else _plain(row)
 
+    @_retry_on_deadlock
     def update_tracked_task(self, ref: str, values: dict[str, Any]) -> dict[str, Any]:
         """Update a tracked task. Raises TrackedTaskNotFound."""
         _check_fields(values, _TASK_FIELDS - {"ref", "created_at"}, "a tracked task")
@@ -429,6 +465,7 @@ class Database:
 
     # -- compute nodes and services ---------------------------------------------------
 
+    @_retry_on_deadlock
     def upsert_compute_node(self, host: str, resources: dict[str, Any]) -> dict[str, Any]:
         """Create or replace the host's resource report. Keys beyond the
         known columns are kept too (in ``extra``) and returned flat."""
@@ -457,6 +494,7 @@ class Database:
             rows = conn.execute(sa.select(_nodes).order_by(_nodes.c.host)).mappings()
             return [_node_dict(r) for r in rows]
 
+    @_retry_on_deadlock
     def service_heartbeat(self, host: str, binary: str, topic: str) -> dict[str, Any]:
         """Create the service record or bump its updated_at and report_count."""
         now = utcnow()

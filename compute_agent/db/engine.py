@@ -139,3 +139,22 @@ def _transaction(engine: Engine, write: bool) -> Iterator[Connection]:
             conn.execution_options(**{_IMMEDIATE: True})
         with conn.begin():
             yield conn
+
+
+# MariaDB/MySQL: 1213 deadlock, 1205 lock wait timeout. PostgreSQL: 40P01
+# deadlock detected, 40001 serialization failure. The server rolled the
+# whole transaction back, so running it again from the start is safe.
+_MYSQL_RETRY_CODES = frozenset({1205, 1213})
+_PG_RETRY_CODES = frozenset({"40P01", "40001"})
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transaction the server aborted to break a
+    deadlock (and that succeeds if simply retried)."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "pgcode", None) in _PG_RETRY_CODES:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _MYSQL_RETRY_CODES

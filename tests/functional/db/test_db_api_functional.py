@@ -303,24 +303,33 @@ def test_compute_nodes(database):
 
 
 def test_concurrent_first_heartbeats_make_one_service(database):
-    barrier = threading.Barrier(4)
+    """Racing first reports of a host make one service and one compute node
+    row (on MariaDB the losers of the unique-key race deadlock, and the API
+    retries them)."""
+    rounds, n_threads = 6, 4
     failures: list[BaseException] = []
 
-    def beat():
+    def beat(host, barrier):
         try:
             barrier.wait(timeout=20)
-            database.service_heartbeat("xen-07", "compute-agent", "compute")
+            database.service_heartbeat(host, "compute-agent", "compute")
+            database.upsert_compute_node(host, {"vcpus": 4})
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=beat) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    for r in range(rounds):
+        barrier = threading.Barrier(n_threads)
+        threads = [threading.Thread(target=beat, args=(f"xen-race-{r}", barrier))
+                   for _ in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
     assert not failures, failures
     services = database.list_services()
-    assert len(services) == 1 and services[0]["report_count"] == 4
+    assert len(services) == rounds
+    assert {s["report_count"] for s in services} == {n_threads}
+    assert len(database.list_compute_nodes()) == rounds
 
 
 def test_heartbeat_and_alive(database):
