@@ -90,7 +90,9 @@ def _connect(host: oslo_messaging.TransportHost, vhost: str | None, rabbit: Any,
         transport_options={"read_timeout": timeout, "write_timeout": timeout},
     )
     try:
-        conn.connect()
+        # One attempt, no back-off: a checker reports, the agent itself retries.
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                               timeout=timeout, reraise_as_library_errors=False)
     except Exception as exc:  # kombu/amqp/socket/ssl errors: all mean "not usable"
         return _reason(exc, host.password)
     finally:

@@ -31,6 +31,8 @@ def unreadable(exc: Exception) -> Result:
         return failure(NAME, f"{exc.config_file} is not valid INI: {exc.msg}")
     if isinstance(exc, cfg.ConfigDirNotFoundError):
         return failure(NAME, f"configuration directory {exc.config_dir} does not exist")
+    if isinstance(exc, OSError) and exc.filename:
+        return failure(NAME, f"cannot read {exc.filename}: {exc.strerror}")
     return failure(NAME, f"cannot read the configuration: {first_line(exc)}")
 
 

@@ -15,7 +15,8 @@ from compute_agent.db import migration
 NAME = "database"
 
 
-def check(url: str, timeout: float) -> Result:
+def check(url: str, timeout: float, migrations_dir: str = migration.MIGRATIONS_DIR) -> Result:
+    """``migrations_dir``: the Alembic scripts the code ships (tests pass others)."""
     shown = db_engine.safe_url(url)
     try:
         parsed = db_engine.normalize_url(url)
@@ -44,22 +45,22 @@ def check(url: str, timeout: float) -> Result:
         return failure(NAME, f"{shown}: {first_line(exc)}")
     finally:
         engine.dispose()
-    return _compare(shown, current)
+    return _compare(shown, current, ScriptDirectory(migrations_dir))
 
 
-def _compare(shown: str, current: str | None) -> Result:
-    head = migration.head()
+def _compare(shown: str, current: str | None, script: ScriptDirectory) -> Result:
+    head = script.get_current_head()
     if current == head:
         return success(NAME, f"{shown} is at revision {head} (current)")
     if current is None:
         return failure(NAME, f"{shown} has no schema; run 'compute-agent-manage db sync'")
-    script = ScriptDirectory(migration.MIGRATIONS_DIR)
     try:
         script.get_revision(current)
     except CommandError:
         return failure(NAME, f"{shown} is at revision {current}, which this code does not "
                              f"know (newer code migrated it?); this code needs {head}")
-    pending = len(list(script.iterate_revisions(head, current))) - 1
+    pending = sum(1 for rev in script.iterate_revisions(head, current)
+                  if rev.revision != current)
     return failure(NAME, f"{shown} is at revision {current}, {pending} migration(s) behind "
                          f"{head}; run 'compute-agent-manage db sync'")
 

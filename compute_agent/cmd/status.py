@@ -35,6 +35,7 @@ _READ_ERRORS = (
     cfg.ConfigFilesNotFoundError,  # also ConfigFilesPermissionDeniedError
     cfg.ConfigFileParseError,
     cfg.ConfigDirNotFoundError,
+    OSError,  # e.g. a directory given as --config-file
 )
 
 
@@ -57,7 +58,11 @@ category_opt = cfg.SubCommandOpt(
 def run_checks(conf: cfg.ConfigOpts, timeout: float) -> list[Result]:
     # oslo.messaging fixes oslo.service's concurrency backend when imported; this
     # command only needs plain threads (and must not pull in eventlet).
-    concurrency.setup(concurrency.THREADING)
+    # (A caller that already chose, such as a test runner, keeps its choice.)
+    from oslo_service import backend as service_backend
+
+    if concurrency.selected() is None and service_backend.get_backend_type() is None:
+        concurrency.setup(concurrency.THREADING)
     from compute_agent.checks import broker as broker_check
 
     checks: list[tuple[str, Callable[[], Result]]] = [
