@@ -298,6 +298,8 @@ def _parse_default(t: Type, raw: str) -> Any:
             return _NO_DEFAULT
     if kind == "bool":
         return raw == "true"
+    if kind == "ref" and raw in ("Null", "None", ""):
+        return NULL_REF  # the data model writes a null ref default as "Null"
     if kind in ("ref", "datetime"):
         return raw
     if kind == "enum":
