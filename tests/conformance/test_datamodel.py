@@ -63,6 +63,8 @@ def _constructor_record(oracle: Oracle, cls: str, existing: dict[str, list[str]]
         if t.kind == "ref":
             refs = existing.get(t.name) or []
             rec[name] = refs[0] if refs else "OpaqueRef:NULL"
+        elif name in ("device", "userdevice"):
+            rec[name] = "3"  # VIF/VBD slots: "" is INVALID_DEVICE
         elif t.kind == "string":
             rec[name] = f"conformance {cls}" if name == "name_label" else ""
         else:
@@ -96,6 +98,21 @@ def populated(sim, xml, session, oracle, fresh_tables) -> dict[str, list[str]]:
             else:
                 failures[cls] = env["ErrorDescription"]
             pending.remove(cls)
+    # A running VM (cloned from a template) fills the runtime fields and
+    # metrics objects a halted one leaves empty.
+    templates = xml.ok("VM.get_all_records_where", session, 'field "is_a_template" = "true"')
+    for step, args in (("VM.clone", (sorted(templates)[0], "conformance running")),
+                       ("VM.provision", ()), ("VM.start", (False, False))):
+        if not sim.dispatcher.handler_for(step):
+            break
+        if step == "VM.clone":
+            env = xml.envelope(step, session, *args)
+            vm = env.get("Value")
+        else:
+            env = xml.envelope(step, session, vm, *args)
+        if env["Status"] != "Success":
+            failures[step] = env["ErrorDescription"]
+            break
     # Tasks: one created, one succeeded with a result, one failed.
     xml.ok("task.create", session, "conformance", "a task made by a client")
     for method, args in (("Async.pool.get_all", ()), ("Async.VM.get_record", ("OpaqueRef:NULL",))):
