@@ -1,0 +1,308 @@
+"""XenAPI sessions over the official SDK, and a bounded pool of them.
+
+The SDK's ``XenAPI.Session`` is not thread-safe (one HTTP connection, one
+session handle), so each concurrent user borrows a whole session from the
+pool and gives it back; the pool never holds more than
+``[xenserver] connection_concurrent`` of them.
+
+What a session takes care of so callers do not have to:
+
+* ``SESSION_INVALID`` (xapi restarted, session expired): the SDK logs in
+  again with the same credentials and retries the call, transparently.
+* ``HOST_IS_SLAVE [address]``: the URL names a pool member, or the pool's
+  coordinator changed. The session logs in at that address (same scheme and
+  port) and retries; the new address is shared by every session of the pool.
+* Errors: ``XenAPI.Failure`` becomes ``HypervisorError(code, params)``,
+  transport trouble ``HypervisorUnavailable(url, reason)``; neither carries
+  the password or the session handle.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import XenAPI
+
+from compute_agent import exceptions
+from compute_agent.driver.xenapi import errors
+from compute_agent.driver.xenapi.transport import TLSSettings, make_transport, with_host
+
+LOG = logging.getLogger(__name__)
+
+API_VERSION = "2.0"
+ORIGINATOR = "compute-agent"
+# A login that is redirected more often than this is a loop, not a pool.
+MAX_REDIRECTS = 3
+# Socket timeout of ordinary calls once logged in. Long work runs as Async.*
+# tasks, so a call that takes this long means dom0 is stuck.
+DEFAULT_CALL_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    url: str
+    username: str
+    password: str = field(repr=False)
+    login_timeout: float = 10.0
+    call_timeout: float | None = DEFAULT_CALL_TIMEOUT
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    originator: str = ORIGINATOR
+
+
+class CallStats:
+    """How many XenAPI calls went out, by method (for benchmarks and logs)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_method: collections.Counter[str] = collections.Counter()
+        self.logins = 0
+
+    def count(self, method: str) -> None:
+        with self._lock:
+            self.by_method[method] += 1
+
+    def count_login(self) -> None:
+        with self._lock:
+            self.logins += 1
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.by_method.values())
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.by_method)
+
+
+class Coordinator:
+    """Where the pool coordinator is, as last learned; shared by all the
+    sessions of one pool so that one redirect serves them all."""
+
+    def __init__(self, configured_url: str):
+        self.configured_url = configured_url
+        self._url = configured_url
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        with self._lock:
+            return self._url
+
+    def moved_to(self, url: str) -> None:
+        with self._lock:
+            if url != self._url:
+                LOG.info("XenAPI pool coordinator is now %s", errors.redact_url(url))
+                self._url = url
+
+
+class XenAPISession:
+    """One logged-in SDK session. Use from one thread at a time."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        coordinator: Coordinator,
+        stats: CallStats | None = None,
+        call_timeout: float | None = None,
+    ):
+        self.settings = settings
+        self.coordinator = coordinator
+        self.stats = stats or CallStats()
+        self.call_timeout = call_timeout if call_timeout is not None else settings.call_timeout
+        self._sdk: XenAPI.Session | None = None
+        self._transport: Any = None
+        self.url = coordinator.url
+
+    @property
+    def logged_in(self) -> bool:
+        return self._sdk is not None
+
+    def _secrets(self) -> list[str]:
+        handle = getattr(self._sdk, "_session", None) if self._sdk is not None else None
+        return [s for s in (handle, self.settings.password) if s]
+
+    # -- login / logout ----------------------------------------------------
+    def login(self) -> None:
+        """Log in at the coordinator, following HOST_IS_SLAVE redirects."""
+        url = self.coordinator.url
+        fell_back = False
+        redirects = 0
+        while True:
+            transport = make_transport(url, self.settings.login_timeout, self.settings.tls)
+            sdk = XenAPI.Session(url, transport=transport)
+            try:
+                self.stats.count_login()
+                sdk.xenapi.login_with_password(
+                    self.settings.username,
+                    self.settings.password,
+                    API_VERSION,
+                    self.settings.originator,
+                )
+            except XenAPI.Failure as f:
+                transport.close()
+                details = list(f.details or [])
+                if details[:1] == ["HOST_IS_SLAVE"] and len(details) > 1:
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise errors.from_failure(f, [self.settings.password]) from None
+                    url = with_host(url, str(details[1]))
+                    continue
+                raise errors.from_failure(f, [self.settings.password]) from None
+            except errors.TRANSPORT_ERRORS as e:
+                transport.close()
+                # A remembered coordinator may be gone (the pool elected a new
+                # one); the configured address still knows where it is now.
+                if url != self.coordinator.configured_url and not fell_back:
+                    fell_back = True
+                    url = self.coordinator.configured_url
+                    continue
+                raise errors.unavailable(url, e, [self.settings.password]) from None
+            self._sdk, self._transport, self.url = sdk, transport, url
+            self.coordinator.moved_to(url)
+            return
+
+    def logout(self) -> None:
+        """Log out (best effort: dom0 may already be gone) and close."""
+        sdk, transport = self._sdk, self._transport
+        self._sdk = self._transport = None
+        if sdk is None:
+            return
+        try:
+            transport.timeout = self.settings.login_timeout
+            sdk.xenapi.session.logout()
+        except (XenAPI.Failure, *errors.TRANSPORT_ERRORS) as e:
+            LOG.debug("XenAPI logout failed: %s", errors.describe_transport_error(e))
+        finally:
+            transport.close()
+
+    def close_connection(self) -> None:
+        """Drop the HTTP connection but keep the session handle (the next
+        call reconnects). Used after a transport error and to interrupt."""
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- calls ---------------------------------------------------------------
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` ("VM.get_record", "Async.VM.start", "event.from",
+        ...) with ``args`` (after the session handle, which is added)."""
+        redirects = 0
+        while True:
+            if self._sdk is None:
+                self.login()
+            assert self._sdk is not None
+            self._transport.timeout = timeout if timeout is not None else self.call_timeout
+            target: Any = self._sdk.xenapi
+            for part in method.split("."):
+                target = getattr(target, part)
+            try:
+                self.stats.count(method)
+                return target(*args)
+            except XenAPI.Failure as f:
+                details = list(f.details or [])
+                if details[:1] == ["HOST_IS_SLAVE"] and len(details) > 1:
+                    # Raised before the call ran (or by the SDK's re-login):
+                    # safe to repeat at the coordinator.
+                    redirects += 1
+                    if redirects <= MAX_REDIRECTS:
+                        self.coordinator.moved_to(with_host(self.url, str(details[1])))
+                        self.logout()
+                        continue
+                raise errors.from_failure(f, self._secrets()) from None
+            except errors.TRANSPORT_ERRORS as e:
+                secrets = self._secrets()
+                self.close_connection()
+                raise errors.unavailable(self.url, e, secrets) from None
+
+
+class SessionPool:
+    """At most ``size`` sessions, each lent to one user at a time."""
+
+    def __init__(self, settings: ConnectionSettings, size: int = 5):
+        if size < 1:
+            raise ValueError("session pool size must be at least 1")
+        self.settings = settings
+        self.size = size
+        self.coordinator = Coordinator(settings.url)
+        self.stats = CallStats()
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[XenAPISession] = []
+        self._dedicated: list[XenAPISession] = []
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """The coordinator's URL as currently known."""
+        return self.coordinator.url
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise exceptions.HypervisorUnavailable(
+                errors.redact_url(self.url), "session pool is closed"
+            )
+
+    @contextlib.contextmanager
+    def session(self, wait: float | None = None) -> Iterator[XenAPISession]:
+        """Borrow a session (logging one in if none is idle). ``wait``:
+        seconds to wait for a free one, None = as long as it takes."""
+        self._check_open()
+        if not self._slots.acquire(timeout=wait if wait is not None else -1):
+            raise exceptions.HypervisorUnavailable(
+                errors.redact_url(self.url), f"no free XenAPI session within {wait} s"
+            )
+        try:
+            with self._lock:
+                sess = self._idle.pop() if self._idle else None
+            if sess is None:
+                sess = XenAPISession(self.settings, self.coordinator, self.stats)
+            try:
+                yield sess
+            finally:
+                if self._closed:
+                    sess.logout()
+                else:
+                    with self._lock:
+                        self._idle.append(sess)
+        finally:
+            self._slots.release()
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Borrow a session for one call."""
+        with self.session() as sess:
+            return sess.call(method, *args, timeout=timeout)
+
+    def dedicated(self, call_timeout: float | None = None) -> XenAPISession:
+        """A session outside the pool's bound, for a long-lived user (the
+        task watcher's event.from loop); logged out by close()."""
+        self._check_open()
+        sess = XenAPISession(self.settings, self.coordinator, self.stats, call_timeout)
+        with self._lock:
+            self._dedicated.append(sess)
+        return sess
+
+    def release_dedicated(self, sess: XenAPISession) -> None:
+        with self._lock:
+            if sess in self._dedicated:
+                self._dedicated.remove(sess)
+        sess.logout()
+
+    def close(self) -> None:
+        """Log out every session; sessions in use are logged out when they
+        come back. Safe to call twice."""
+        self._closed = True
+        with self._lock:
+            idle, self._idle = self._idle, []
+            dedicated, self._dedicated = self._dedicated, []
+        for sess in idle + dedicated:
+            sess.logout()

@@ -1,0 +1,324 @@
+"""Running long dom0 work as ``Async.*`` tasks and waiting for them.
+
+``TaskRunner.run(op, method, *args)`` starts ``Async.<method>`` on a pooled
+session, gives the session back at once (no session is held while dom0
+works), reports the task to the TaskListener *before* waiting on it, waits
+through a :class:`TaskWaiter`, reports the outcome, destroys the task and
+returns the decoded result or raises the structured error.
+
+How the waiting is done is the waiter's business: :class:`PollingWaiter`
+here reads each task's record with backoff; the TaskWatcher (watcher.py)
+follows every task of the pool through one ``event.from`` stream. Both give
+the runner the same :class:`TrackedTask` handles.
+
+Operations (``with runner.operation(op, timeout):``) carry one deadline
+across their several tasks, and are what :meth:`TaskRunner.cancel` cancels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from compute_agent import exceptions
+from compute_agent.driver.base import Operation, TaskListener
+from compute_agent.driver.xenapi.session import SessionPool
+from compute_agent.driver.xenapi.task_result import PENDING_STATES, TaskOutcome
+from compute_agent.driver.xenapi.transport import host_of
+
+LOG = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float], None]
+
+# After a timeout the task is cancelled; this is how long its end is awaited.
+CANCEL_GRACE = 10.0
+# How long to wait for the waiter to learn a new task's uuid before asking.
+UUID_WAIT = 0.5
+
+
+class TrackedTask(Protocol):
+    """A task being followed by a waiter."""
+
+    ref: str
+
+    def known_uuid(self, timeout: float) -> str | None:
+        """The task's uuid if the waiter learns it within ``timeout``."""
+
+    def wait(self, timeout: float, on_progress: ProgressCallback) -> TaskOutcome | None:
+        """The task's outcome, or None if it is still running after
+        ``timeout`` seconds. ``on_progress(p)`` is called as progress
+        changes."""
+
+    def forget(self) -> None:
+        """Stop following the task."""
+
+
+class TaskWaiter(Protocol):
+    def track(self, ref: str) -> TrackedTask: ...
+
+    def close(self) -> None: ...
+
+
+# -- polling ------------------------------------------------------------------
+
+
+class PolledTask:
+    def __init__(self, waiter: PollingWaiter, ref: str):
+        self.waiter = waiter
+        self.ref = ref
+        self._record: dict[str, Any] | None = None
+        self._progress = -1.0
+
+    def _read(self) -> dict[str, Any] | None:
+        """The task's record, or None when it is gone."""
+        try:
+            return self.waiter.pool.call("task.get_record", self.ref)
+        except exceptions.HypervisorError as e:
+            if e.code == "HANDLE_INVALID":
+                return None
+            raise
+
+    def known_uuid(self, timeout: float) -> str | None:
+        # The first poll doubles as the uuid lookup: one call, not two.
+        try:
+            self._record = self._read()
+        except exceptions.HypervisorUnavailable:
+            return None
+        return self._record.get("uuid") if self._record else None
+
+    def wait(self, timeout: float, on_progress: ProgressCallback) -> TaskOutcome | None:
+        deadline = time.monotonic() + timeout
+        interval = self.waiter.min_interval
+        record = self._record
+        self._record = None
+        while True:
+            if record is None:
+                try:
+                    record = self._read()
+                    if record is None:
+                        return TaskOutcome.lost(self.ref)
+                except exceptions.HypervisorUnavailable as e:
+                    # A blip in the connection is not the task's failure:
+                    # keep trying until the deadline.
+                    if time.monotonic() >= deadline:
+                        raise
+                    LOG.warning("Polling task: %s; retrying", e)
+            if record is not None:
+                if record.get("status") not in PENDING_STATES:
+                    return TaskOutcome.from_record(self.ref, record)
+                progress = float(record.get("progress") or 0.0)
+                if progress != self._progress:
+                    self._progress = progress
+                    on_progress(progress)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(interval, remaining))
+            interval = min(interval * self.waiter.backoff, self.waiter.max_interval)
+            record = None
+
+    def forget(self) -> None:
+        pass
+
+
+class PollingWaiter:
+    """Reads each task's record until it ends: from ``min_interval`` between
+    reads, growing by ``backoff`` up to ``max_interval``. Simple, and costs
+    one call per poll per task; the TaskWatcher is the better default."""
+
+    def __init__(
+        self,
+        pool: SessionPool,
+        min_interval: float = 0.05,
+        max_interval: float = 0.5,
+        backoff: float = 1.5,
+    ):
+        self.pool = pool
+        self.min_interval = min_interval
+        self.max_interval = max(max_interval, min_interval)
+        self.backoff = backoff
+
+    def track(self, ref: str) -> PolledTask:
+        return PolledTask(self, ref)
+
+    def close(self) -> None:
+        pass
+
+
+# -- the runner ------------------------------------------------------------------
+
+
+@dataclass
+class OperationState:
+    op: Operation
+    deadline: float  # time.monotonic()
+    timeout: float
+    cancelled: bool = False
+    task_ref: str | None = None
+    depth: int = 1
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class TaskRunner:
+    """Runs ``Async.*`` calls for operations and waits for their tasks."""
+
+    def __init__(
+        self,
+        pool: SessionPool,
+        waiter: TaskWaiter,
+        listener: TaskListener | None = None,
+        default_timeout: float = 600.0,
+    ):
+        self.pool = pool
+        self.waiter = waiter
+        self.listener = listener
+        self.default_timeout = default_timeout
+        self._ops: dict[str, OperationState] = {}
+        self._lock = threading.Lock()
+
+    # -- operations ------------------------------------------------------------
+    @contextlib.contextmanager
+    def operation(self, op: Operation, timeout: float | None = None) -> Iterator[OperationState]:
+        """Scope of one operation: its deadline covers all its tasks, and
+        cancel(op.instance_uuid) reaches it. Nested use (destroy inside a
+        failed spawn) shares the outer operation's state."""
+        with self._lock:
+            state = self._ops.get(op.instance_uuid)
+            if state is not None:
+                state.depth += 1
+            else:
+                limit = float(timeout if timeout is not None else self.default_timeout)
+                state = OperationState(op, time.monotonic() + limit, limit)
+                self._ops[op.instance_uuid] = state
+        try:
+            yield state
+        finally:
+            with self._lock:
+                state.depth -= 1
+                if state.depth <= 0:
+                    self._ops.pop(op.instance_uuid, None)
+
+    def cancel(self, instance_uuid: str) -> bool:
+        """Cancel the operation in flight for an instance: its running task
+        gets task.cancel and its later steps do not start."""
+        with self._lock:
+            state = self._ops.get(instance_uuid)
+        if state is None:
+            return False
+        with state.lock:
+            state.cancelled = True
+            ref = state.task_ref
+        if ref is not None:
+            self._send_cancel(ref)
+        return True
+
+    def _state_for(self, op: Operation) -> OperationState:
+        with self._lock:
+            state = self._ops.get(op.instance_uuid)
+        if state is not None and state.op.request_id == op.request_id:
+            return state
+        limit = float(op.timeout if op.timeout is not None else self.default_timeout)
+        return OperationState(op, time.monotonic() + limit, limit)
+
+    # -- running tasks ---------------------------------------------------------
+    def run(self, op: Operation, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Run ``Async.<method>(*args)`` and return its decoded result.
+
+        ``timeout`` bounds this task (the operation's deadline bounds it
+        too). On expiry the task is cancelled; OperationTimedOut is raised
+        unless it succeeded after all. A failed task raises the same
+        HypervisorError a synchronous call would; a cancelled one
+        OperationCancelled.
+        """
+        state = self._state_for(op)
+        if state.cancelled:
+            raise exceptions.OperationCancelled(op.name, op.instance_uuid)
+        limit = state.remaining()
+        if timeout is not None:
+            limit = min(limit, timeout)
+        if limit <= 0:
+            raise exceptions.OperationTimedOut(op.name, op.instance_uuid, state.timeout)
+        with self.pool.session() as sess:
+            ref = sess.call("Async." + method, *args)
+        tracked = self.waiter.track(ref)
+        timed_out = False
+        try:
+            uuid = tracked.known_uuid(UUID_WAIT) or self._lookup_uuid(ref)
+            self._notify("task_started", op, ref, uuid, host_of(self.pool.url))
+            with state.lock:
+                state.task_ref = ref
+                cancel_now = state.cancelled
+            if cancel_now:  # cancel() came between the Async call and now
+                self._send_cancel(ref)
+
+            def progress(p: float) -> None:
+                self._notify("task_progress", op, ref, p)
+
+            outcome = tracked.wait(limit, progress)
+            if outcome is None:
+                timed_out = True
+                LOG.warning("%s for %s timed out after %.1f s; cancelling its task",
+                            method, op.instance_uuid, limit)
+                self._send_cancel(ref)
+                outcome = tracked.wait(CANCEL_GRACE, progress)
+        finally:
+            with state.lock:
+                state.task_ref = None
+            tracked.forget()
+        if outcome is None:
+            # Still running despite the cancel: leave it tracked (pending)
+            # for recovery rather than pretending to know how it ended.
+            raise exceptions.OperationTimedOut(op.name, op.instance_uuid, round(limit, 3))
+        self._notify(
+            "task_finished", op, ref, outcome.listener_status, outcome.listener_result,
+            outcome.error_info or None,
+        )
+        self.destroy_task(ref)
+        if outcome.status == "success":
+            return outcome.result
+        if timed_out:
+            raise exceptions.OperationTimedOut(op.name, op.instance_uuid, round(limit, 3))
+        if outcome.status == "cancelled":
+            raise exceptions.OperationCancelled(op.name, op.instance_uuid)
+        raise outcome.error([self.pool.settings.password])
+
+    def _lookup_uuid(self, ref: str) -> str:
+        try:
+            return self.pool.call("task.get_uuid", ref)
+        except (exceptions.HypervisorError, exceptions.HypervisorUnavailable) as e:
+            LOG.debug("No uuid for task: %s", e)
+            return ""
+
+    def _send_cancel(self, ref: str) -> None:
+        try:
+            self.pool.call("task.cancel", ref)
+        except (exceptions.HypervisorError, exceptions.HypervisorUnavailable) as e:
+            # Already finished (OPERATION_NOT_ALLOWED) or gone: the outcome
+            # tells what happened.
+            LOG.debug("task.cancel not sent: %s", e)
+
+    def destroy_task(self, ref: str) -> None:
+        """Remove a finished task from dom0 (its outcome is recorded)."""
+        try:
+            self.pool.call("task.destroy", ref)
+        except (exceptions.HypervisorError, exceptions.HypervisorUnavailable) as e:
+            LOG.debug("task.destroy failed: %s", e)
+
+    def _notify(self, what: str, *args: Any) -> None:
+        if self.listener is None:
+            return
+        try:
+            getattr(self.listener, what)(*args)
+        except Exception:  # a listener must not fail the operation
+            LOG.exception("TaskListener.%s failed", what)
+
+    def close(self) -> None:
+        self.waiter.close()

@@ -1,0 +1,379 @@
+"""VM lifecycle: build, power, reboot, destroy and what state a VM is in.
+
+Long steps run as Async tasks through the TaskRunner; quick reads and small
+edits are plain calls on a pooled session.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from compute_agent import exceptions
+from compute_agent.driver import power_state
+from compute_agent.driver.base import REBOOT_HARD, REBOOT_TYPES, InstanceInfo, Operation
+from compute_agent.driver.xenapi import ownership
+from compute_agent.driver.xenapi.network import Networking
+from compute_agent.driver.xenapi.session import SessionPool
+from compute_agent.driver.xenapi.storage import Storage
+from compute_agent.driver.xenapi.tasks import TaskRunner
+
+LOG = logging.getLogger(__name__)
+
+MiB = 1024**2
+NULL_REF = "OpaqueRef:NULL"
+
+XAPI_POWER_STATES = {
+    "Halted": power_state.SHUTDOWN,
+    "Running": power_state.RUNNING,
+    "Paused": power_state.PAUSED,
+    "Suspended": power_state.SUSPENDED,
+}
+# last_shutdown_reason values that mean the guest died rather than stopped.
+CRASH_REASONS = frozenset({"crashed", "crash"})
+# How long a soft reboot may take before it is done the hard way.
+SOFT_REBOOT_TIMEOUT = 60.0
+
+
+def shutdown_reason(record: dict[str, Any]) -> str | None:
+    return (record.get("other_config") or {}).get("last_shutdown_reason") or None
+
+
+def map_power_state(record: dict[str, Any]) -> int:
+    """Our power state for a VM record; a halted VM whose last shutdown was
+    a crash is CRASHED."""
+    state = XAPI_POWER_STATES.get(str(record.get("power_state")), power_state.NOSTATE)
+    if state == power_state.SHUTDOWN and shutdown_reason(record) in CRASH_REASONS:
+        return power_state.CRASHED
+    return state
+
+
+def instance_info(vm_ref: str, record: dict[str, Any]) -> InstanceInfo:
+    return InstanceInfo(
+        power_state=map_power_state(record),
+        vm_ref=vm_ref,
+        shutdown_reason=shutdown_reason(record),
+        extra={
+            "name_label": record.get("name_label"),
+            "xapi_power_state": record.get("power_state"),
+            "uuid": record.get("uuid"),
+        },
+    )
+
+
+def scratch_vm_record(instance: dict[str, Any], agent_host: str) -> dict[str, Any]:
+    """Every field VM.create requires, for an HVM guest booting from disk."""
+    flavor = instance["flavor"]
+    memory = str(int(flavor["memory_mb"]) * MiB)  # int64 as string on XML-RPC
+    vcpus = str(int(flavor["vcpus"]))
+    return {
+        "name_label": instance["name"],
+        "name_description": f"instance {instance['uuid']}",
+        "user_version": "1",
+        "is_a_template": False,
+        "affinity": NULL_REF,
+        "memory_static_max": memory,
+        "memory_dynamic_max": memory,
+        "memory_dynamic_min": memory,
+        "memory_static_min": memory,
+        "VCPUs_params": {},
+        "VCPUs_max": vcpus,
+        "VCPUs_at_startup": vcpus,
+        "actions_after_shutdown": "destroy",
+        "actions_after_reboot": "restart",
+        # Halt on crash so the crash is seen (last_shutdown_reason) and
+        # reported, not hidden by an automatic restart.
+        "actions_after_crash": "destroy",
+        "PV_bootloader": "",
+        "PV_kernel": "",
+        "PV_ramdisk": "",
+        "PV_args": "",
+        "PV_bootloader_args": "",
+        "PV_legacy_args": "",
+        "HVM_boot_policy": "BIOS order",
+        "HVM_boot_params": {"order": "dc"},
+        "platform": {"acpi": "1", "apic": "true", "pae": "true", "viridian": "false",
+                     "nx": "true"},
+        "PCI_bus": "",
+        "other_config": ownership.marks(instance["uuid"], agent_host),
+        "recommendations": "",
+        "domain_type": "hvm",
+    }
+
+
+class VMOps:
+    def __init__(
+        self,
+        pool: SessionPool,
+        runner: TaskRunner,
+        storage: Storage,
+        networking: Networking,
+        agent_host: str,
+        template: str = "",
+    ):
+        self.pool = pool
+        self.runner = runner
+        self.storage = storage
+        self.networking = networking
+        self.agent_host = agent_host
+        self.template = template
+        # instance uuid -> VM ref; checked before use, rebuilt on a miss.
+        self._refs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # -- finding VMs -------------------------------------------------------------
+    def lookup(self, instance: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """(ref, record) of the instance's VM, or None."""
+        uuid = instance["uuid"]
+        with self._lock:
+            ref = self._refs.get(uuid)
+        if ref is not None:
+            rec = self._record(ref)
+            if rec is not None and ownership.instance_of(rec) == uuid:
+                return ref, rec
+        found = self._search(uuid, instance.get("name"))
+        with self._lock:
+            if found is None:
+                self._refs.pop(uuid, None)
+            else:
+                self._refs[uuid] = found[0]
+        return found
+
+    def _record(self, ref: str) -> dict[str, Any] | None:
+        try:
+            return self.pool.call("VM.get_record", ref)
+        except exceptions.HypervisorError as e:
+            if e.code == "HANDLE_INVALID":
+                return None
+            raise
+
+    def _search(self, uuid: str, name: str | None) -> tuple[str, dict[str, Any]] | None:
+        # By name first (one small answer), then every VM: the name may have
+        # changed or been reused.
+        if name:
+            label = name.replace("\\", "\\\\").replace('"', '\\"')
+            recs = self.pool.call("VM.get_all_records_where", f'field "name_label" = "{label}"')
+            for ref, rec in sorted(recs.items()):
+                if self._is_instance_vm(rec, uuid):
+                    return ref, rec
+        # Templates included: a clone interrupted before it was made an
+        # ordinary VM is still the instance's.
+        recs = self.pool.call("VM.get_all_records_where", 'field "is_control_domain" = "false"')
+        for ref, rec in sorted(recs.items()):
+            if self._is_instance_vm(rec, uuid):
+                return ref, rec
+        return None
+
+    @staticmethod
+    def _is_instance_vm(rec: dict[str, Any], uuid: str) -> bool:
+        return ownership.instance_of(rec) == uuid and not rec.get("is_a_snapshot")
+
+    def require(self, instance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        found = self.lookup(instance)
+        if found is None:
+            raise exceptions.InstanceNotFound(instance["uuid"])
+        return found
+
+    def list_instance_uuids(self) -> list[str]:
+        recs = self.pool.call(
+            "VM.get_all_records_where",
+            'field "is_a_template" = "false" and field "is_control_domain" = "false"',
+        )
+        uuids = {
+            ownership.instance_of(rec)
+            for rec in recs.values()
+            if ownership.owned_by(rec, self.agent_host) and not rec.get("is_a_snapshot")
+        }
+        return sorted(u for u in uuids if u)
+
+    def get_info(self, instance: dict[str, Any]) -> InstanceInfo:
+        ref, rec = self.require(instance)
+        return instance_info(ref, rec)
+
+    # -- build -------------------------------------------------------------------
+    def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
+        found = self.lookup(instance)
+        if found is not None:
+            # A retried build: finish the VM that exists instead of a second.
+            ref, rec = found
+            LOG.info("VM for %s exists already; reusing it", instance["uuid"])
+            if rec.get("power_state") != "Running":
+                self._start(op, ref, rec)
+            return self.get_info(instance)
+        created_vm: str | None = None
+        try:
+            created_vm = self._create_vm(op, instance)
+            with self._lock:
+                self._refs[instance["uuid"]] = created_vm
+            self._ensure_root_disk(op, instance, created_vm)
+            self.networking.create_vifs(created_vm, instance.get("networks"))
+            self.runner.run(op, "VM.start", created_vm, False, False)
+        except BaseException:
+            LOG.warning("Build of %s failed; removing what was created", instance["uuid"])
+            try:
+                self.destroy(op, instance, vm_hint=created_vm)
+            except Exception:
+                LOG.exception("Clean-up after the failed build of %s failed",
+                              instance["uuid"])
+            raise
+        return self.get_info(instance)
+
+    def _create_vm(self, op: Operation, instance: dict[str, Any]) -> str:
+        if not self.template:
+            return self.pool.call("VM.create", scratch_vm_record(instance, self.agent_host))
+        template = self._find_template(self.template)
+        vm = self.runner.run(op, "VM.clone", template, instance["name"])
+        try:
+            # Mark it first: from here on, a crash leaves a VM we can find.
+            for key, value in ownership.marks(instance["uuid"], self.agent_host).items():
+                self.pool.call("VM.remove_from_other_config", vm, key)
+                self.pool.call("VM.add_to_other_config", vm, key, value)
+            # As xe vm-install does: provision the clone (still a template:
+            # its disks are made from the template's disk plan), then make it
+            # an ordinary VM.
+            self.runner.run(op, "VM.provision", vm)
+            self.pool.call("VM.set_is_a_template", vm, False)
+            self._apply_flavor(vm, instance["flavor"])
+        except BaseException:
+            self._destroy_vm_record(op, vm)
+            raise
+        return vm
+
+    def _find_template(self, label: str) -> str:
+        refs = self.pool.call("VM.get_by_name_label", label)
+        for ref in sorted(refs):
+            if self.pool.call("VM.get_is_a_template", ref):
+                return ref
+        raise exceptions.HypervisorError(label, code="VM_TEMPLATE_NOT_FOUND")
+
+    def _apply_flavor(self, vm: str, flavor: dict[str, Any]) -> None:
+        memory = str(int(flavor["memory_mb"]) * MiB)
+        self.pool.call("VM.set_memory_limits", vm, memory, memory, memory, memory)
+        vcpus = int(flavor["vcpus"])
+        current_max = int(self.pool.call("VM.get_VCPUs_max", vm))
+        # VCPUs_at_startup may never exceed VCPUs_max: order the two edits.
+        if vcpus > current_max:
+            self.pool.call("VM.set_VCPUs_max", vm, str(vcpus))
+            self.pool.call("VM.set_VCPUs_at_startup", vm, str(vcpus))
+        else:
+            self.pool.call("VM.set_VCPUs_at_startup", vm, str(vcpus))
+            self.pool.call("VM.set_VCPUs_max", vm, str(vcpus))
+
+    def _ensure_root_disk(self, op: Operation, instance: dict[str, Any], vm: str) -> None:
+        rec = self.pool.call("VM.get_record", vm)
+        for vbd in rec.get("VBDs", []):
+            vbd_rec = self.pool.call("VBD.get_record", vbd)
+            if vbd_rec.get("userdevice") == "0" and vbd_rec.get("type") == "Disk":
+                return  # the template provided one
+        self.storage.create_root_disk(op, instance, vm)
+
+    # -- power -----------------------------------------------------------------------
+    def _start(self, op: Operation, ref: str, rec: dict[str, Any]) -> None:
+        state = rec.get("power_state")
+        if state == "Running":
+            return
+        if state == "Paused":
+            self.runner.run(op, "VM.unpause", ref)
+        elif state == "Suspended":
+            self.runner.run(op, "VM.resume", ref, False, False)
+        else:
+            self.runner.run(op, "VM.start", ref, False, False)
+
+    def power_on(self, op: Operation, instance: dict[str, Any]) -> None:
+        ref, rec = self.require(instance)
+        self._start(op, ref, rec)
+
+    def power_off(self, op: Operation, instance: dict[str, Any], clean: bool = True,
+                  timeout: float = 60) -> None:
+        ref, rec = self.require(instance)
+        self._stop(op, ref, rec, clean, timeout)
+
+    def _stop(self, op: Operation, ref: str, rec: dict[str, Any], clean: bool,
+              timeout: float) -> None:
+        if rec.get("power_state") == "Halted":
+            return
+        if clean and rec.get("power_state") == "Running":
+            try:
+                self.runner.run(op, "VM.clean_shutdown", ref, timeout=timeout)
+                return
+            except (exceptions.HypervisorError, exceptions.OperationTimedOut) as e:
+                LOG.info("Clean shutdown of %s did not work (%s); shutting down hard",
+                         op.instance_uuid, e.code)
+            if self._power_state(ref) == "Halted":
+                return  # it got there after all
+        self.runner.run(op, "VM.hard_shutdown", ref)
+
+    def _power_state(self, ref: str) -> str | None:
+        rec = self._record(ref)
+        return rec.get("power_state") if rec else None
+
+    def reboot(self, op: Operation, instance: dict[str, Any], reboot_type: str) -> None:
+        if reboot_type not in REBOOT_TYPES:
+            raise exceptions.InvalidInput("reboot_type", f"must be one of {REBOOT_TYPES}")
+        ref, rec = self.require(instance)
+        state = rec.get("power_state")
+        if state in ("Halted", "Suspended"):
+            if state == "Suspended":
+                self.runner.run(op, "VM.hard_shutdown", ref)
+            self.runner.run(op, "VM.start", ref, False, False)
+            return
+        if reboot_type != REBOOT_HARD and state == "Running":
+            try:
+                self.runner.run(op, "VM.clean_reboot", ref, timeout=SOFT_REBOOT_TIMEOUT)
+                return
+            except (exceptions.HypervisorError, exceptions.OperationTimedOut) as e:
+                LOG.info("Soft reboot of %s did not work (%s); rebooting hard",
+                         op.instance_uuid, e.code)
+            if self._power_state(ref) == "Halted":
+                self.runner.run(op, "VM.start", ref, False, False)
+                return
+        self.runner.run(op, "VM.hard_reboot", ref)
+
+    # -- destroy -------------------------------------------------------------------
+    def destroy(self, op: Operation, instance: dict[str, Any], vm_hint: str | None = None) -> None:
+        """Hard shutdown if needed, then the VM's disks and the VM itself;
+        also disks marked as the instance's that no VM holds. A VM that is
+        already gone is success."""
+        found: tuple[str, dict[str, Any]] | None = None
+        if vm_hint is not None:
+            rec = self._record(vm_hint)
+            if rec is not None:
+                found = (vm_hint, rec)
+        if found is None:
+            found = self.lookup(instance)
+        vdis: list[str] = []
+        if found is not None:
+            ref, rec = found
+            if rec.get("power_state") != "Halted":
+                try:
+                    self.runner.run(op, "VM.hard_shutdown", ref)
+                except exceptions.HypervisorError as e:
+                    # Raced with a guest halting on its own: fine.
+                    if e.code != "VM_BAD_POWER_STATE":
+                        raise
+                rec = self._record(ref) or rec
+            vdis = self.storage.vm_disks(rec, instance["uuid"])
+            self._destroy_vm_record(op, ref, rec)
+        with self._lock:
+            self._refs.pop(instance["uuid"], None)
+        vdis += self.storage.marked_vdis(instance["uuid"])
+        self.storage.destroy_vdis(op, vdis)
+
+    def _destroy_vm_record(
+        self, op: Operation, ref: str, rec: dict[str, Any] | None = None
+    ) -> None:
+        """VM.destroy, and its VBDs and VIFs if xapi left any (not its VDIs)."""
+        rec = rec if rec is not None else (self._record(ref) or {})
+        try:
+            self.runner.run(op, "VM.destroy", ref)
+        except exceptions.HypervisorError as e:
+            if e.code != "HANDLE_INVALID":
+                raise
+        for cls, refs in (("VBD", rec.get("VBDs", [])), ("VIF", rec.get("VIFs", []))):
+            for dev in refs:
+                try:
+                    self.pool.call(f"{cls}.destroy", dev)
+                except exceptions.HypervisorError as e:
+                    if e.code != "HANDLE_INVALID":
+                        raise

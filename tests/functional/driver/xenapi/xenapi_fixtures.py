@@ -1,0 +1,72 @@
+"""Helpers shared by the XenAPI driver's functional tests (a module of its
+own, not conftest, so that test modules can import it by a unique name)."""
+
+from __future__ import annotations
+
+import threading
+import uuid as uuidlib
+from typing import Any
+
+import XenAPI
+
+from compute_agent.driver.base import Operation
+
+USER = "root"
+PASSWORD = "password"
+
+
+class RecordingListener:
+    """A TaskListener that remembers every call, in order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def _add(self, name: str, *args: Any) -> None:
+        with self.lock:
+            self.calls.append((name, args))
+
+    def task_started(self, op, task_ref, task_uuid, dom0_host):
+        self._add("started", op.name, task_ref, task_uuid, dom0_host)
+
+    def task_progress(self, op, task_ref, progress):
+        self._add("progress", op.name, task_ref, progress)
+
+    def task_finished(self, op, task_ref, status, result, error):
+        self._add("finished", op.name, task_ref, status, result, error)
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return [args for name, args in self.calls if name == kind]
+
+
+def make_instance(name: str | None = None, **flavor: int) -> dict[str, Any]:
+    uuid = str(uuidlib.uuid4())
+    return {
+        "uuid": uuid,
+        "name": name or f"inst-{uuid[:8]}",
+        "flavor": {"vcpus": flavor.get("vcpus", 2), "memory_mb": flavor.get("memory_mb", 512),
+                   "root_gb": flavor.get("root_gb", 5)},
+        "image": {"id": "blank", "url": None, "disk_format": "raw"},
+        "networks": [],
+        "metadata": {},
+    }
+
+
+def op_for(instance: dict[str, Any], name: str, timeout: float | None = None) -> Operation:
+    return Operation(instance["uuid"], name, f"req-{uuidlib.uuid4()}", timeout)
+
+
+def login(url: str, **kw: Any) -> XenAPI.Session:
+    session = XenAPI.Session(url, **kw)
+    session.xenapi.login_with_password(USER, PASSWORD, "2.0", "driver-tests")
+    return session
+
+
+def logout(session: XenAPI.Session) -> None:
+    try:
+        session.xenapi.session.logout()
+    except Exception:  # xapi may have been restarted or stopped by the test
+        pass
+
+
