@@ -99,8 +99,7 @@ def setup(backend: str) -> None:
     if backend == EVENTLET:
         import eventlet
 
-        eventlet.monkey_patch()
-        _green_psycopg2()
+        eventlet.monkey_patch()  # psycopg2 is made green by compute_agent.db.green
     else:
         # futurist imports eventlet when it is installed, which warns that
         # eventlet is deprecated: irrelevant when eventlet is not used.
@@ -114,13 +113,3 @@ def setup(backend: str) -> None:
 def selected() -> str | None:
     return _selected
 
-
-def _green_psycopg2() -> None:
-    """psycopg2 is C code that would block the eventlet hub while it waits
-    for PostgreSQL; a wait callback makes it yield on the (patched) select."""
-    try:
-        import psycopg2.extensions
-        import psycopg2.extras
-    except ImportError:
-        return
-    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)

@@ -158,6 +158,23 @@ class ComputeManager:
             LOG.exception("Driver cleanup failed")
         return left
 
+    def wait_for_operations(self, timeout: float | None = None) -> bool:
+        """Block until no operation runs (True) or ``timeout`` passes (False).
+        For tests, the demo and the shutdown path."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._all_done:
+            while self._workers:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._all_done.wait(remaining)
+        return True
+
+    def operations_in_flight(self) -> list[str]:
+        """Names ('<request>-<uuid>') of the operations running now."""
+        with self._workers_lock:
+            return sorted(t.name for t in self._workers)
+
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()

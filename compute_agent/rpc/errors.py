@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 import oslo_messaging
+from oslo_messaging.rpc import dispatcher
 
 from compute_agent import exceptions
 
@@ -119,6 +120,11 @@ def to_typed(exc: BaseException, target: str = "", method: str = "",
         return from_fields(exc.code, exc.params, exc.message, exc.type)
     if isinstance(exc, oslo_messaging.MessagingTimeout):
         return RPCTimeout(target, method, timeout if timeout is not None else "?")
+    if isinstance(exc, (dispatcher.NoSuchMethod, dispatcher.UnsupportedVersion)):
+        # In-process transports (fake://) hand the dispatcher's own exception back.
+        name = type(exc).__name__
+        return RemoteFailure(name, str(exc), code="NO_SUCH_METHOD" if name == "NoSuchMethod"
+                             else "UNSUPPORTED_VERSION")
     if isinstance(exc, oslo_messaging.RemoteError):
         if exc.exc_type in ("UnsupportedVersion", "NoSuchMethod"):
             return RemoteFailure(exc.exc_type, exc.value, code="UNSUPPORTED_VERSION"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 import oslo_messaging
+import oslo_messaging.opts
 from oslo_config import cfg
 
 from compute_agent.rpc import errors
@@ -22,6 +23,15 @@ BASE_VERSION = "1.0"
 _lock = threading.Lock()
 _transports: dict[tuple[int, str | None], oslo_messaging.Transport] = {}
 _notification_transports: dict[tuple[int, str | None], oslo_messaging.Transport] = {}
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register oslo.messaging's options (transport_url, control_exchange,
+    rpc_response_timeout, [oslo_messaging_notifications], driver groups) on
+    ``conf`` now rather than when the first transport is built, so they can
+    be read or overridden before that."""
+    for group, opts in oslo_messaging.opts.list_opts():
+        conf.register_opts(opts, group=group)
 
 
 def get_rpc_transport(conf: cfg.ConfigOpts, url: str | None = None) -> oslo_messaging.Transport:

@@ -1,0 +1,134 @@
+"""compute-agent-client against an in-process agent on the fake:// transport."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid as uuidlib
+
+import pytest
+import sqlalchemy as sa
+
+from compute_agent.cmd import client
+from compute_agent.db.api import Database
+from compute_agent.exceptions import NoValidHost
+from tests.unit.conftest import RPC_HOST
+
+
+@pytest.fixture
+def cli(rpc_env, agent_conf):
+    api = rpc_env[0]
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = client.main(list(argv), conf=agent_conf, api=api, out=out, err=err)
+        return code, out.getvalue(), err.getvalue()
+
+    return run
+
+
+@pytest.fixture
+def cli_db(agent_conf):
+    db = Database.from_conf(agent_conf)
+    yield db
+    db.dispose()
+
+
+def test_boot_wait_show_list_and_lifecycle(cli):
+    code, out, _ = cli("--json", "boot", "web-1", "--memory-mb", "256", "--wait",
+                       "--poll-interval", "0.05")
+    assert code == 0
+    inst = json.loads(out)
+    assert (inst["vm_state"], inst["host"], inst["flavor"]["memory_mb"]) == (
+        "active", RPC_HOST, 256)
+    uuid = inst["uuid"]
+
+    code, out, _ = cli("list")
+    assert code == 0
+    header, row = out.strip().splitlines()
+    assert header.split() == list(client.COLUMNS)
+    assert row.split()[:4] == [uuid, "web-1", RPC_HOST, "active"]
+
+    code, out, _ = cli("show", uuid)
+    assert code == 0 and "power_state  1 (running)" in out
+
+    for argv, state in ((("stop", uuid, "--hard"), "stopped"), (("start", uuid), "active"),
+                        (("reboot", uuid, "--hard"), "active"), (("delete", uuid), "deleted")):
+        code, out, _ = cli("--json", *argv, "--wait", "--poll-interval", "0.05")
+        assert code == 0, argv
+        assert json.loads(out)["vm_state"] == state
+
+
+def test_wait_shows_progress_lines(cli):
+    code, out, _ = cli("boot", "web-2", "--wait", "--poll-interval", "0.05",
+                       "--meta", "fake:delay:spawn=0.3")
+    assert code == 0
+    lines = out.splitlines()
+    assert "building" in lines[0] and "spawning" in lines[0]
+    assert any("active" in line and "running" in line for line in lines)
+
+
+def test_failed_build_with_wait_exits_non_zero_with_fault(cli):
+    code, out, err = cli("boot", "bad", "--wait", "--poll-interval", "0.05",
+                         "--meta", "fake:fail:spawn=HOST_NOT_ENOUGH_FREE_MEMORY,1024")
+    assert code == client.EXIT_ERROR
+    assert "vm_state error" in out
+    assert "HOST_NOT_ENOUGH_FREE_MEMORY ['1024']" in out
+
+
+def test_structured_errors(cli):
+    missing = str(uuidlib.uuid4())
+    code, out, err = cli("show", missing, "--host", RPC_HOST)
+    assert code == client.EXIT_ERROR
+    assert err.strip().startswith(f"ERROR INSTANCE_NOT_FOUND ['{missing}']")
+    code, out, err = cli("--json", "show", missing)
+    assert json.loads(out)["error"]["code"] == "INSTANCE_NOT_FOUND"
+    code, out, err = cli("boot", "x", "--vcpus", "0", "--host", RPC_HOST)
+    assert code == client.EXIT_ERROR and "INVALID_INPUT ['flavor.vcpus'" in err
+
+
+def test_busy_refusal(cli, rpc_env):
+    driver = rpc_env[2]
+    gate = driver.hold("spawn")
+    code, out, _ = cli("--json", "boot", "slow")
+    uuid = json.loads(out)["uuid"]
+    assert gate.wait_entered()
+    code, out, err = cli("stop", uuid)
+    assert code == client.EXIT_ERROR and "INSTANCE_BUSY" in err
+    gate.release()
+
+
+def test_boot_picks_live_host_with_most_free_memory(cli, cli_db, agent_conf):
+    # A dead host with lots of memory and a live one with less than ours.
+    cli_db.upsert_compute_node("dead-big", {"memory_mb": 10**6, "free_memory_mb": 10**6})
+    cli_db.service_heartbeat("dead-big", "compute-agent", "compute")
+    with cli_db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE services SET updated_at = :t WHERE host = 'dead-big'"),
+                     {"t": "2000-01-01 00:00:00.000000"})
+    cli_db.upsert_compute_node("live-small", {"memory_mb": 2048, "free_memory_mb": 100})
+    cli_db.service_heartbeat("live-small", "compute-agent", "compute")
+    hosts = client.list_hosts(agent_conf, cli_db)
+    assert {h["host"]: h["alive"] for h in hosts} == {
+        "dead-big": False, "live-small": True, RPC_HOST: True}
+    assert client.pick_host(hosts, 512) == RPC_HOST
+    code, out, _ = cli("--json", "boot", "auto", "--memory-mb", "512")
+    assert code == 0 and json.loads(out)["host"] == RPC_HOST
+
+    code, out, _ = cli("hosts", "--ping")
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
+    assert rows == {"dead-big": "down", "live-small": "up", RPC_HOST: "up"}
+
+
+def test_pick_host_without_room():
+    hosts = [{"host": "a", "alive": True, "free_memory_mb": 100},
+             {"host": "b", "alive": False, "free_memory_mb": 9000}]
+    with pytest.raises(NoValidHost):
+        client.pick_host(hosts, 512)
+    assert client.pick_host(hosts, 64) == "a"
+
+
+def test_usage_errors():
+    with pytest.raises(SystemExit) as info:
+        client.build_parser().parse_args(["reboot"])
+    assert info.value.code == 2
