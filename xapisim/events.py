@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from xapisim.errors import XenAPIError
+from xapisim.wire import Int32
 
 if TYPE_CHECKING:
     from xapisim.store import Store
@@ -73,7 +74,7 @@ def _collect(store: Store, sub: Subscription, since: int, encode) -> list[dict[s
         rec = store.tables[meta.cls][ref]
         events.append(
             {
-                "id": meta.modified,
+                "id": str(meta.modified),  # xapi's event ids are strings
                 "timestamp": f"{time.time():.6f}",
                 "class": meta.cls.lower(),
                 "operation": "add" if meta.created > since else "mod",
@@ -91,14 +92,14 @@ def _collect(store: Store, sub: Subscription, since: int, encode) -> list[dict[s
             continue  # born and died since the last look: coalesced away
         events.append(
             {
-                "id": gen,
+                "id": str(gen),
                 "timestamp": f"{time.time():.6f}",
                 "class": cls.lower(),
                 "operation": "del",
                 "ref": ref,
             }
         )
-    events.sort(key=lambda e: e["id"])
+    events.sort(key=lambda e: int(e["id"]))
     return events
 
 
@@ -127,7 +128,7 @@ def event_from(store: Store, classes: list[str], token: str, timeout: float,
             # Nothing we care about changed up to since_checked; keep the
             # original 'since' so coalescing stays correct.
             del since_checked
-        counts = {c.lower(): len(store.tables[c]) for c in sub.count_classes}
+        counts = {c.lower(): Int32(len(store.tables[c])) for c in sub.count_classes}
         if sub.all:
-            counts = {c.lower(): len(t) for c, t in store.tables.items() if t}
+            counts = {c.lower(): Int32(len(t)) for c, t in store.tables.items() if t}
         return {"events": events, "valid_ref_counts": counts, "token": make_token(store, store.gen)}

@@ -20,9 +20,16 @@ class Request:
     version: str = "xmlrpc"  # xmlrpc | 1.0 | 2.0
 
 
+class Int32(int):
+    """An int xapi sends as XML-RPC ``<i4>``, not as a 64-bit decimal string
+    (event.from's valid_ref_counts, for old non-xapi clients)."""
+
+
 def to_wire_xmlrpc(value: Any) -> Any:
     if isinstance(value, bool) or isinstance(value, float):
         return value
+    if isinstance(value, Int32):
+        return int(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, XDateTime):
