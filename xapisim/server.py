@@ -14,6 +14,7 @@ import logging
 import pathlib
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -32,7 +33,18 @@ from xapisim.tasks import TaskManager
 from xapisim.tlscert import make_self_signed
 
 LOG = logging.getLogger("xapisim")
-DEFAULT_PLUGINS_DIR = pathlib.Path(__file__).resolve().parent.parent / "etc" / "xapi.d" / "plugins"
+
+
+def _default_plugins_dir() -> pathlib.Path:
+    """The project's etc/xapi.d/plugins: beside the package in a source
+    tree, under the installation prefix when installed from a wheel."""
+    source = pathlib.Path(__file__).resolve().parent.parent / "etc" / "xapi.d" / "plugins"
+    if source.is_dir():
+        return source
+    return pathlib.Path(sys.prefix) / "etc" / "xapi.d" / "plugins"
+
+
+DEFAULT_PLUGINS_DIR = _default_plugins_dir()
 
 
 def member_addresses(first: str, count: int) -> list[str]:
