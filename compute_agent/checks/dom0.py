@@ -47,7 +47,7 @@ def check(xenserver, compute_driver: str, timeout: float) -> Result:
         return failure(NAME, f"{shown} is unreachable: {reason}{hint}")
     except exceptions.HypervisorError as exc:
         if exc.code == "SESSION_AUTHENTICATION_FAILED":
-            return failure(NAME, f"{shown} rejected user {settings.username!r}: check "
+            return failure(NAME, f"{shown} rejected user {settings.username}: check "
                                  "[xenserver] connection_username and connection_password")
         return failure(NAME, f"{shown} refused the login: {exc.code} {exc.params}")
     try:
@@ -61,9 +61,9 @@ def check(xenserver, compute_driver: str, timeout: float) -> Result:
         notes.append(f"it is a pool member; the coordinator is {redact_url(session.url)}, "
                      "point connection_url there")
     if notes:
-        return warning(NAME, f"logged in to {where} as {settings.username!r}, but "
+        return warning(NAME, f"logged in to {where} as {settings.username}, but "
                              + "; ".join(notes))
-    return success(NAME, f"logged in to {where} as {settings.username!r}")
+    return success(NAME, f"logged in to {where} as {settings.username}")
 
 
 def _product(session: XenAPISession) -> str:

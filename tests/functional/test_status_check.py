@@ -191,13 +191,13 @@ class TestDom0:
         result = dom0.check(xenserver(sim.url), "xenapi", timeout=5)
         assert result.code == Code.SUCCESS, result.detail
         assert result.detail.startswith(f"logged in to {sim.url}")
-        assert result.detail.endswith("as 'root'")
+        assert result.detail.endswith("as root")
 
     def test_wrong_password(self, sim):
         result = dom0.check(xenserver(sim.url, password="wrong-pw"), "xenapi", timeout=5)
         assert result.code == Code.FAILURE
         assert result.detail == (
-            f"{sim.url} rejected user 'root': check [xenserver] connection_username and "
+            f"{sim.url} rejected user root: check [xenserver] connection_username and "
             "connection_password")
         assert "wrong-pw" not in result.detail
 
