@@ -3,6 +3,7 @@ through the official SDK over real HTTP."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -133,8 +134,6 @@ def test_float_timeout_returns_empty_after_the_timeout(xapi):
 
 def test_a_change_wakes_a_waiting_call(sim, xapi):
     """The long-poll returns when something changes, not at its timeout."""
-    import threading
-
     pool = xapi.xenapi.pool.get_all()[0]
     token = now_token(xapi)
     changer = XenAPI.Session(sim.url)
