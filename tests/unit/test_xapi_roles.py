@@ -42,6 +42,8 @@ def test_install_guide_names_the_least_role(roles_tool, driver_calls):
     assert documented, "docs/install.md must state 'the least role that works is **<role>**'"
     assert documented.group(1) == roles_tool.least_role(roles, calls)
     assert f"role-name={documented.group(1)}" in text
+    if "driver calls no plugin" in text:
+        assert "host.call_plugin" not in calls, "docs/install.md section 6 is out of date"
 
 
 class TestLeastRole:
