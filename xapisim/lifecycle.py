@@ -368,6 +368,34 @@ def assert_can_boot_here(sim: Simulator, vm: str, host: str, memory: bool = True
         raise XenAPIError("HOST_NOT_ENOUGH_PCPUS", str(rec["VCPUs_max"]), str(pcpus))
 
 
+def assert_vdi_shareable(store: Store, vbd: str, vdi: str, op: str) -> None:
+    """xapi's VBD sharing check: a VDI that is not sharable can't be attached
+    by a second VBD if either of them wants to write (VBDs of suspended VMs
+    don't count)."""
+    rec = store.raw("VBD", vbd)
+    v = store.raw("VDI", vdi)
+    if v["sharable"]:
+        return
+    others = []
+    for other in v["VBDs"]:
+        if other == vbd or not store.has("VBD", other):
+            continue
+        o = store.raw("VBD", other)
+        if store.has("VM", o["VM"]) and store.raw("VM", o["VM"])["power_state"] == "Suspended":
+            continue
+        if o["currently_attached"] or o["current_operations"]:
+            others.append(o)
+    if any(o["mode"] == "RW" for o in others) or (rec["mode"] == "RW" and others):
+        raise XenAPIError("VDI_IN_USE", vdi, op)
+
+
+def assert_vbds_attachable(store: Store, vm: str) -> None:
+    for vbd in store.raw("VM", vm)["VBDs"]:
+        b = store.raw("VBD", vbd)
+        if not b["empty"] and store.has("VDI", b["VDI"]) and not b["currently_attached"]:
+            assert_vdi_shareable(store, vbd, b["VDI"], "attach")
+
+
 def assert_enough_memory(store: Store, vm: str, host: str) -> None:
     rec = store.raw("VM", vm)
     needed = vm_start_memory(rec)
@@ -409,6 +437,19 @@ def _refresh(sim: Simulator, cls: str, refs: list[str]) -> None:
         sim.refresh_allowed_operations(cls, ref)
 
 
+def device_name(userdevice: str) -> str:
+    """The guest device name of a VBD userdevice: 0 -> xvda, 1 -> xvdb, ..."""
+    if userdevice.isdigit():
+        n = int(userdevice)
+        letters = ""
+        n += 1
+        while n:
+            n, r = divmod(n - 1, 26)
+            letters = chr(ord("a") + r) + letters
+        return "xvd" + letters
+    return userdevice
+
+
 def _set_devices_attached(sim: Simulator, vm: str, attached: bool) -> None:
     store = sim.store
     rec = store.raw("VM", vm)
@@ -416,6 +457,8 @@ def _set_devices_attached(sim: Simulator, vm: str, attached: bool) -> None:
         for dev in rec[field]:
             if store.has(cls, dev):
                 fields: dict[str, Any] = {"currently_attached": attached}
+                if attached and cls == "VBD" and not store.raw(cls, dev)["device"]:
+                    fields["device"] = device_name(store.raw(cls, dev)["userdevice"])
                 if not attached:
                     fields["current_operations"] = {}
                 if store.raw(cls, dev)["currently_attached"] != attached or not attached:

@@ -16,6 +16,7 @@ from typing import Any
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
+from xapisim.lifecycle import assert_vdi_shareable, device_name, sr_plugged_on
 from xapisim.schema import NULL_REF
 from xapisim.store import Store, XDateTime, now_datetime
 
@@ -786,19 +787,6 @@ def vbd_operation(ctx: CallContext, vbd: str, op: str) -> Iterator[None]:
                     ctx.sim.refresh_allowed_operations("VDI", vdi)
 
 
-def _vdi_sharing_check(store: Store, vbd_rec: dict[str, Any], vdi: str, self_ref: str) -> None:
-    """A VDI attached read-write can't be attached again (unless sharable)."""
-    v = store.raw("VDI", vdi)
-    if v["sharable"]:
-        return
-    for other in v["VBDs"]:
-        if other == self_ref or not store.has("VBD", other):
-            continue
-        o = store.raw("VBD", other)
-        if o["currently_attached"] and (o["mode"] == "RW" or vbd_rec["mode"] == "RW"):
-            raise XenAPIError("VDI_IN_USE", vdi, "attach")
-
-
 @handler("VBD.create")
 def vbd_create(ctx: CallContext, record: dict[str, Any]) -> str:
     store = ctx.store
@@ -868,18 +856,6 @@ def vbd_destroy(ctx: CallContext, vbd: str) -> None:
             ctx.sim.refresh_allowed_operations("VDI", vdi)
 
 
-def _device_name(userdevice: str) -> str:
-    if userdevice.isdigit():
-        n = int(userdevice)
-        letters = ""
-        n += 1
-        while n:
-            n, r = divmod(n - 1, 26)
-            letters = chr(ord("a") + r) + letters
-        return "xvd" + letters
-    return userdevice
-
-
 @handler("VBD.plug")
 def vbd_plug(ctx: CallContext, vbd: str) -> None:
     store = ctx.store
@@ -894,12 +870,11 @@ def vbd_plug(ctx: CallContext, vbd: str) -> None:
             if not rec["empty"]:
                 vdi = rec["VDI"]
                 sr = store.raw("VDI", vdi)["SR"]
-                from xapisim.lifecycle import sr_plugged_on
                 if not sr_plugged_on(store, sr, vm["resident_on"]):
                     raise XenAPIError("VM_REQUIRES_SR", rec["VM"], sr)
-                _vdi_sharing_check(store, rec, vdi, vbd)
+                assert_vdi_shareable(store, vbd, vdi, "plug")
             store.update("VBD", vbd, currently_attached=True,
-                         device=rec["device"] or _device_name(rec["userdevice"]))
+                         device=rec["device"] or device_name(rec["userdevice"]))
 
 
 @handler("VBD.unplug", "VBD.unplug_force")
@@ -946,7 +921,7 @@ def vbd_assert_attachable(ctx: CallContext, vbd: str) -> None:
         rec = store.raw("VBD", vbd)
         _assert_vbd_op(store, vbd, "attach")
         if not rec["empty"] and store.has("VDI", rec["VDI"]):
-            _vdi_sharing_check(store, rec, rec["VDI"], vbd)
+            assert_vdi_shareable(store, vbd, rec["VDI"], "attach")
 
 
 @handler("VBD.set_mode")

@@ -182,11 +182,13 @@ def _start(ctx: CallContext, vm: str, host: str | None, paused: bool, op: str) -
             store.raw("host", host)
             lifecycle.assert_can_boot_here(sim, vm, host)
             target = host
+        lifecycle.assert_vbds_attachable(store, vm)
     with vm_operation(ctx, vm, op):
         ctx.work()
         with store.lock:
             _expect(store, vm, "Halted")
             lifecycle.assert_can_boot_here(sim, vm, target)
+            lifecycle.assert_vbds_attachable(store, vm)
             lifecycle.boot(sim, vm, target, paused=paused)
 
 
@@ -347,6 +349,7 @@ def _resume(ctx: CallContext, vm: str, host: str | None, paused: bool, op: str) 
             store.raw("host", host)
             lifecycle.assert_can_boot_here(sim, vm, host)
             target = host
+        lifecycle.assert_vbds_attachable(store, vm)
     with vm_operation(ctx, vm, op):
         ctx.work()
         with store.lock:

@@ -1,0 +1,110 @@
+"""Things that happen to VMs without an API call: the guest crashes, shuts
+itself down or reboots, or its host dies. Each applies the VM's
+actions_after_* setting and records the ``last_shutdown_*`` keys with
+initiator "internal", as xapi does for guest-initiated events.
+
+Plain functions for the control API and tests:
+    crash(sim, vm), guest_shutdown(sim, vm), guest_reboot(sim, vm),
+    host_failed(sim, host)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from xapisim import lifecycle
+from xapisim.errors import XenAPIError
+from xapisim.store import now_datetime
+
+if TYPE_CHECKING:
+    from xapisim.server import Simulator
+
+_RESTARTS = {"restart", "coredump_and_restart", "rename_restart"}
+
+
+def _running_vm(sim: Simulator, vm: str) -> dict:
+    rec = sim.store.raw("VM", vm)
+    if rec["power_state"] not in ("Running", "Paused"):
+        raise XenAPIError("VM_BAD_POWER_STATE", vm, "running", rec["power_state"].lower())
+    return rec
+
+
+def crash(sim: Simulator, vm: str) -> str:
+    """The domain crashed. actions_after_crash decides: destroy -> Halted,
+    restart -> a new domain, preserve -> the dead domain stays Paused.
+    Returns the VM's power state afterwards."""
+    store = sim.store
+    with store.lock:
+        rec = _running_vm(sim, vm)
+        action = rec["actions_after_crash"]
+        lifecycle.record_shutdown(store, vm, "crashed", "internal", action)
+        if action in _RESTARTS:
+            lifecycle.reboot(sim, vm)
+        elif action == "preserve":
+            lifecycle.set_paused(sim, vm, True)
+        else:
+            lifecycle.halt(sim, vm)
+        return store.raw("VM", vm)["power_state"]
+
+
+def guest_shutdown(sim: Simulator, vm: str) -> str:
+    """The guest powered itself off; actions_after_shutdown decides."""
+    store = sim.store
+    with store.lock:
+        rec = _running_vm(sim, vm)
+        action = rec["actions_after_shutdown"]
+        lifecycle.record_shutdown(store, vm, "halted", "internal", action)
+        if action == "restart":
+            lifecycle.reboot(sim, vm)
+        else:
+            lifecycle.halt(sim, vm)
+        return store.raw("VM", vm)["power_state"]
+
+
+def guest_reboot(sim: Simulator, vm: str) -> str:
+    """The guest rebooted itself; actions_after_reboot decides."""
+    store = sim.store
+    with store.lock:
+        rec = _running_vm(sim, vm)
+        action = rec["actions_after_reboot"]
+        lifecycle.record_shutdown(store, vm, "rebooted", "internal", action)
+        if action == "destroy":
+            lifecycle.halt(sim, vm)
+        else:
+            lifecycle.reboot(sim, vm)
+        return store.raw("VM", vm)["power_state"]
+
+
+def host_failed(sim: Simulator, host: str) -> list[str]:
+    """The host died: its metrics say not live, every guest on it is Halted
+    (crashed, from xapi's point of view). Returns the VMs that went down.
+    The host's listener refusing calls is the caller's business
+    (sim.failed_hosts)."""
+    store = sim.store
+    down = []
+    with store.lock:
+        h = store.raw("host", host)
+        for vm in list(h["resident_VMs"]):
+            if not store.has("VM", vm):
+                continue
+            rec = store.raw("VM", vm)
+            if rec["is_control_domain"]:
+                continue
+            lifecycle.record_shutdown(store, vm, "crashed", "internal", "destroy")
+            lifecycle.halt(sim, vm)
+            store.update("VM", vm, current_operations={})
+            sim.refresh_allowed_operations("VM", vm)
+            down.append(vm)
+        if store.has("host_metrics", h["metrics"]):
+            store.update("host_metrics", h["metrics"], live=False, last_updated=now_datetime())
+    return down
+
+
+def host_recovered(sim: Simulator, host: str) -> None:
+    """The host is back: live again, memory figures recomputed."""
+    store = sim.store
+    with store.lock:
+        h = store.raw("host", host)
+        if store.has("host_metrics", h["metrics"]):
+            store.update("host_metrics", h["metrics"], live=True, last_updated=now_datetime())
+        lifecycle.refresh_host_memory(store, host)
