@@ -7,6 +7,7 @@ option, default ``openstack``), topic ``[DEFAULT] compute_topic`` and server
 
 from __future__ import annotations
 
+import importlib
 import threading
 
 import oslo_messaging
@@ -20,6 +21,13 @@ RPC_API_VERSION = "1.1"
 # Version every client method of the original contract uses.
 BASE_VERSION = "1.0"
 
+_GLOBAL_ONLY_OPTS = (
+    ("oslo_messaging._metrics.client", "oslo_messaging_metrics", "oslo_messaging_metrics"),
+    ("oslo_messaging._tracing.client", "oslo_messaging_tracing", "oslo_messaging_tracing"),
+    ("oslo_messaging.rpc.dispatcher", "_dispatcher_opts", None),
+    ("oslo_messaging.rpc.client", "_client_opts", None),
+)
+
 _lock = threading.Lock()
 _transports: dict[tuple[int, str | None], oslo_messaging.Transport] = {}
 _notification_transports: dict[tuple[int, str | None], oslo_messaging.Transport] = {}
@@ -31,6 +39,14 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     ``conf`` now rather than when the first transport is built, so they can
     be read or overridden before that."""
     for group, opts in oslo_messaging.opts.list_opts():
+        conf.register_opts(opts, group=group)
+    # oslo.messaging registers some groups on the global CONF only, yet reads
+    # them from whatever ConfigOpts a client or server was given.
+    for module, attr, group in _GLOBAL_ONLY_OPTS:
+        try:
+            opts = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue  # another oslo.messaging release: nothing to add
         conf.register_opts(opts, group=group)
 
 

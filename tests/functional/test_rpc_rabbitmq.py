@@ -1,0 +1,333 @@
+"""A real compute-agent process (fake driver, SQLite) over real RabbitMQ,
+driven through ComputeAPI, under both concurrency backends.
+
+Each backend gets its own agent subprocess, exchange, topic and database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid as uuidlib
+from pathlib import Path
+
+import oslo_messaging
+import pytest
+from oslo_config import cfg
+
+from compute_agent import exceptions
+from compute_agent.conf import default as default_opts
+from compute_agent.db import migration
+from compute_agent.db.api import Database
+from compute_agent.rpc import transport as rpc_transport
+from compute_agent.rpc.rpcapi import ComputeAPI
+
+RABBIT = os.environ.get("CA_TEST_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
+BIN = Path(sys.executable).parent
+SETTLE_S = 20  # bound for an operation to settle; never a speed assertion
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Agent:
+    def __init__(self, backend: str, workdir: Path):
+        tag = uuidlib.uuid4().hex[:10]
+        self.backend = backend
+        self.host = f"ca-func-{backend}-{tag}"
+        self.exchange = f"ca_func_{tag}"
+        self.topic = f"ca_compute_{tag}"
+        self.notify_topic = f"ca_notify_{tag}"
+        self.db_url = f"sqlite:///{workdir}/agent.sqlite"
+        self.log_file = workdir / "agent.log"
+        self.config = workdir / "agent.conf"
+        self.config.write_text(f"""[DEFAULT]
+host = {self.host}
+compute_driver = fake
+concurrency_backend = {backend}
+transport_url = {RABBIT}
+control_exchange = {self.exchange}
+compute_topic = {self.topic}
+report_interval = 1
+graceful_shutdown_timeout = 20
+log_file = {self.log_file}
+[database]
+connection = {self.db_url}
+[oslo_messaging_notifications]
+driver = messagingv2
+topics = {self.notify_topic}
+""")
+        migration.upgrade(self.db_url)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        # A session of its own: cotyledon signals its process group.
+        self.proc = subprocess.Popen(
+            [str(BIN / "compute-agent"), "--config-file", str(self.config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+
+
+def client_conf(agent: Agent) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    default_opts.register_opts(conf)
+    rpc_transport.register_opts(conf)
+    conf([], project="compute-agent-test", default_config_files=[])
+    conf.set_override("transport_url", RABBIT)
+    conf.set_override("control_exchange", agent.exchange)
+    conf.set_override("compute_topic", agent.topic)
+    return conf
+
+
+class Notifications:
+    def __init__(self):
+        self.seen: list[tuple[str, str, dict]] = []
+        self.cond = threading.Condition()
+
+    def _add(self, priority, event_type, payload):
+        with self.cond:
+            self.seen.append((priority, event_type, payload))
+            self.cond.notify_all()
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._add("INFO", event_type, payload)
+
+    def error(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._add("ERROR", event_type, payload)
+
+    def wait_for(self, event_type, uuid, timeout=SETTLE_S):
+        def found():
+            for _, e, p in self.seen:
+                data = p.get("compute_agent_object.data", {})
+                inst = data.get("instance") or {}
+                if e == event_type and inst.get("uuid") == uuid:
+                    return data
+            return None
+
+        with self.cond:
+            self.cond.wait_for(lambda: found() is not None, timeout)
+            return found()
+
+
+@pytest.fixture(scope="module", params=["threading", "eventlet"])
+def env(request, tmp_path_factory):
+    agent = Agent(request.param, tmp_path_factory.mktemp(f"agent-{request.param}"))
+    conf = client_conf(agent)
+    transport = oslo_messaging.get_rpc_transport(
+        conf, allowed_remote_exmods=["compute_agent.rpc.errors"])
+    notes = Notifications()
+    listener = oslo_messaging.get_notification_listener(
+        oslo_messaging.get_notification_transport(conf),
+        [oslo_messaging.Target(topic=agent.notify_topic)], [notes])
+    listener.start()
+    agent.start()
+    api = ComputeAPI(conf, rpc_transport=transport, timeout=10)
+    deadline = time.monotonic() + 40
+    while True:
+        try:
+            api.ping(agent.host, timeout=2)
+            break
+        except exceptions.ComputeAgentError:
+            if agent.proc.poll() is not None or time.monotonic() > deadline:
+                err = agent.proc.stderr.read().decode() if agent.proc.poll() is not None else ""
+                agent.stop()
+                pytest.fail(f"agent did not come up: {err[-3000:]}")
+    db = Database(agent.db_url)
+    yield agent, api, notes, db
+    agent.stop()
+    listener.stop()
+    listener.wait()
+    transport.cleanup()
+    db.dispose()
+
+
+def spec(**kw):
+    body = {"uuid": str(uuidlib.uuid4()), "name": "func-vm",
+            "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1},
+            "image": {"id": None, "url": None, "disk_format": None},
+            "networks": [], "metadata": {}}
+    body.update(kw)
+    return body
+
+
+def settle(api, host, uuid, want=None, timeout=SETTLE_S):
+    """Wait for the instance to be in a stable state (``want`` if given: a
+    cast may not have been consumed yet when this starts)."""
+    deadline = time.monotonic() + timeout
+    inst = None
+    while True:
+        try:
+            inst = api.get_instance(host, uuid)
+        except exceptions.InstanceNotFound:
+            pass  # a build cast the agent has not consumed yet
+        else:
+            if inst["task_state"] is None and inst["vm_state"] != "building" and (
+                    want is None or inst["vm_state"] == want):
+                return inst
+        assert time.monotonic() < deadline, f"instance did not settle: {inst}"
+        time.sleep(0.1)
+
+
+def wait_for_task(api, host, uuid, task_state):
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        try:
+            if api.get_instance(host, uuid)["task_state"] == task_state:
+                return
+        except exceptions.InstanceNotFound:
+            pass
+        assert time.monotonic() < deadline, f"{uuid} never reached {task_state}"
+        time.sleep(0.05)
+
+
+def test_ping_and_host_status(env):
+    agent, api, notes, db = env
+    pong = api.ping(agent.host)
+    assert pong == {"host": agent.host, "version": "1.1", "backend": agent.backend,
+                    "driver": "FakeDriver"}
+    status = api.get_host_status(agent.host)
+    assert status["resources"]["hypervisor_type"] == "fake"
+    assert status["service"]["alive"] is True
+    assert status["backend"] == agent.backend
+
+
+def test_boot_lifecycle(env):
+    agent, api, notes, db = env
+    body = spec()
+    assert api.build_instance(agent.host, body) is None  # a cast
+    inst = settle(api, agent.host, body["uuid"])
+    assert (inst["vm_state"], inst["power_state"], inst["host"]) == ("active", 1, agent.host)
+    assert notes.wait_for("instance.create.end", body["uuid"]) is not None
+
+    uuids = [i["uuid"] for i in api.list_instances(agent.host)]
+    assert body["uuid"] in uuids
+
+    api.stop_instance(agent.host, body["uuid"])
+    inst = settle(api, agent.host, body["uuid"], want="stopped")
+    assert inst["power_state"] == 4
+
+    api.start_instance(agent.host, body["uuid"])
+    assert settle(api, agent.host, body["uuid"], want="active")["power_state"] == 1
+
+    for reboot_type in ("SOFT", "HARD"):
+        # confirm=True: a call that returns once the agent accepted the reboot.
+        accepted = api.reboot_instance(agent.host, body["uuid"], reboot_type, confirm=True)
+        assert accepted["task_state"] == ("rebooting" if reboot_type == "SOFT"
+                                          else "rebooting_hard")
+        inst = settle(api, agent.host, body["uuid"])
+        assert (inst["vm_state"], inst["power_state"]) == ("active", 1)
+
+    api.terminate_instance(agent.host, body["uuid"])
+    inst = settle(api, agent.host, body["uuid"], want="deleted")
+    assert (inst["vm_state"], inst["power_state"]) == ("deleted", 0)
+    assert body["uuid"] not in [i["uuid"] for i in api.list_instances(agent.host)]
+    assert api.get_instance(None, body["uuid"])["vm_state"] == "deleted"
+    assert [a["action"] for a in db.list_actions(body["uuid"])] == [
+        "create", "stop", "start", "reboot", "reboot", "delete"]
+    assert notes.wait_for("instance.delete.end", body["uuid"]) is not None
+
+
+def test_unknown_instance_is_typed_not_found(env):
+    agent, api, notes, db = env
+    missing = str(uuidlib.uuid4())
+    with pytest.raises(exceptions.InstanceNotFound) as info:
+        api.get_instance(agent.host, missing)
+    assert (info.value.code, info.value.params) == ("INSTANCE_NOT_FOUND", [missing])
+    with pytest.raises(exceptions.InstanceNotFound):
+        api.stop_instance(agent.host, missing, confirm=True)
+
+
+def test_busy_instance_refuses(env):
+    agent, api, notes, db = env
+    body = spec(metadata={"fake:delay:spawn": "3"})
+    api.build_instance(agent.host, body)
+    wait_for_task(api, agent.host, body["uuid"], "spawning")
+    with pytest.raises(exceptions.InstanceBusy) as info:
+        api.reboot_instance(agent.host, body["uuid"], "HARD", confirm=True)
+    assert info.value.params == [body["uuid"], "spawning"]
+    # As a cast the refusal arrives as an error notification.
+    api.terminate_instance(agent.host, body["uuid"])
+    error = notes.wait_for("instance.delete.error", body["uuid"])
+    assert error["fault"]["code"] == "INSTANCE_BUSY"
+    assert settle(api, agent.host, body["uuid"])["vm_state"] == "active"
+
+
+def test_wrong_state_and_bad_input(env):
+    agent, api, notes, db = env
+    body = spec()
+    api.build_instance(agent.host, body)
+    settle(api, agent.host, body["uuid"])
+    with pytest.raises(exceptions.InstanceInvalidState) as info:
+        api.start_instance(agent.host, body["uuid"], confirm=True)
+    assert info.value.params[:3] == [body["uuid"], "vm_state", "active"]
+
+    with pytest.raises(exceptions.InvalidInput) as info:
+        api.build_instance(agent.host, spec(flavor={"vcpus": 1, "memory_mb": "lots",
+                                                    "root_gb": 1}),
+                           confirm=True, validate=False)
+    assert info.value.params == ["flavor.memory_mb", "must be an integer"]
+    with pytest.raises(exceptions.InvalidInput) as info:
+        api.reboot_instance(agent.host, body["uuid"], "GENTLE", confirm=True)
+    assert info.value.params[0] == "reboot_type"
+
+    # A bad build sent as a cast leaves an error instance with the fault.
+    bad = spec()
+    del bad["name"]
+    api.build_instance(agent.host, bad, validate=False)
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        try:
+            inst = api.get_instance(agent.host, bad["uuid"])
+            break
+        except exceptions.InstanceNotFound:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert inst["vm_state"] == "error"
+    assert inst["fault"]["code"] == "INVALID_INPUT"
+    assert inst["fault"]["params"] == ["name", "is required"]
+    assert api.ping(agent.host)["host"] == agent.host  # still serving
+
+
+def test_dom0_error_ends_in_error_with_fault(env):
+    agent, api, notes, db = env
+    body = spec(metadata={"fake:fail:spawn": "HOST_NOT_ENOUGH_FREE_MEMORY,268435456,1024"})
+    api.build_instance(agent.host, body)
+    inst = settle(api, agent.host, body["uuid"])
+    assert inst["vm_state"] == "error"
+    assert inst["fault"]["code"] == "HOST_NOT_ENOUGH_FREE_MEMORY"
+    assert inst["fault"]["params"] == ["268435456", "1024"]
+    error = notes.wait_for("instance.create.error", body["uuid"])
+    assert error["fault"]["code"] == "HOST_NOT_ENOUGH_FREE_MEMORY"
+
+
+def test_log_lines_carry_request_id_and_instance(env):
+    agent, api, notes, db = env
+    body = spec()
+    api.build_instance(agent.host, body)
+    settle(api, agent.host, body["uuid"])
+    request_id = db.list_actions(body["uuid"])[0]["request_id"]
+    lines = [line for line in agent.log_file.read_text().splitlines() if request_id in line]
+    assert lines, "no log line with the request id"
+    assert all(f"[instance: {body['uuid']}]" in line for line in lines)
+
+
+def test_sigterm_finishes_in_flight_work_and_exits_zero(env):
+    agent, api, notes, db = env
+    body = spec(metadata={"fake:delay:spawn": "2"})
+    api.build_instance(agent.host, body)
+    wait_for_task(api, agent.host, body["uuid"], "spawning")
+    assert agent.stop() == 0
+    inst = db.get_instance(body["uuid"])
+    assert (inst["vm_state"], inst["task_state"]) == ("active", None)
