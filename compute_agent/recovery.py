@@ -1,0 +1,524 @@
+"""Recovery: finish or undo what an earlier run of the agent left half done.
+
+Runs when the agent starts (before it serves RPC) and again after the
+driver reconnected to dom0. It works from two lists in the database:
+
+1. Tracked tasks still ``pending`` for this agent host: each is re-attached
+   through ``driver.reattach_task`` (which waits for it like for a task the
+   agent started itself, up to what is left of its operation's timeout, then
+   cancels it), or found ``lost`` if dom0 no longer has it.
+2. Instances of this host with a task_state: once their tasks (if any) have
+   ended, each is settled into a stable state from what the hypervisor shows
+   (see :func:`decide`): *finished* when the VM shows the operation took
+   effect, otherwise *rolled back* (a half-built VM is removed, a start or
+   stop that did not happen leaves the state the VM is in) with a fault that
+   says why: OPERATION_INTERRUPTED [uuid, task_state], OPERATION_CANCELLED,
+   OPERATION_TIMED_OUT or the dom0 error that failed the task. A delete is
+   always completed (destroy is idempotent and the user's intent is clear).
+
+Then VMs in dom0 marked as this agent's whose instance is unknown or
+deleted are reported (log + :attr:`RecoveryRun.orphans`) and, with
+``[DEFAULT] reap_orphans``, destroyed.
+
+Instances that an operation of this process owns (``busy()``) are never
+touched, and the check is made under the manager's per-instance lock, so a
+recovery after a reconnect cannot race a request that was just accepted.
+The classification is quick and synchronous; waiting for tasks and the
+dom0 work of settling run in one thread per instance, so the agent can serve
+requests meanwhile (an instance being recovered keeps its task_state, so
+requests for it are refused as busy until it is settled).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from compute_agent import exceptions, states
+from compute_agent import notifications as notif
+from compute_agent.context import RequestContext, new_context
+from compute_agent.db.types import parse_time, utcnow
+from compute_agent.driver import power_state
+from compute_agent.driver import task_state as ts
+from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation
+from compute_agent.locks import InstanceLocks
+
+LOG = logging.getLogger(__name__)
+
+# How long to keep retrying when dom0 is unreachable before leaving the rest
+# to the recovery that runs after the driver reconnects.
+UNAVAILABLE_RETRY_S = 30.0
+
+
+class OperationInterrupted(exceptions.ComputeAgentError):
+    """params: instance uuid, the task_state it was left in."""
+
+    code = "OPERATION_INTERRUPTED"
+    msg_fmt = ("The operation of instance {0} (task_state {1}) was interrupted before it "
+               "completed (agent restart or lost dom0 task)")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How an interrupted operation is named: the request, its action event,
+    the driver operation and the [tasks] option with its timeout."""
+
+    request: str
+    event: str
+    driver_op: str
+    timeout_opt: str
+
+
+# task_state -> what was running. Names match the manager's so that the
+# recovered request finishes the same action record and notifications.
+KINDS: dict[str, Kind] = {
+    states.SPAWNING: Kind("build", "compute_build_instance", "spawn", "spawn_timeout"),
+    states.POWERING_ON: Kind("start", "compute_start_instance", "power_on", "power_timeout"),
+    states.POWERING_OFF: Kind("stop", "compute_stop_instance", "power_off", "power_timeout"),
+    states.REBOOTING: Kind("reboot", "compute_reboot_instance", "reboot", "reboot_timeout"),
+    states.REBOOTING_HARD: Kind("reboot", "compute_reboot_instance", "reboot",
+                                "reboot_timeout"),
+    states.DELETING: Kind("terminate", "compute_terminate_instance", "destroy",
+                          "destroy_timeout"),
+}
+TIMEOUT_OPTS = {"spawn": "spawn_timeout", "power_on": "power_timeout",
+                "power_off": "power_timeout", "reboot": "reboot_timeout",
+                "destroy": "destroy_timeout"}
+
+# Power state -> the stable vm_state it means when nothing else is known.
+SETTLED = {
+    power_state.RUNNING: states.ACTIVE,
+    power_state.SHUTDOWN: states.STOPPED,
+    power_state.PAUSED: states.PAUSED,
+    power_state.SUSPENDED: states.SUSPENDED,
+}
+
+
+# -------------------------------------------------------------------------- the rules
+
+
+@dataclass
+class Decision:
+    """How to settle one instance. ``finished``: the operation took effect
+    (action result success, no fault). ``destroy``: remove the VM and its
+    disks first (roll back a build, complete a delete). ``power`` None keeps
+    the recorded power state."""
+
+    vm_state: str
+    power: int | None
+    finished: bool
+    destroy: bool = False
+
+
+def decide(task_state: str, info: InstanceInfo | None, tasks_succeeded: bool) -> Decision:
+    """The settling rule for an instance left in ``task_state``, given the
+    VM's info (None: no VM) and whether it had tasks that all succeeded."""
+    power = info.power_state if info is not None else None
+    if task_state == states.DELETING:
+        return Decision(states.DELETED, power_state.NOSTATE, True, destroy=True)
+    if task_state == states.SPAWNING:
+        if power == power_state.RUNNING:
+            return Decision(states.ACTIVE, power, True)
+        # Also without a VM: disks marked as the instance's may be left.
+        return Decision(states.ERROR, power_state.NOSTATE, False, destroy=True)
+    if info is None:
+        return Decision(states.ERROR, power_state.NOSTATE, False)
+    settled = SETTLED.get(power, states.ERROR)  # type: ignore[arg-type]
+    if task_state == states.POWERING_ON:
+        return Decision(settled, power, power == power_state.RUNNING)
+    if task_state == states.POWERING_OFF:
+        if power in (power_state.SHUTDOWN, power_state.CRASHED):
+            return Decision(states.STOPPED, power, True)
+        return Decision(settled, power, False)
+    if task_state in (states.REBOOTING, states.REBOOTING_HARD):
+        # A running VM is what a reboot ends in, but also where it started:
+        # only tasks that all succeeded show the reboot happened.
+        return Decision(settled, power, power == power_state.RUNNING and tasks_succeeded)
+    return Decision(settled, power, False)
+
+
+def cause(uuid: str, task_state: str, op_name: str, outcomes: list[ts.TaskState],
+          timeout: float) -> exceptions.ComputeAgentError:
+    """Why an operation did not complete, from how its tasks ended."""
+    for st in reversed(outcomes):
+        if st.timed_out:
+            return exceptions.OperationTimedOut(op_name, uuid, round(timeout, 3))
+        if st.status == ts.CANCELLED:
+            return exceptions.OperationCancelled(op_name, uuid)
+        if st.status == ts.FAILURE and st.error and st.error[0] != "TASK_LOST":
+            return exceptions.hypervisor_error(st.error)
+    return OperationInterrupted(uuid, task_state)
+
+
+# -------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class RecoveryRun:
+    """One run: what it took on. ``wait()`` joins its threads."""
+
+    reason: str
+    instances: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    reaped: list[str] = field(default_factory=list)
+    settled: dict[str, str] = field(default_factory=dict)  # uuid -> vm_state it ended in
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self.threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
+
+
+class Recovery:
+    def __init__(
+        self,
+        conf: Any,
+        db: Any,
+        driver: ComputeDriver,
+        notifier: notif.Notifier,
+        host: str,
+        locks: InstanceLocks | None = None,
+        busy: Callable[[], set[str]] | None = None,
+    ):
+        self.conf = conf
+        self.db = db
+        self.driver = driver
+        self.notifier = notifier
+        self.host = host
+        self.locks = locks if locks is not None else InstanceLocks()
+        self.busy = busy or set
+        self._mine: set[str] = set()  # instances a recovery thread works on
+        self._mine_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.last_run: RecoveryRun | None = None
+
+    # -- entry points ---------------------------------------------------------------
+
+    def start(self, ctxt: RequestContext | None = None, reason: str = "start") -> RecoveryRun:
+        """Classify now, resolve in background threads; returns the run."""
+        ctxt = ctxt or new_context()
+        run = RecoveryRun(reason)
+        tasks_by_instance: dict[str, list[dict[str, Any]]] = {}
+        for task in self.db.list_tracked_tasks(agent_host=self.host, status=ts.PENDING):
+            key = task.get("instance_uuid") or ""
+            tasks_by_instance.setdefault(key, []).append(task)
+        candidates = set(tasks_by_instance) - {""}
+        for inst in self.db.list_instances(host=self.host, include_deleted=True):
+            if inst["task_state"] is not None:
+                candidates.add(inst["uuid"])
+        for uuid in sorted(candidates):
+            if not self._claim(uuid):
+                continue
+            tasks = tasks_by_instance.get(uuid, [])
+            run.instances.append(uuid)
+            run.tasks.extend(t["ref"] for t in tasks)
+            self._thread(run, f"recover-{uuid}", self._recover_instance, ctxt, run, uuid, tasks)
+        # Tasks of no instance (should not happen, but must not stay pending).
+        for task in tasks_by_instance.get("", []):
+            run.tasks.append(task["ref"])
+            self._thread(run, f"recover-task-{task['ref']}", self._reattach_loose, ctxt, task)
+        self._find_orphans(ctxt, run)
+        LOG.info("Recovery (%s): %d instances, %d pending tasks, %d orphan VMs",
+                 reason, len(run.instances), len(run.tasks), len(run.orphans))
+        self.last_run = run
+        return run
+
+    def stop(self) -> None:
+        """Stop retrying; threads waiting on dom0 tasks end with them (their
+        rows stay pending for the next start)."""
+        self._stop.set()
+
+    # -- claiming ---------------------------------------------------------------------
+
+    def _claim(self, uuid: str) -> bool:
+        with self.locks.hold(uuid), self._mine_lock:
+            if uuid in self._mine or uuid in self.busy():
+                return False
+            self._mine.add(uuid)
+            return True
+
+    def _release(self, uuid: str) -> None:
+        with self._mine_lock:
+            self._mine.discard(uuid)
+
+    def _thread(self, run: RecoveryRun, name: str, target: Callable[..., None],
+                *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        run.threads.append(t)
+        t.start()
+
+    # -- one instance -----------------------------------------------------------------
+
+    def _recover_instance(self, ctxt: RequestContext, run: RecoveryRun, uuid: str,
+                          tasks: list[dict[str, Any]]) -> None:
+        try:
+            outcomes: dict[str, ts.TaskState] = {}
+            for task in tasks:
+                st = self._reattach(task)
+                if st is None:
+                    return  # dom0 unreachable: the reconnect run takes it up
+                outcomes[task["ref"]] = st
+            try:
+                inst = self.db.get_instance(uuid, internal=True)
+            except exceptions.InstanceNotFound:
+                return
+            if inst["task_state"] is None or inst["host"] != self.host:
+                return  # only tasks to account for; the instance is stable
+            vm_state = self._settle(ctxt, inst, tasks, outcomes)
+            if vm_state is not None:
+                run.settled[uuid] = vm_state
+        except Exception:
+            LOG.exception("Recovery of instance %s failed", uuid)
+        finally:
+            self._release(uuid)
+
+    def _reattach_loose(self, ctxt: RequestContext, task: dict[str, Any]) -> None:
+        try:
+            self._reattach(task)
+        except Exception:
+            LOG.exception("Recovery of task %s failed", task["ref"])
+
+    def _timeout_of(self, op_name: str) -> float:
+        return float(getattr(self.conf.tasks, TIMEOUT_OPTS.get(op_name, "default_timeout")))
+
+    def _remaining(self, task: dict[str, Any]) -> float:
+        """Seconds left of the task's operation deadline (0 when past)."""
+        if task.get("deadline"):
+            deadline = parse_time(task["deadline"])
+        else:
+            deadline = parse_time(task["created_at"]) + dt.timedelta(
+                seconds=self._timeout_of(task.get("operation") or ""))
+        return max(0.0, (deadline - utcnow()).total_seconds())
+
+    def _reattach(self, task: dict[str, Any]) -> ts.TaskState | None:
+        """Wait for a tracked task through the driver; None if dom0 stayed
+        unreachable. The driver records the end through the TaskListener;
+        if it could not (or cannot re-attach at all), it is recorded here."""
+        ref = task["ref"]
+        op = Operation(instance_uuid=task.get("instance_uuid") or "",
+                       name=task.get("operation") or "unknown",
+                       request_id=task.get("request_id") or "",
+                       timeout=self._remaining(task))
+        give_up = time.monotonic() + UNAVAILABLE_RETRY_S
+        delay = 0.5
+        while True:
+            try:
+                reattach = getattr(self.driver, "reattach_task", None)
+                if reattach is None:
+                    raise NotImplementedError
+                st = reattach(op, ref, op.timeout or 0.0)
+                break
+            except NotImplementedError:
+                st = ts.TaskState(ts.LOST, error=["TASK_LOST", ref])
+                break
+            except exceptions.HypervisorUnavailable as exc:
+                if self._stop.is_set() or time.monotonic() >= give_up:
+                    LOG.warning("Cannot re-attach task %s: %s", ref, exc.message)
+                    return None
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        LOG.info("Re-attached task %s (%s of %s): %s%s", ref, op.name, op.instance_uuid,
+                 st.status, " after its timeout" if st.timed_out else "")
+        if st.ended:
+            self._record_task_end(ref, st)
+        return st
+
+    def _record_task_end(self, ref: str, st: ts.TaskState) -> None:
+        row = self.db.get_tracked_task(ref)
+        if row is None or row["status"] != ts.PENDING:
+            return  # the driver's listener recorded it
+        values: dict[str, Any] = {"status": st.status, "finished_at": utcnow()}
+        if st.error:
+            values["error"] = list(st.error)
+        if st.result is not None:
+            values["result"] = st.result
+        if st.status == ts.SUCCESS:
+            values["progress"] = 1.0
+        try:
+            self.db.update_tracked_task(ref, values)
+        except Exception:
+            LOG.exception("Could not record the end of task %s", ref)
+
+    def _info(self, inst: dict[str, Any]) -> InstanceInfo | None:
+        """The VM's info, None if there is no VM; retries while dom0 is
+        unreachable, then raises HypervisorUnavailable."""
+        give_up = time.monotonic() + UNAVAILABLE_RETRY_S
+        while True:
+            try:
+                return self.driver.get_info(_driver_view(inst))
+            except exceptions.InstanceNotFound:
+                return None
+            except exceptions.HypervisorUnavailable:
+                if self._stop.is_set() or time.monotonic() >= give_up:
+                    raise
+                self._stop.wait(1.0)
+
+    def _outcomes(self, uuid: str, request_id: str | None,
+                  reattached: dict[str, ts.TaskState]) -> list[ts.TaskState]:
+        """How every task of the interrupted request ended, oldest first:
+        the re-attached ones as the driver saw them, the rest as recorded."""
+        if request_id is None:
+            return list(reattached.values())
+        found = []
+        for row in self.db.list_tracked_tasks(status=None, instance_uuid=uuid):
+            if row.get("request_id") != request_id:
+                continue
+            found.append(reattached.get(row["ref"]) or ts.TaskState(
+                row["status"], error=row.get("error") or None))
+        return found
+
+    def _settle(self, ctxt: RequestContext, inst: dict[str, Any], tasks: list[dict[str, Any]],
+                reattached: dict[str, ts.TaskState]) -> str | None:
+        uuid, task_state = inst["uuid"], inst["task_state"]
+        kind = KINDS.get(task_state)
+        op_name = kind.driver_op if kind else task_state
+        request_id = self._request_id(uuid, tasks)
+        outcomes = self._outcomes(uuid, request_id, reattached)
+        rctxt = new_context(request_id=request_id, instance_uuid=uuid) if request_id else \
+            ctxt.for_instance(uuid)
+        try:
+            info = self._info(inst)
+        except exceptions.HypervisorUnavailable as exc:
+            LOG.warning("Cannot settle %s now (%s); will retry after reconnect", uuid,
+                        exc.message)
+            return None
+        succeeded = bool(outcomes) and all(o.status == ts.SUCCESS for o in outcomes)
+        decision = decide(task_state, info, succeeded)
+        error: exceptions.ComputeAgentError | None = None
+        if not decision.finished:
+            timeout = self._timeout_of(op_name)
+            error = cause(uuid, task_state, op_name, outcomes, timeout)
+        if decision.destroy:
+            op = Operation(uuid, "destroy", request_id or rctxt.request_id,
+                           timeout=self._timeout_of("destroy"))
+            try:
+                self.driver.destroy(op, _driver_view(inst))
+            except exceptions.ComputeAgentError as exc:
+                LOG.warning("Could not remove the VM of %s: %s", uuid, exc.message)
+                decision = Decision(states.ERROR, None, False)
+                error = error or exc
+                try:
+                    info = self.driver.get_info(_driver_view(inst))
+                    decision.power = info.power_state
+                except exceptions.InstanceNotFound:
+                    decision.power = power_state.NOSTATE
+                except exceptions.ComputeAgentError:
+                    pass
+        values: dict[str, Any] = {"vm_state": decision.vm_state, "task_state": None}
+        if decision.power is not None:
+            values["power_state"] = decision.power
+        if decision.vm_state in (states.DELETED,) or decision.power == power_state.NOSTATE:
+            values["vm_ref"] = None
+        elif info is not None:
+            values["vm_ref"] = info.vm_ref
+            if info.shutdown_reason is not None:
+                values["shutdown_reason"] = info.shutdown_reason
+        if decision.finished:
+            values["progress"] = 100
+            if task_state == states.SPAWNING and not inst.get("launched_at"):
+                values["launched_at"] = utcnow()
+        if error is not None:
+            self.db.add_instance_fault(uuid, error.code, error.params, error.message)
+        try:
+            updated = self.db.update_instance(uuid, values, expected_task_state=task_state)
+        except exceptions.UnexpectedTaskState:
+            LOG.info("Instance %s changed while being recovered; leaving it", uuid)
+            return None
+        self._finish_action(rctxt, uuid, request_id, kind, error)
+        if kind is not None:
+            action = notif.ACTIONS[kind.request]
+            if error is None:
+                self.notifier.action(rctxt, action, notif.END, updated)
+            else:
+                self.notifier.action(rctxt, action, notif.ERROR, updated, error.to_dict())
+        LOG.warning("Recovered instance %s from task_state %s: vm_state %s, power_state %s%s",
+                    uuid, task_state, updated["vm_state"], power_state.name(
+                        updated["power_state"]), f", fault {error.code}" if error else "")
+        return decision.vm_state
+
+    def _request_id(self, uuid: str, tasks: list[dict[str, Any]]) -> str | None:
+        """The request that left the instance in its task_state: the latest
+        unfinished action's, else the latest task's."""
+        try:
+            actions = self.db.list_actions(uuid)
+        except Exception:
+            actions = []
+        for action in reversed(actions):
+            if action.get("result") is None:
+                return action["request_id"]
+        for task in reversed(tasks):
+            if task.get("request_id"):
+                return task["request_id"]
+        return None
+
+    def _finish_action(self, ctxt: RequestContext, uuid: str, request_id: str | None,
+                       kind: Kind | None, error: exceptions.ComputeAgentError | None) -> None:
+        if request_id is None:
+            return
+        result = "success" if error is None else "error"
+        try:
+            if kind is not None:
+                self.db.action_event_finish(uuid, request_id, kind.event, result,
+                                            None if error is None else
+                                            f"{error.code} {error.params} (recovery)")
+            self.db.action_finish(uuid, request_id, result,
+                                  None if error is None else f"{error.code} {error.params}")
+        except Exception:
+            LOG.exception("Could not finish the action of request %s", request_id)
+
+    # -- orphans ----------------------------------------------------------------------
+
+    def _find_orphans(self, ctxt: RequestContext, run: RecoveryRun) -> None:
+        try:
+            vm_uuids = self.driver.list_instance_uuids()
+        except exceptions.ComputeAgentError as exc:
+            LOG.warning("Cannot look for orphan VMs: %s", exc.message)
+            return
+        busy = self.busy()
+        for uuid in vm_uuids:
+            if uuid in busy:
+                continue
+            try:
+                inst = self.db.get_instance(uuid)
+            except exceptions.InstanceNotFound:
+                inst = None
+            if inst is not None and not (inst["vm_state"] == states.DELETED
+                                         and inst["task_state"] is None):
+                continue
+            run.orphans.append(uuid)
+            why = "no instance record" if inst is None else "its instance is deleted"
+            if not self.conf.reap_orphans:
+                LOG.warning("Orphan VM of instance %s in dom0 (%s); set [DEFAULT] "
+                            "reap_orphans to remove such VMs", uuid, why)
+                continue
+            if not self._claim(uuid):
+                continue
+            LOG.warning("Removing orphan VM of instance %s (%s)", uuid, why)
+            run.reaped.append(uuid)
+            self._thread(run, f"reap-{uuid}", self._reap, ctxt, uuid)
+
+    def _reap(self, ctxt: RequestContext, uuid: str) -> None:
+        try:
+            op = Operation(uuid, "destroy", ctxt.request_id,
+                           timeout=self._timeout_of("destroy"))
+            self.driver.destroy(op, {"uuid": uuid, "name": None, "networks": [],
+                                     "metadata": {}})
+        except Exception:
+            LOG.exception("Could not remove orphan VM of %s", uuid)
+        finally:
+            self._release(uuid)
+
+
+def _driver_view(inst: dict[str, Any]) -> dict[str, Any]:
+    view = dict(inst)
+    view["networks"] = inst.get("networks") or []
+    view["metadata"] = inst.get("metadata") or {}
+    return view
