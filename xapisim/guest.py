@@ -78,12 +78,12 @@ def guest_reboot(sim: Simulator, vm: str) -> str:
 def host_failed(sim: Simulator, host: str) -> list[str]:
     """The host died: its metrics say not live, every guest on it is Halted
     (crashed, from xapi's point of view). Returns the VMs that went down.
-    The host's listener refusing calls is the caller's business
-    (sim.failed_hosts)."""
+    The host joins sim.failed_hosts, whose listener then refuses calls."""
     store = sim.store
     down = []
     with store.lock:
         h = store.raw("host", host)
+        sim.failed_hosts.add(host)
         for vm in list(h["resident_VMs"]):
             if not store.has("VM", vm):
                 continue
@@ -105,6 +105,7 @@ def host_recovered(sim: Simulator, host: str) -> None:
     store = sim.store
     with store.lock:
         h = store.raw("host", host)
+        sim.failed_hosts.discard(host)
         if store.has("host_metrics", h["metrics"]):
             store.update("host_metrics", h["metrics"], live=True, last_updated=now_datetime())
         lifecycle.refresh_host_memory(store, host)

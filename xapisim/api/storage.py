@@ -13,6 +13,7 @@ import uuid as uuidlib
 from collections.abc import Iterator
 from typing import Any
 
+from xapisim import vdi_data
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -79,8 +80,7 @@ def _assert_space(store: Store, sr: str, extra: int) -> None:
 
 
 def _assert_sr_op(store: Store, sr: str, op: str) -> None:
-    rec = store.raw("SR", sr)
-    if op not in rec["allowed_operations"]:
+    if op not in sr_supported_ops(store.raw("SR", sr)):
         raise XenAPIError("SR_OPERATION_NOT_SUPPORTED", sr)
 
 
@@ -119,11 +119,9 @@ def new_vdi(sim, sr: str, size: int, *, name_label: str = "", name_description: 
 
 
 def _copy_data_hook(sim, src: str | None, dst: str) -> None:
-    """Keep VDI contents (stored by the HTTP import handler, if any) with copies."""
-    fn = getattr(sim, "vdi_data_copy", None)
-    if src is not None and callable(fn):
-        with contextlib.suppress(Exception):
-            fn(src, dst)
+    """VDI contents (files kept by xapisim.vdi_data) follow clones and copies."""
+    if src is not None:
+        vdi_data.copy_by_ref(sim, src, dst)
 
 
 def clone_vdi(sim, vdi: str, snapshot: bool = False, name_label: str | None = None) -> str:
@@ -168,13 +166,11 @@ def destroy_vdi(sim, vdi: str, force: bool = False) -> None:
                 store.destroy("VBD", vbd)
         for vm in store.find("VM", suspend_VDI=vdi):
             store.update("VM", vm, suspend_VDI=NULL_REF)
+        uuid = rec["uuid"]
         store.destroy("VDI", vdi)
         if store.has("SR", sr):
             _sr_refresh_usage(store, sr)
-        fn = getattr(sim, "vdi_data_delete", None)
-        if callable(fn):
-            with contextlib.suppress(Exception):
-                fn(vdi)
+        vdi_data.delete(sim, uuid)
 
 
 # -- VDI ----------------------------------------------------------------------------------------
@@ -209,7 +205,7 @@ def vdi_op_error(store: Store, vdi: str, op: str) -> XenAPIError | None:
             task, cur = next(iter(store.raw("VBD", b)["current_operations"].items()))
             return XenAPIError("OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, cur, task)
     sr_op = VDI_SR_OP.get(op)
-    if sr_op and store.has("SR", sr) and sr_op not in store.raw("SR", sr)["allowed_operations"]:
+    if sr_op and store.has("SR", sr) and sr_op not in sr_supported_ops(store.raw("SR", sr)):
         return XenAPIError("SR_OPERATION_NOT_SUPPORTED", sr)
     if op in ("resize", "resize_online", "snapshot", "clone") and rec["is_a_snapshot"] \
             and op.startswith("resize"):
@@ -358,6 +354,7 @@ def _resize(ctx: CallContext, vdi: str, size: int, op: str) -> None:
             _assert_space(store, rec["SR"], size - rec["virtual_size"])
             store.update("VDI", vdi, virtual_size=size, physical_utilisation=size)
             _sr_refresh_usage(store, rec["SR"])
+            vdi_data.resize(ctx.sim, rec["uuid"], size)
 
 
 @handler("VDI.resize")
@@ -438,21 +435,34 @@ def vdi_introduce(ctx: CallContext, uuid: str, name_label: str, name_description
 # -- SR and PBD -------------------------------------------------------------------------------
 
 
+ISO_SR_OPS = ["scan", "destroy", "forget", "plug", "unplug", "update", "vdi_introduce",
+              "vdi_destroy", "pbd_create", "pbd_destroy"]
+# what needs no attached PBD (everything else needs the SR attached somewhere)
+_DETACHED_SR_OPS = {"plug", "forget", "destroy", "pbd_create", "pbd_destroy"}
+
+
+def sr_supported_ops(rec: dict[str, Any]) -> list[str]:
+    """What the SR's driver can do at all (xapi asks the SM driver)."""
+    return ISO_SR_OPS if rec["type"] in ("iso", "udev") or rec["content_type"] == "iso" \
+        else SR_OPS
+
+
 @allowed_operations("SR")
 def sr_allowed(sim, ref: str) -> list[str]:
     store = sim.store
     rec = store.raw("SR", ref)
-    ops = list(rec["allowed_operations"]) or list(SR_OPS)
-    # keep what the SR's driver supports; attachment decides plug/unplug
+    if rec["current_operations"]:
+        return []
     attached = sr_attached_anywhere(store, ref)
-    out = [op for op in ops if op not in ("plug", "unplug", "destroy", "forget")]
-    out.append("unplug" if attached else "plug")
-    if not attached:
-        out += ["forget"]
-        if rec["PBDs"] or not rec["VDIs"]:
-            out += ["destroy"]
-    elif "scan" not in out:
-        out.append("scan")
+    out = []
+    for op in sr_supported_ops(rec):
+        if attached and op in ("plug", "forget", "destroy"):
+            continue
+        if not attached and op not in _DETACHED_SR_OPS:
+            continue
+        if op == "destroy" and not rec["PBDs"]:
+            continue
+        out.append(op)
     return out
 
 
@@ -491,9 +501,7 @@ def _make_sr(store: Store, name_label: str, name_description: str, sr_type: str,
         "name_label": name_label, "name_description": name_description, "type": sr_type,
         "content_type": content_type, "shared": shared, "sm_config": sm_config,
         "physical_size": physical_size, "physical_utilisation": 0, "virtual_allocation": 0,
-        "other_config": {}, "allowed_operations": list(SR_OPS) if sr_type != "iso" else
-        ["scan", "destroy", "forget", "plug", "unplug", "update", "vdi_introduce",
-         "pbd_create", "pbd_destroy"],
+        "other_config": {},
     })
 
 

@@ -640,16 +640,25 @@ def test_guest_shutdown_and_reboot(sim: Simulator, x):
     assert guest.guest_shutdown(sim, restart) == "Running"
 
 
-def test_host_failure_halts_its_vms(sim: Simulator, x):
-    host = host_of(x)
-    vm = make_vm(x)
+def test_host_failure_halts_its_vms(pool2):
+    sim, x = pool2
+    h1, h2 = _hosts(x)
+    vm = x.VM.create(vm_record("on member"))
+    x.VM.start_on(vm, h2, False, False)
+    other = x.VM.create(vm_record("on master"))
+    x.VM.start_on(other, h1, False, False)
+    assert guest.host_failed(sim, h2) == [vm]
+    assert x.VM.get_power_state(vm) == "Halted" and x.VM.get_resident_on(vm) == NULL
+    assert _shutdown_keys(x, vm)["last_shutdown_reason"] == "crashed"
+    assert x.VM.get_power_state(other) == "Running"
+    assert x.host_metrics.get_live(x.host.get_metrics(h2)) is False
+    assert failure(x.VM.start_on, vm, h2, False, False) == ["HOST_OFFLINE", h2]
     x.VM.start(vm, False, False)
-    assert guest.host_failed(sim, host) == [vm]
-    assert x.VM.get_power_state(vm) == "Halted"
-    assert x.host_metrics.get_live(x.host.get_metrics(host)) is False
-    assert failure(x.VM.start_on, vm, host, False, False) == ["HOST_OFFLINE", host]
-    guest.host_recovered(sim, host)
-    x.VM.start_on(vm, host, False, False)
+    assert x.VM.get_resident_on(vm) == h1
+    x.VM.hard_shutdown(vm)
+    guest.host_recovered(sim, h2)
+    x.VM.start_on(vm, h2, False, False)
+    assert x.VM.get_resident_on(vm) == h2
 
 
 # -- host messages --------------------------------------------------------------------------------
