@@ -10,6 +10,7 @@ fail the operation.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -30,18 +31,25 @@ class TrackedTaskListener:
         self._last_write: dict[str, float] = {}  # task ref -> monotonic time
 
     def task_started(self, op: Operation, task_ref: str, task_uuid: str, dom0_host: str) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {
+            "ref": task_ref,
+            "uuid": task_uuid,
+            "dom0_host": dom0_host,
+            "instance_uuid": op.instance_uuid,
+            "operation": op.name,
+            "request_id": op.request_id,
+            "agent_host": self.agent_host,
+            "status": "pending",
+            "progress": 0.0,
+            "created_at": now,
+        }
+        if op.timeout:
+            # Recovery re-attaches to the task only until then (it cancels
+            # the task past it), also when the agent was down meanwhile.
+            values["deadline"] = now + dt.timedelta(seconds=float(op.timeout))
         try:
-            self.db.add_tracked_task({
-                "ref": task_ref,
-                "uuid": task_uuid,
-                "dom0_host": dom0_host,
-                "instance_uuid": op.instance_uuid,
-                "operation": op.name,
-                "request_id": op.request_id,
-                "agent_host": self.agent_host,
-                "status": "pending",
-                "progress": 0.0,
-            })
+            self.db.add_tracked_task(values)
         except Exception:
             LOG.exception("Could not record task %s of %s", task_ref, op.name)
         with self._lock:
