@@ -18,7 +18,7 @@ SUSPENDED = 7
 POWER_NOSTATE = NOSTATE
 
 STATE_MAP: dict[int, str] = {
-    NOSTATE: "pending",
+    NOSTATE: "nostate",
     RUNNING: "running",
     PAUSED: "paused",
     SHUTDOWN: "shutdown",

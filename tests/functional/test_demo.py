@@ -1,0 +1,24 @@
+"""`make demo` keeps working: the demo runs the agent with the XenAPI driver
+against the in-process simulator and checks dom0 against the database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.timeout(180)
+def test_demo_runs_and_dom0_matches_database():
+    proc = subprocess.run([sys.executable, "-m", "compute_agent.demo"], capture_output=True,
+                          text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    out = proc.stdout
+    assert "'driver': 'XenAPIDriver'" in out
+    assert out.count("-> match") == 3
+    assert "OK: the simulator and the database agree" in out
+    for state in ("building", "spawning", "powering_off", "stopped", "powering_on",
+                  "rebooting", "rebooting_hard", "deleting", "deleted"):
+        assert state in out
+    assert "INSTANCE_BUSY" in out and "INSTANCE_NOT_FOUND" in out
