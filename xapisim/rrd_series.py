@@ -107,7 +107,9 @@ class Rrd:
         n = min(pdp_cnt, _SAMPLES)
         times = [end - span + STEP + (span - STEP) * i / max(n - 1, 1) for i in range(n)] \
             if n > 1 else [float(end)]
-        times = [t for t in times if t >= self.born]
+        # a sample stands for the STEP before it: the first one after the
+        # object's birth already counts
+        times = [t for t in times if t + STEP > self.born]
         out: dict[str, list[float]] = {cf: [] for cf in CFS}
         for src in self.sources:
             if not times:
