@@ -414,7 +414,8 @@ def test_lifecycle_seen_through_event_from(x):
     while seen[-1][1]["power_state"] != "Halted":
         collect()
     states = [s["power_state"] for _, s in seen]
-    assert states.index("Running") < len(states) - 1 - states[::-1].index("Halted") + 1
+    last_halted = len(states) - 1 - states[::-1].index("Halted")
+    assert states.index("Running") < last_halted
     assert any(s["current_operations"] == {task: "start"} for _, s in seen)
     assert all(op == "mod" for op, _ in seen)
     assert seen[-1][1]["other_config"]["last_shutdown_reason"] == "halted"
@@ -499,6 +500,29 @@ def test_snapshot_of_running_vm(x):
     x.VM.hard_shutdown(vm)
     x.VM.destroy(snap)
     assert x.VM.get_snapshots(vm) == []
+
+
+def test_revert_to_snapshot(x):
+    vm = make_vm(x)
+    old_vdi = x.VBD.get_VDI(x.VM.get_VBDs(vm)[0])
+    mac = x.VIF.get_MAC(x.VM.get_VIFs(vm)[0])
+    snap = x.VM.snapshot(vm, "before", [])
+    extra_vdi, _ = make_disk(x, vm, userdevice="1")
+    x.VM.set_VCPUs_max(vm, "4")
+    x.VM.start(vm, False, False)
+    x.VM.revert(snap)
+    rec = x.VM.get_record(vm)
+    assert rec["power_state"] == "Halted" and rec["VCPUs_max"] == "2"
+    assert rec["parent"] == snap
+    assert len(rec["VBDs"]) == 1
+    new_vdi = x.VBD.get_VDI(rec["VBDs"][0])
+    assert new_vdi != old_vdi
+    assert failure(x.VDI.get_record, old_vdi)[0] == "HANDLE_INVALID"
+    assert x.VDI.get_VBDs(extra_vdi) == []  # not covered by the snapshot: kept, detached
+    assert x.VIF.get_MAC(rec["VIFs"][0]) == mac
+    assert failure(x.VM.revert, vm) == ["OPERATION_NOT_ALLOWED",
+                                        "Only snapshots can be reverted"]
+    x.VM.start(vm, False, False)
 
 
 def test_provision_template_creates_disks(x):
