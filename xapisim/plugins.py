@@ -97,7 +97,7 @@ def environment(sim: Simulator, host: str, root: pathlib.Path) -> dict[str, str]
 
 def call(sim: Simulator, host: str, session_ref: str, plugin: str, fn: str,
          args: dict[str, str], cancel: threading.Event | None = None,
-         timeout: float = PLUGIN_TIMEOUT) -> str:
+         timeout: float | None = None) -> str:
     """Run ``plugin``'s ``fn`` on ``host`` and return its string result.
     ``cancel`` set while it runs kills it (TASK_CANCELLED is the caller's
     business)."""
@@ -109,7 +109,7 @@ def call(sim: Simulator, host: str, session_ref: str, plugin: str, fn: str,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         cwd=root, env=environment(sim, host, root), start_new_session=True,
     )
-    out, err, killed = _wait(proc, cancel, timeout)
+    out, err, killed = _wait(proc, cancel, PLUGIN_TIMEOUT if timeout is None else timeout)
     stdout = out.decode("utf-8", "replace")
     stderr = err.decode("utf-8", "replace")
     if killed is not None:
