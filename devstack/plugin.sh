@@ -80,6 +80,7 @@ function start_xapi_sim {
     mkdir -p "$COMPUTE_AGENT_STATE_DIR/xapi-sim"
     run_process xapi-sim "$(compute_agent_bin_dir)/xapi-sim \
 --listen $XAPI_SIM_HOST:$XAPI_SIM_PORT --hosts $XAPI_SIM_HOSTS \
+--task-duration $XAPI_SIM_TASK_DURATION \
 --user root --password $XAPI_SIM_PASSWORD \
 --state-dir $COMPUTE_AGENT_STATE_DIR/xapi-sim \
 --plugins-dir $COMPUTE_AGENT_DIR/etc/xapi.d/plugins"

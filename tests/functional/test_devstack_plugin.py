@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import configparser
 import getpass
+import json
 import os
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +167,7 @@ class TestWithoutXenServer:
         assert sim[0] == "xapi-sim"
         assert sim[1].split() == [
             f"{bin_dir}/xapi-sim", "--listen", "127.0.0.1:8790", "--hosts", "1",
+            "--task-duration", "0.5",
             "--user", "root", "--password", "adminpw",
             "--state-dir", f"{state}/xapi-sim",
             "--plugins-dir", devstack.env["DEST"] + "/compute-agent/etc/xapi.d/plugins",
@@ -311,3 +317,78 @@ def test_shellcheck_is_clean():
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def real_devstack(devstack):
+    """The stubbed DevStack, but run_process really starts the simulator and the agent
+    from this virtualenv (real RabbitMQ, SQLite); every process is stopped after."""
+    pids = devstack.tmp / "pids"
+    pids.write_text("")
+    host = f"ds-{uuid.uuid4().hex[:10]}"
+    devstack.env.update({
+        "STUB_REAL": "1",
+        "STUB_PIDS": str(pids),
+        "STUB_LOG_DIR": str(devstack.tmp),
+        "STUB_BIN_DIR": str(VENV_BIN),
+        "STUB_TRANSPORT_URL": "rabbit://guest:guest@127.0.0.1:5672/",
+        "COMPUTE_AGENT_DIR": str(REPO),
+        "COMPUTE_AGENT_HOST": host,
+        "XAPI_SIM_PORT": str(free_port()),
+        "XAPI_SIM_TASK_DURATION": "0.05",
+    })
+    devstack.host = host
+    yield devstack
+    for line in pids.read_text().splitlines():
+        pid = int(line.split()[1])
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def logs(devstack) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+        for p in sorted(devstack.tmp.glob("*.log"))
+    )
+
+
+def test_stack_without_xenserver_really_runs_simulator_and_agent(real_devstack):
+    """`stack` with real binaries: db sync, xapi-sim, the status check and the agent,
+    which then builds an instance in the simulator; `unstack` stops both cleanly."""
+    ds = real_devstack
+    # The real console scripts are used, so the write_commands() stand-ins are not.
+    run = ds.run(*STACK)
+    assert run.returncode == 0, run.output + logs(ds)
+    assert (Path(ds.env["DATA_DIR"]) / "compute-agent/compute-agent.sqlite").exists()
+    conf = str(run.conf_path)
+    client = [str(VENV_BIN / "compute-agent-client"), "--config-file", conf, "--json"]
+
+    deadline = time.monotonic() + 45
+    while True:
+        out = subprocess.run([*client, "hosts"], capture_output=True, text=True, timeout=60)
+        hosts = json.loads(out.stdout) if out.returncode == 0 else []
+        if any(h.get("host") == ds.host and h.get("alive") for h in hosts):
+            break
+        assert time.monotonic() < deadline, f"agent never reported: {out}\n{logs(ds)}"
+        time.sleep(0.5)
+
+    boot = subprocess.run(
+        [*client, "boot", "devstack-vm", "--host", ds.host, "--wait", "--wait-timeout", "60"],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert boot.returncode == 0, boot.stdout + boot.stderr + logs(ds)
+
+    stop = ds.run("unstack")
+    assert stop.returncode == 0, stop.output
+    for line in (ds.tmp / "pids").read_text().splitlines():
+        pid = int(line.split()[1])
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
