@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from compute_agent import exceptions
 from compute_agent.conf import CONF
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
+from compute_agent.driver.task_state import TaskState
 from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
@@ -22,8 +25,12 @@ from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
 from compute_agent.driver.xenapi.tasks import PollingWaiter, TaskRunner, TaskWaiter
 from compute_agent.driver.xenapi.transport import TLSSettings
 from compute_agent.driver.xenapi.vm_ops import VMOps
+from compute_agent.driver.xenapi.watcher import TaskWatcher
 
 LOG = logging.getLogger(__name__)
+
+# Several sessions notice one xapi restart; one reconnect call covers them.
+RECONNECT_SETTLE = 0.5
 
 # Operation name -> [tasks] option holding its timeout.
 TIMEOUT_OPTIONS = {
@@ -65,7 +72,11 @@ class XenAPIDriver(ComputeDriver):
         self.vmops: VMOps | None = None
         self.host_info: HostInfo | None = None
         self.host: str | None = None
+        self.watcher: TaskWatcher | None = None
+        self.reconnect_listener: Callable[[], None] | None = None
         self._closed = threading.Event()
+        self._reconnect_lock = threading.Lock()
+        self._reconnect_pending = False
 
     # -- lifecycle -------------------------------------------------------------
     def init_host(self, host: str) -> None:
@@ -75,7 +86,14 @@ class XenAPIDriver(ComputeDriver):
         except ValueError as e:
             raise exceptions.InvalidInput("xenserver.sr_matching_filter", str(e)) from None
         self.pool = SessionPool(settings_from_conf(), CONF.xenserver.connection_concurrent)
-        waiter = self._make_waiter(self.pool)
+        self.pool.coordinator.hooks.append(self._on_reconnect)
+        try:
+            # Fail now, with a clear error, if dom0 cannot be reached.
+            self.pool.call("pool.get_all")
+        except Exception:
+            self.pool.close()
+            raise
+        waiter = self._make_waiter(self.pool, host)
         self.runner = TaskRunner(
             self.pool, waiter, self.task_listener, float(CONF.tasks.default_timeout)
         )
@@ -85,12 +103,57 @@ class XenAPIDriver(ComputeDriver):
             CONF.xenserver.vm_template or "",
         )
         self.host_info = HostInfo(self.pool, storage)
-        # Fail now, with a clear error, if dom0 cannot be reached.
-        self.pool.call("pool.get_all")
-        LOG.info("XenAPI driver connected to %s", self.pool.coordinator.url)
+        LOG.info("XenAPI driver connected to %s (task tracking: %s)",
+                 self.pool.coordinator.url, CONF.tasks.watcher_mode)
 
-    def _make_waiter(self, pool: SessionPool) -> TaskWaiter:
-        return PollingWaiter(pool, max_interval=float(CONF.tasks.poll_interval))
+    def _make_waiter(self, pool: SessionPool, host: str) -> TaskWaiter:
+        if CONF.tasks.watcher_mode == "polling":
+            # For a dom0 whose event.from misbehaves: one read per task per
+            # poll_interval, and no power events (the periodic sync remains).
+            return PollingWaiter(pool, max_interval=float(CONF.tasks.poll_interval))
+        self.watcher = TaskWatcher(
+            pool,
+            agent_host=host,
+            poll_timeout=float(CONF.xenserver.event_poll_timeout),
+            on_power_change=self._on_power_change,
+            on_reconnect=self._on_reconnect,
+        ).start()
+        if not self.watcher.wait_synced(float(CONF.xenserver.login_timeout)):
+            LOG.warning("Task event stream not in step yet; waiters read tasks directly")
+        return self.watcher
+
+    # -- events for the manager -------------------------------------------------
+    def _on_power_change(self, instance_uuid: str, info: InstanceInfo) -> None:
+        cb = self.power_state_listener
+        if cb is not None:
+            cb(instance_uuid, info)
+
+    def set_reconnect_listener(self, cb: Callable[[], None] | None) -> None:
+        """``cb()`` is called (in a driver thread) after the session or the
+        event stream had to log in again, reconnect or re-sync, or the pool
+        coordinator changed: what was known about dom0 may be stale."""
+        self.reconnect_listener = cb
+
+    def _on_reconnect(self, why: str) -> None:
+        with self._reconnect_lock:
+            if self._reconnect_pending or self._closed.is_set():
+                return
+            self._reconnect_pending = True
+        LOG.info("dom0 connection re-established (%s)", why)
+        threading.Thread(target=self._fire_reconnect, name="xenapi-reconnect",
+                         daemon=True).start()
+
+    def _fire_reconnect(self) -> None:
+        time.sleep(RECONNECT_SETTLE)
+        with self._reconnect_lock:
+            self._reconnect_pending = False
+        cb = self.reconnect_listener
+        if cb is None or self._closed.is_set():
+            return
+        try:
+            cb()
+        except Exception:
+            LOG.exception("reconnect listener failed")
 
     def cleanup_host(self) -> None:
         if self._closed.is_set():
@@ -151,3 +214,8 @@ class XenAPIDriver(ComputeDriver):
 
     def cancel(self, instance_uuid: str) -> bool:
         return self._ops()[0].cancel(instance_uuid)
+
+    def reattach_task(self, op: Operation, task_ref: str, timeout: float) -> TaskState:
+        """Follow a task an earlier run of the agent started (recovery); see
+        TaskRunner.reattach."""
+        return self._ops()[0].reattach(op, task_ref, timeout)

@@ -23,7 +23,7 @@ import collections
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,14 +81,29 @@ class CallStats:
             return dict(self.by_method)
 
 
+ReconnectHook = Callable[[str], None]
+
+
 class Coordinator:
     """Where the pool coordinator is, as last learned; shared by all the
-    sessions of one pool so that one redirect serves them all."""
+    sessions of one pool so that one redirect serves them all. Also where
+    sessions report that they had to log in again (``reconnected``)."""
 
     def __init__(self, configured_url: str):
         self.configured_url = configured_url
         self._url = configured_url
         self._lock = threading.Lock()
+        self._confirmed: str | None = None
+        self.hooks: list[ReconnectHook] = []
+
+    def reconnected(self, why: str) -> None:
+        """A session logged in again (SESSION_INVALID) or the coordinator
+        moved: state learned before may be stale."""
+        for hook in list(self.hooks):
+            try:
+                hook(why)
+            except Exception:  # a hook must not break the call that noticed
+                LOG.exception("reconnect hook failed")
 
     @property
     def url(self) -> str:
@@ -96,10 +111,18 @@ class Coordinator:
             return self._url
 
     def moved_to(self, url: str) -> None:
+        """HOST_IS_SLAVE named another coordinator: go there next."""
         with self._lock:
-            if url != self._url:
-                LOG.info("XenAPI pool coordinator is now %s", errors.redact_url(url))
-                self._url = url
+            self._url = url
+
+    def logged_in_at(self, url: str) -> None:
+        """A login at ``url`` worked: that is the coordinator."""
+        with self._lock:
+            previous, self._confirmed = self._confirmed, url
+            self._url = url
+        if previous is not None and previous != url:
+            LOG.info("XenAPI pool coordinator is now %s", errors.redact_url(url))
+            self.reconnected("coordinator")
 
 
 class XenAPISession:
@@ -118,6 +141,7 @@ class XenAPISession:
         self.call_timeout = call_timeout if call_timeout is not None else settings.call_timeout
         self._sdk: XenAPI.Session | None = None
         self._transport: Any = None
+        self._interrupted = False
         self.url = coordinator.url
 
     @property
@@ -136,6 +160,7 @@ class XenAPISession:
         redirects = 0
         while True:
             transport = make_transport(url, self.settings.login_timeout, self.settings.tls)
+            transport.interrupted = self._interrupted  # stopping: no new connections
             sdk = XenAPI.Session(url, transport=transport)
             try:
                 self.stats.count_login()
@@ -165,7 +190,7 @@ class XenAPISession:
                     continue
                 raise errors.unavailable(url, e, [self.settings.password]) from None
             self._sdk, self._transport, self.url = sdk, transport, url
-            self.coordinator.moved_to(url)
+            self.coordinator.logged_in_at(url)
             return
 
     def logout(self) -> None:
@@ -176,11 +201,21 @@ class XenAPISession:
             return
         try:
             transport.timeout = self.settings.login_timeout
+            if hasattr(transport, "resume"):
+                transport.resume()  # after interrupt(): one more call, the logout
             sdk.xenapi.session.logout()
         except (XenAPI.Failure, *errors.TRANSPORT_ERRORS) as e:
             LOG.debug("XenAPI logout failed: %s", errors.describe_transport_error(e))
         finally:
             transport.close()
+
+    def interrupt(self) -> None:
+        """Make a call blocked in another thread (event.from) return with a
+        transport error now."""
+        self._interrupted = True
+        transport = self._transport
+        if transport is not None and hasattr(transport, "interrupt"):
+            transport.interrupt()
 
     def close_connection(self) -> None:
         """Drop the HTTP connection but keep the session handle (the next
@@ -201,9 +236,10 @@ class XenAPISession:
             target: Any = self._sdk.xenapi
             for part in method.split("."):
                 target = getattr(target, part)
+            handle = self._sdk._session
             try:
                 self.stats.count(method)
-                return target(*args)
+                result = target(*args)
             except XenAPI.Failure as f:
                 details = list(f.details or [])
                 if details[:1] == ["HOST_IS_SLAVE"] and len(details) > 1:
@@ -219,6 +255,12 @@ class XenAPISession:
                 secrets = self._secrets()
                 self.close_connection()
                 raise errors.unavailable(self.url, e, secrets) from None
+            if self._sdk is not None and self._sdk._session != handle:
+                # The SDK met SESSION_INVALID and logged in again by itself.
+                self.stats.count_login()
+                LOG.info("XenAPI session was invalid (xapi restarted?); logged in again")
+                self.coordinator.reconnected("relogin")
+            return result
 
 
 class SessionPool:

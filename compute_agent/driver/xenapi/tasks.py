@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation, TaskListener
+from compute_agent.driver.task_state import LOST, PENDING, TaskState
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.task_result import PENDING_STATES, TaskOutcome
 from compute_agent.driver.xenapi.transport import host_of
@@ -45,6 +46,7 @@ class TrackedTask(Protocol):
     """A task being followed by a waiter."""
 
     ref: str
+    last_progress: float  # the latest progress seen, 0.0 before any
 
     def known_uuid(self, timeout: float) -> str | None:
         """The task's uuid if the waiter learns it within ``timeout``."""
@@ -73,6 +75,7 @@ class PolledTask:
         self.ref = ref
         self._record: dict[str, Any] | None = None
         self._progress = -1.0
+        self.last_progress = 0.0
 
     def _read(self) -> dict[str, Any] | None:
         """The task's record, or None when it is gone."""
@@ -113,7 +116,7 @@ class PolledTask:
                     return TaskOutcome.from_record(self.ref, record)
                 progress = float(record.get("progress") or 0.0)
                 if progress != self._progress:
-                    self._progress = progress
+                    self._progress = self.last_progress = progress
                     on_progress(progress)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -249,39 +252,17 @@ class TaskRunner:
         with self.pool.session() as sess:
             ref = sess.call("Async." + method, *args)
         tracked = self.waiter.track(ref)
-        timed_out = False
         try:
             uuid = tracked.known_uuid(UUID_WAIT) or self._lookup_uuid(ref)
             self._notify("task_started", op, ref, uuid, host_of(self.pool.url))
-            with state.lock:
-                state.task_ref = ref
-                cancel_now = state.cancelled
-            if cancel_now:  # cancel() came between the Async call and now
-                self._send_cancel(ref)
-
-            def progress(p: float) -> None:
-                self._notify("task_progress", op, ref, p)
-
-            outcome = tracked.wait(limit, progress)
-            if outcome is None:
-                timed_out = True
-                LOG.warning("%s for %s timed out after %.1f s; cancelling its task",
-                            method, op.instance_uuid, limit)
-                self._send_cancel(ref)
-                outcome = tracked.wait(CANCEL_GRACE, progress)
-        finally:
-            with state.lock:
-                state.task_ref = None
+        except BaseException:
             tracked.forget()
+            raise
+        outcome, timed_out = self._follow(op, state, tracked, limit)
         if outcome is None:
             # Still running despite the cancel: leave it tracked (pending)
             # for recovery rather than pretending to know how it ended.
             raise exceptions.OperationTimedOut(op.name, op.instance_uuid, round(limit, 3))
-        self._notify(
-            "task_finished", op, ref, outcome.listener_status, outcome.listener_result,
-            outcome.error_info or None,
-        )
-        self.destroy_task(ref)
         if outcome.status == "success":
             return outcome.result
         if timed_out:
@@ -289,6 +270,78 @@ class TaskRunner:
         if outcome.status == "cancelled":
             raise exceptions.OperationCancelled(op.name, op.instance_uuid)
         raise outcome.error([self.pool.settings.password])
+
+    def reattach(self, op: Operation, ref: str, timeout: float) -> TaskState:
+        """Follow a task an earlier run of the agent started (recovery).
+
+        As run() without the Async call and task_started: progress and the
+        end go to the listener, the ended task is destroyed. A task xapi no
+        longer has is 'lost' at once. On expiry of ``timeout`` the task is
+        cancelled and its end awaited for CANCEL_GRACE (``timed_out`` set;
+        status 'pending' if it still has not ended). Raises
+        HypervisorUnavailable when dom0 cannot be reached.
+        """
+        with self.operation(op, timeout) as state:
+            # One direct read first: a ref xapi forgot is known lost now,
+            # not after the waiter's grace period.
+            try:
+                self.pool.call("task.get_status", ref)
+            except exceptions.HypervisorError as e:
+                if e.code != "HANDLE_INVALID":
+                    raise
+                outcome = TaskOutcome.lost(ref)
+                self._notify("task_finished", op, ref, outcome.listener_status, None,
+                             outcome.error_info)
+                return TaskState(LOST, error=list(outcome.error_info))
+            tracked = self.waiter.track(ref)
+            outcome, timed_out = self._follow(op, state, tracked, max(0.0, float(timeout)))
+            if outcome is None:
+                return TaskState(PENDING, progress=tracked.last_progress, timed_out=True)
+            return TaskState(
+                outcome.status,
+                progress=1.0 if outcome.status == "success" else tracked.last_progress,
+                result=outcome.listener_result,
+                error=list(outcome.error_info) or None,
+                timed_out=timed_out,
+            )
+
+    def _follow(
+        self, op: Operation, state: OperationState, tracked: TrackedTask, limit: float
+    ) -> tuple[TaskOutcome | None, bool]:
+        """Wait for a tracked task as part of ``op``: cancellable through
+        the operation, cancelled at ``limit``; report and destroy it once
+        ended. Returns (outcome or None if still running, timed_out)."""
+        ref = tracked.ref
+        timed_out = False
+
+        def progress(p: float) -> None:
+            self._notify("task_progress", op, ref, p)
+
+        try:
+            with state.lock:
+                state.task_ref = ref
+                cancel_now = state.cancelled
+            if cancel_now:  # cancel() came between the Async call and now
+                self._send_cancel(ref)
+            outcome = tracked.wait(limit, progress)
+            if outcome is None:
+                timed_out = True
+                LOG.warning("Task of %s for %s timed out after %.1f s; cancelling it",
+                            op.name, op.instance_uuid, limit)
+                self._send_cancel(ref)
+                outcome = tracked.wait(CANCEL_GRACE, progress)
+        finally:
+            with state.lock:
+                state.task_ref = None
+            tracked.forget()
+        if outcome is not None:
+            self._notify(
+                "task_finished", op, ref, outcome.listener_status, outcome.listener_result,
+                outcome.error_info or None,
+            )
+            if outcome.status != LOST:
+                self.destroy_task(ref)
+        return outcome, timed_out
 
     def _lookup_uuid(self, ref: str) -> str:
         try:

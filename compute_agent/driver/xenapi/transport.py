@@ -4,6 +4,7 @@ verified against a configured CA file unless explicitly told not to."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import urllib.parse
 import xmlrpc.client
@@ -30,16 +31,38 @@ class TLSSettings:
 
 class _TimeoutMixin:
     """Applies ``self.timeout`` to new and to kept-alive connections, so a
-    session can tighten or relax its timeout without reconnecting."""
+    session can tighten or relax its timeout without reconnecting; and lets
+    another thread interrupt a call blocked on the connection."""
 
     timeout: float | None = None
+    interrupted = False
 
     def make_connection(self, host):  # type: ignore[no-untyped-def]
+        if self.interrupted:
+            # xmlrpc.client retries a dropped keep-alive connection once on
+            # its own; after interrupt() that retry must not reconnect.
+            raise ConnectionAbortedError("connection interrupted by the agent")
         conn = super().make_connection(host)  # type: ignore[misc]
         conn.timeout = self.timeout
         if conn.sock is not None:
             conn.sock.settimeout(self.timeout)
         return conn
+
+    def interrupt(self) -> None:
+        """Wake a thread blocked reading this transport's connection (a
+        long-poll) by shutting its socket down; close() alone would not.
+        No new connection is made until resume()."""
+        self.interrupted = True
+        conn = self._connection[1] if getattr(self, "_connection", None) else None
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def resume(self) -> None:
+        self.interrupted = False
 
 
 class HTTPTransport(_TimeoutMixin, xmlrpc.client.Transport):

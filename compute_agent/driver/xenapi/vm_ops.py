@@ -58,6 +58,10 @@ def instance_info(vm_ref: str, record: dict[str, Any]) -> InstanceInfo:
             "name_label": record.get("name_label"),
             "xapi_power_state": record.get("power_state"),
             "uuid": record.get("uuid"),
+            # A guest rebooting on its own stays Running with the same reason:
+            # only these tell one reboot from the next.
+            "last_shutdown_time": (record.get("other_config") or {}).get("last_shutdown_time"),
+            "domid": record.get("domid"),
         },
     )
 

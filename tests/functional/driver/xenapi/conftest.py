@@ -14,6 +14,7 @@ from xenapi_fixtures import PASSWORD, USER, RecordingListener, login, logout
 
 from compute_agent.conf import CONF
 from compute_agent.driver.xenapi.driver import XenAPIDriver
+from xapisim.control_client import SimControl
 from xapisim.server import Simulator
 
 
@@ -24,6 +25,12 @@ def sim() -> Iterator[Simulator]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+def ctl(sim: Simulator) -> SimControl:
+    """The simulator's control API (fault injection) over HTTP."""
+    return SimControl(sim.url, ca_file=sim.ca_file)
 
 
 @pytest.fixture

@@ -157,10 +157,22 @@ def test_failed_spawn_cleans_up(sim, driver, xapi):
     assert counts(xapi) == before
 
 
-def test_clean_shutdown_times_out_then_hard(sim, driver, xapi):
+def test_clean_shutdown_refused_then_hard(ctl, driver, xapi):
     inst = make_instance()
     driver.spawn(op_for(inst, "spawn"), inst)
-    sim.faults.set_duration("VM.clean_shutdown", 30.0)  # a guest that ignores ACPI
+    ref, _ = vm_of(xapi, inst)
+    # A guest without PV drivers cannot shut down cleanly.
+    ctl.fail("Async.VM.clean_shutdown", ["VM_LACKS_FEATURE_SHUTDOWN", ref])
+    driver.power_off(op_for(inst, "power_off"), inst, clean=True)
+    assert vm_of(xapi, inst)[1]["power_state"] == "Halted"
+    assert driver.get_info(inst).power_state == power_state.SHUTDOWN
+    driver.destroy(op_for(inst, "destroy"), inst)
+
+
+def test_clean_shutdown_times_out_then_hard(ctl, driver, xapi):
+    inst = make_instance()
+    driver.spawn(op_for(inst, "spawn"), inst)
+    ctl.set_duration("VM.clean_shutdown", 30.0)  # a guest that ignores ACPI
     t0 = time.monotonic()
     driver.power_off(op_for(inst, "power_off"), inst, clean=True, timeout=0.5)
     assert time.monotonic() - t0 < 10
@@ -170,10 +182,10 @@ def test_clean_shutdown_times_out_then_hard(sim, driver, xapi):
     driver.destroy(op_for(inst, "destroy"), inst)
 
 
-def test_session_invalid_after_xapi_restart_relogs_in(sim, driver, xapi):
+def test_session_invalid_after_xapi_restart_relogs_in(ctl, driver, xapi):
     inst = make_instance()
     driver.spawn(op_for(inst, "spawn"), inst)
-    sim.restart_xapi()
+    ctl.restart_xapi()
     # Every pooled session is now invalid; the driver logs in again unseen.
     assert driver.get_info(inst).power_state == power_state.RUNNING
     driver.power_off(op_for(inst, "power_off"), inst, clean=False)
@@ -215,8 +227,8 @@ def test_dom0_goes_away_mid_life(make_driver):
     assert "OpaqueRef" not in exc.value.message and PASSWORD not in exc.value.message
 
 
-def test_login_hang_times_out(sim, make_driver):
-    sim.faults.add_rule("session.login_with_password", "hang", 1, seconds=5.0)
+def test_login_hang_times_out(sim, ctl, make_driver):
+    ctl.hang("session.login_with_password", seconds=5.0)
     t0 = time.monotonic()
     with pytest.raises(exceptions.HypervisorUnavailable) as exc:
         make_driver(sim.url, login_timeout=1)
@@ -268,24 +280,24 @@ def test_host_resources(sim, driver):
     driver.destroy(op_for(inst, "destroy"), inst)
 
 
-def test_operation_timeout_cancels_the_task(sim, driver, xapi, listener):
+def test_operation_timeout_cancels_the_task(ctl, driver, xapi, listener):
     inst = make_instance()
     driver.spawn(op_for(inst, "spawn"), inst)
     driver.power_off(op_for(inst, "power_off"), inst, clean=False)
-    sim.faults.set_duration("VM.start", 30.0)
+    ctl.set_duration("VM.start", 30.0)
     with pytest.raises(exceptions.OperationTimedOut):
         driver.power_on(op_for(inst, "power_on", timeout=0.5), inst)
     assert vm_of(xapi, inst)[1]["power_state"] == "Halted"
     assert listener.of("finished")[-1][2] == "cancelled"
-    sim.faults.set_duration("VM.start", 0.05)
+    ctl.set_duration("VM.start", 0.05)
     driver.destroy(op_for(inst, "destroy"), inst)
 
 
-def test_cancel_in_flight_operation(sim, driver, xapi):
+def test_cancel_in_flight_operation(ctl, driver, xapi):
     inst = make_instance()
     driver.spawn(op_for(inst, "spawn"), inst)
     driver.power_off(op_for(inst, "power_off"), inst, clean=False)
-    sim.faults.set_duration("VM.start", 30.0)
+    ctl.set_duration("VM.start", 30.0)
     errors: list[BaseException] = []
 
     def power_on() -> None:
@@ -305,7 +317,7 @@ def test_cancel_in_flight_operation(sim, driver, xapi):
     assert len(errors) == 1 and isinstance(errors[0], exceptions.OperationCancelled)
     assert vm_of(xapi, inst)[1]["power_state"] == "Halted"
     assert driver.cancel(inst["uuid"]) is False
-    sim.faults.set_duration("VM.start", 0.05)
+    ctl.set_duration("VM.start", 0.05)
     driver.destroy(op_for(inst, "destroy"), inst)
 
 

@@ -1,0 +1,484 @@
+"""TaskWatcher: one ``event.from`` stream per dom0 pool that follows every
+task (and every VM) and wakes whoever waits on them.
+
+One thread, on a session of its own, long-polls ``event.from(["task",
+"vm"], token, timeout)`` and keeps the latest record of every task and VM.
+``track(ref)`` registers interest in a task and returns a
+:class:`WatchedTask` whose future the stream resolves when the task ends
+(success, failure, cancelled) -- or as lost when it disappears without an
+outcome. So N concurrent operations cost one long-poll, not N polling loops.
+
+What can go wrong, and what the watcher does about it:
+
+* The task ended (or was even destroyed) before ``track`` was called: the
+  cache has its final record (or remembers its deletion) -> resolved at once.
+* The task vanished unseen (created and destroyed between two polls, lost
+  in an xapi restart): a registered task the stream has not shown within
+  ``UNSEEN_GRACE`` is read directly; HANDLE_INVALID means lost.
+* The cache drifted (``valid_ref_counts`` disagrees with it), the token is
+  refused (``EVENTS_LOST``, a new xapi run) or the session died
+  (``SESSION_INVALID``; the SDK logs in again): re-sync -- a fresh token
+  from ``event.inject``, then ``get_all_records`` of tasks and VMs, so no
+  change between the two is missed. Registered tasks absent from the new
+  snapshot are lost.
+* The connection dropped or dom0 is unreachable: back off (0.1 s doubling
+  to 5 s) and reconnect with the same token; waiters meanwhile read their
+  task directly every few seconds.
+* The coordinator changed (``HOST_IS_SLAVE``): the session follows it
+  (session.py); an invalid token then means a re-sync.
+
+VM records that belong to this agent and change power state, shutdown
+reason/time or domain are handed to ``on_power_change(instance_uuid,
+InstanceInfo)`` on a delivery thread of its own, so a slow listener never
+delays the stream.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from compute_agent import exceptions
+from compute_agent.driver.base import InstanceInfo
+from compute_agent.driver.xenapi import errors, ownership
+from compute_agent.driver.xenapi.session import SessionPool, XenAPISession
+from compute_agent.driver.xenapi.task_result import FINAL_STATES, TaskOutcome
+from compute_agent.driver.xenapi.vm_ops import instance_info
+
+LOG = logging.getLogger(__name__)
+
+CLASSES = ("task", "vm")
+# A registered task the stream has not shown after this long is read directly.
+UNSEEN_GRACE = 1.0
+# While the stream is healthy, a pending task is still read directly this
+# often: a backstop against a dom0 whose event stream silently stalls.
+RECHECK_INTERVAL = 60.0
+# While the stream is down, waiters read their task this often.
+DEGRADED_POLL = 2.0
+# Reconnect back-off.
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+# A cache/count mismatch re-syncs at most this often (a dom0 that counts
+# differently must not make us re-sync in a loop).
+RESYNC_MIN_INTERVAL = 5.0
+# How many deleted task refs are remembered (for tasks registered late).
+DELETED_MEMORY = 4096
+# Socket timeout of event.from beyond its own timeout.
+CALL_MARGIN = 10.0
+# Errors after which the token (or the cache) cannot be trusted.
+RESYNC_CODES = frozenset(
+    {"EVENTS_LOST", "EVENT_FROM_TOKEN_PARSE_FAILURE", "SESSION_INVALID"}
+)
+
+PowerChange = Callable[[str, InstanceInfo], None]
+Reconnect = Callable[[str], None]
+
+
+@dataclass
+class WatcherStats:
+    event_from_calls: int = 0
+    events: int = 0
+    resyncs: int = 0
+    connections: int = 0  # long-poll connections (re)established
+    failures: int = 0
+    direct_reads: int = 0
+
+
+class WatchedTask:
+    """One registered task: a future for its outcome plus its latest record
+    (for progress). Methods are called by the waiting thread."""
+
+    def __init__(self, watcher: TaskWatcher, ref: str):
+        self.watcher = watcher
+        self.ref = ref
+        self.future: Future[TaskOutcome] = Future()
+        self.record: dict[str, Any] | None = None
+        self.registered = time.monotonic()
+        self.last_progress = 0.0
+        self._changed = threading.Event()
+
+    # -- called by the watcher, under its lock ---------------------------------
+    def _update(self, record: dict[str, Any]) -> None:
+        self.record = record
+        if record.get("status") in FINAL_STATES:
+            try:
+                outcome = TaskOutcome.from_record(self.ref, record)
+            except exceptions.ComputeAgentError as e:  # an undecodable result
+                self._finish(exc=e)
+            else:
+                self._finish(outcome)
+        self._changed.set()
+
+    def _finish(self, outcome: TaskOutcome | None = None,
+                exc: BaseException | None = None) -> None:
+        if not self.future.done():
+            if exc is not None:
+                self.future.set_exception(exc)
+            else:
+                self.future.set_result(outcome)
+        self._changed.set()
+
+    # -- TrackedTask -------------------------------------------------------------
+    def known_uuid(self, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._changed.clear()
+            if self.record is not None:
+                return self.record.get("uuid")
+            if self.future.done() and self.future.exception() is None:
+                return self.future.result().uuid
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._changed.wait(remaining)
+
+    def wait(self, timeout: float, on_progress: Callable[[float], None]) -> TaskOutcome | None:
+        deadline = time.monotonic() + timeout
+        next_check = self.registered + UNSEEN_GRACE
+        reported = -1.0
+        while True:
+            self._changed.clear()
+            if self.future.done():
+                return self.future.result()
+            record = self.record
+            if record is not None:
+                progress = float(record.get("progress") or 0.0)
+                if progress != reported:
+                    reported = self.last_progress = progress
+                    on_progress(progress)
+            now = time.monotonic()
+            if now >= next_check:
+                self.watcher.read_directly(self)
+                healthy = self.watcher.healthy and self.record is not None
+                next_check = now + (RECHECK_INTERVAL if healthy else DEGRADED_POLL)
+                continue
+            remaining = deadline - now
+            if remaining <= 0:
+                return None
+            self._changed.wait(min(remaining, next_check - now))
+
+    def forget(self) -> None:
+        self.watcher.forget(self)
+
+
+class TaskWatcher:
+    """The per-pool event stream. ``start()`` it, ``track()`` tasks,
+    ``close()`` it on shutdown (which logs its session out)."""
+
+    def __init__(
+        self,
+        pool: SessionPool,
+        agent_host: str | None = None,
+        poll_timeout: float = 30.0,
+        on_power_change: PowerChange | None = None,
+        on_reconnect: Reconnect | None = None,
+        batch_interval: float = 0.01,
+    ):
+        self.pool = pool
+        self.agent_host = agent_host
+        self.poll_timeout = float(poll_timeout)
+        self.on_power_change = on_power_change
+        self.on_reconnect = on_reconnect
+        # After a poll that brought events, wait this long before the next
+        # so that a burst of changes arrives in one answer, not hundreds.
+        self.batch_interval = batch_interval
+        self.stats = WatcherStats()
+        self._lock = threading.Lock()
+        self._waiting: dict[str, WatchedTask] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._vms: dict[str, dict[str, Any]] = {}
+        self._deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._token = ""
+        self._need_sync = True
+        self._last_count_resync = 0.0
+        self._session: XenAPISession | None = None
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self._connected = False
+        self._thread: threading.Thread | None = None
+        self._deliveries: queue.SimpleQueue[tuple[str, InstanceInfo] | None] = (
+            queue.SimpleQueue()
+        )
+        self._delivery_thread: threading.Thread | None = None
+
+    # -- life cycle ---------------------------------------------------------------
+    def start(self) -> TaskWatcher:
+        self._thread = threading.Thread(target=self._run, name="xenapi-task-watcher",
+                                        daemon=True)
+        self._thread.start()
+        self._delivery_thread = threading.Thread(target=self._deliver,
+                                                 name="xenapi-power-events", daemon=True)
+        self._delivery_thread.start()
+        return self
+
+    def wait_synced(self, timeout: float) -> bool:
+        """True once the first snapshot of tasks and VMs is in."""
+        return self._synced.wait(timeout)
+
+    @property
+    def healthy(self) -> bool:
+        return self._connected and not self._need_sync
+
+    def close(self) -> None:
+        """Stop the stream, log its session out and fail whoever still
+        waits (the operation reports dom0 as unavailable)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        sess = self._session
+        if sess is not None:
+            sess.interrupt()
+        if self._thread is not None:
+            self._thread.join(CALL_MARGIN)
+        if sess is not None:
+            self.pool.release_dedicated(sess)
+        self._deliveries.put(None)
+        if self._delivery_thread is not None:
+            self._delivery_thread.join(5.0)
+        stopped = exceptions.HypervisorUnavailable(
+            errors.redact_url(self.pool.url), "task watcher stopped"
+        )
+        with self._lock:
+            waiting = list(self._waiting.values())
+            self._waiting.clear()
+            for wt in waiting:
+                wt._finish(exc=stopped)
+
+    # -- registering -----------------------------------------------------------------
+    def track(self, ref: str) -> WatchedTask:
+        wt = WatchedTask(self, ref)
+        with self._lock:
+            self._waiting[ref] = wt
+            record = self._tasks.get(ref)
+            if record is not None:
+                wt._update(record)  # it may well have ended already
+            elif ref in self._deleted:
+                wt._finish(TaskOutcome.lost(ref))
+        return wt
+
+    def forget(self, wt: WatchedTask) -> None:
+        with self._lock:
+            if self._waiting.get(wt.ref) is wt:
+                del self._waiting[wt.ref]
+
+    def read_directly(self, wt: WatchedTask) -> None:
+        """Read a task's record outside the stream (it has not shown the
+        task, or the stream is down)."""
+        self.stats.direct_reads += 1
+        try:
+            record = self.pool.call("task.get_record", wt.ref)
+        except exceptions.HypervisorError as e:
+            if e.code == "HANDLE_INVALID":
+                with self._lock:
+                    wt._finish(TaskOutcome.lost(wt.ref))
+            else:
+                LOG.warning("Reading task directly: %s", e)
+            return
+        except exceptions.HypervisorUnavailable as e:
+            LOG.debug("Reading task directly: %s", e)
+            return
+        with self._lock:
+            # Not put into the cache: only the stream and re-syncs write it,
+            # so it stays comparable with valid_ref_counts.
+            wt._update(record)
+
+    def vm_record(self, ref: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._vms.get(ref)
+
+    # -- the stream ------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = BACKOFF_MIN
+        failed = False
+        first = True
+        while not self._stop.is_set():
+            try:
+                if self._session is None:
+                    self._session = self.pool.dedicated(self.poll_timeout + CALL_MARGIN)
+                sess = self._session
+                was_connected = self._connected
+                if self._need_sync:
+                    self._resync(sess)
+                    self._synced.set()
+                self.stats.event_from_calls += 1
+                result = sess.call(
+                    "event.from", list(CLASSES), self._token, self.poll_timeout,
+                    timeout=self.poll_timeout + CALL_MARGIN,
+                )
+                if not was_connected:
+                    self.stats.connections += 1
+                self._connected = True
+                self._apply(result)
+                if failed and not first:
+                    self._reconnected("stream")
+                failed = first = False
+                backoff = BACKOFF_MIN
+                if result.get("events") and self.batch_interval > 0:
+                    self._stop.wait(self.batch_interval)
+            except exceptions.HypervisorError as e:
+                if self._stop.is_set():
+                    break
+                self.stats.failures += 1
+                failed = True
+                if e.code in RESYNC_CODES:
+                    LOG.info("Task event stream lost its place (%s); re-syncing", e.code)
+                    self._need_sync = True
+                else:
+                    LOG.warning("Task event stream: %s; retrying in %.1f s", e, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+            except exceptions.HypervisorUnavailable as e:
+                if self._stop.is_set():
+                    break
+                self.stats.failures += 1
+                failed = True
+                self._connected = False
+                LOG.warning("Task event stream disconnected: %s; retrying in %.1f s",
+                            e, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception:
+                if self._stop.is_set():
+                    break
+                self.stats.failures += 1
+                failed = True
+                self._connected = False
+                LOG.exception("Task event stream failed; retrying in %.1f s", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _resync(self, sess: XenAPISession) -> None:
+        """A fresh token first, then every task and VM record: changes made
+        after the token are delivered again by the stream (harmless), none
+        is missed."""
+        started = time.monotonic()
+        pool_ref = sess.call("pool.get_all")[0]
+        token = sess.call("event.inject", "pool", pool_ref)
+        tasks = sess.call("task.get_all_records")
+        vms = sess.call("VM.get_all_records")
+        changes: list[tuple[str, InstanceInfo]] = []
+        with self._lock:
+            old_vms = self._vms
+            self._tasks, self._vms, self._token = tasks, vms, token
+            self._need_sync = False
+            for ref, wt in list(self._waiting.items()):
+                if ref in tasks:
+                    wt._update(tasks[ref])
+                elif wt.registered < started:
+                    # It existed when registered and is gone now.
+                    wt._finish(TaskOutcome.lost(ref))
+            for ref, rec in vms.items():
+                change = self._power_change(ref, old_vms.get(ref), rec)
+                if change is not None:
+                    changes.append(change)
+        self.stats.resyncs += 1
+        was_synced = self._synced.is_set()
+        self._queue_power_changes(changes)
+        if was_synced:
+            self._reconnected("resync")
+
+    def _apply(self, result: dict[str, Any]) -> None:
+        events = result.get("events") or []
+        self.stats.events += len(events)
+        changes: list[tuple[str, InstanceInfo]] = []
+        with self._lock:
+            for ev in events:
+                cls = str(ev.get("class", "")).lower()
+                ref = ev.get("ref", "")
+                op = ev.get("operation")
+                if cls == "task":
+                    self._apply_task(ref, op, ev.get("snapshot"))
+                elif cls == "vm":
+                    if op == "del":
+                        self._vms.pop(ref, None)
+                        continue
+                    snap = ev.get("snapshot") or {}
+                    change = self._power_change(ref, self._vms.get(ref), snap)
+                    self._vms[ref] = snap
+                    if change is not None:
+                        changes.append(change)
+            self._token = result.get("token", self._token)
+            self._check_counts(result.get("valid_ref_counts") or {})
+        self._queue_power_changes(changes)
+
+    def _apply_task(self, ref: str, op: str | None, snap: dict[str, Any] | None) -> None:
+        wt = self._waiting.get(ref)
+        if op == "del" or snap is None:
+            self._tasks.pop(ref, None)
+            self._deleted[ref] = None
+            while len(self._deleted) > DELETED_MEMORY:
+                self._deleted.popitem(last=False)
+            if wt is not None:
+                wt._finish(TaskOutcome.lost(ref))  # no-op if it had ended
+            return
+        self._tasks[ref] = snap
+        if wt is not None:
+            wt._update(snap)
+
+    def _check_counts(self, counts: dict[str, Any]) -> None:
+        mismatch = [
+            (cls, counts[cls], len(cache))
+            for cls, cache in (("task", self._tasks), ("vm", self._vms))
+            if cls in counts and int(counts[cls]) != len(cache)
+        ]
+        now = time.monotonic()
+        if mismatch and now - self._last_count_resync >= RESYNC_MIN_INTERVAL:
+            LOG.info("Event cache out of step with dom0 %s; re-syncing", mismatch)
+            self._last_count_resync = now
+            self._need_sync = True
+
+    def _reconnected(self, why: str) -> None:
+        if self.on_reconnect is not None:
+            try:
+                self.on_reconnect(why)
+            except Exception:
+                LOG.exception("reconnect listener failed")
+
+    # -- VM power changes ------------------------------------------------------------
+    @staticmethod
+    def _power_key(rec: dict[str, Any]) -> tuple[Any, ...]:
+        other = rec.get("other_config") or {}
+        return (
+            rec.get("power_state"),
+            other.get("last_shutdown_reason"),
+            other.get("last_shutdown_time"),
+            str(rec.get("domid")),
+        )
+
+    def _power_change(
+        self, ref: str, old: dict[str, Any] | None, new: dict[str, Any]
+    ) -> tuple[str, InstanceInfo] | None:
+        if old is None or self.on_power_change is None or self.agent_host is None:
+            return None
+        if new.get("is_a_template") or new.get("is_a_snapshot"):
+            return None
+        if not ownership.owned_by(new, self.agent_host):
+            return None
+        instance = ownership.instance_of(new)
+        if not instance or self._power_key(old) == self._power_key(new):
+            return None
+        return instance, instance_info(ref, new)
+
+    def _queue_power_changes(self, changes: list[tuple[str, InstanceInfo]]) -> None:
+        for change in changes:
+            self._deliveries.put(change)
+
+    def _deliver(self) -> None:
+        while True:
+            item = self._deliveries.get()
+            if item is None:
+                return
+            cb = self.on_power_change
+            if cb is None:
+                continue
+            try:
+                cb(*item)
+            except Exception:
+                LOG.exception("power state listener failed for %s", item[0])
