@@ -263,28 +263,22 @@ class PowerStateSync:
         LOG.info("Instance %s changed outside the agent: power %s -> %s, vm_state %s -> %s, "
                  "shutdown reason %s", uuid, power_state.name(old_power),
                  power_state.name(updated["power_state"]), old_vm, updated["vm_state"], reason)
-        self._notify(ctxt, updated, old_power, old_vm, reason, fault)
+        self._notify(ctxt, updated, old_power, old_vm, reason)
         return True
 
     def _notify(self, ctxt: RequestContext, inst: dict[str, Any], old_power: int,
-                old_vm: str, reason: str | None,
-                fault: exceptions.ComputeAgentError | None) -> None:
-        data = {
-            "instance": _public(inst),
-            "old_power_state": old_power,
-            "new_power_state": inst["power_state"],
-            "old_vm_state": old_vm,
-            "new_vm_state": inst["vm_state"],
-            "shutdown_reason": reason,
-            "fault": None if fault is None else fault.to_dict(),
-            "host": self.host,
-        }
+                old_vm: str, reason: str | None) -> None:
+        """``instance.power_state.update``: the instance as it is now (its
+        fault included), the old power state and vm_state, the reason."""
+        public = _public(inst)
         send = getattr(self.notifier, "power_state_update", None)
         if send is not None:
-            send(ctxt, data)
-        else:
-            # Until the Notifier has a public method for it (requested).
-            self.notifier._send(ctxt, "info", EVENT_TYPE, notif.versioned(PAYLOAD, data))
+            send(ctxt, public, old_power, old_vm, reason)
+            return
+        # A Notifier without the method (older notifications module).
+        data = {"instance": public, "old_power_state": old_power, "old_vm_state": old_vm,
+                "reason": reason, "host": self.host}
+        self.notifier._send(ctxt, "info", EVENT_TYPE, notif.versioned(PAYLOAD, data))
 
 
 _PUBLIC_KEYS = ("uuid", "name", "host", "vm_state", "task_state", "power_state", "progress",

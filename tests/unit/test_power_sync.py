@@ -76,9 +76,10 @@ def test_guest_shutdown_stops_the_instance(sync, driver, agent_db, notifier):
         states.STOPPED, power_state.SHUTDOWN, "halted")
     assert inst["fault"] is None
     data = notifier.data(EVENT_TYPE)
-    assert (data["old_vm_state"], data["new_vm_state"]) == (states.ACTIVE, states.STOPPED)
-    assert (data["old_power_state"], data["new_power_state"]) == (1, 4)
-    assert data["shutdown_reason"] == "halted"
+    assert (data["old_vm_state"], data["instance"]["vm_state"]) == (states.ACTIVE,
+                                                                   states.STOPPED)
+    assert (data["old_power_state"], data["instance"]["power_state"]) == (1, 4)
+    assert data["reason"] == "halted"
     assert data["instance"]["uuid"] == uuid and "shutdown_reason" not in data["instance"]
 
 
@@ -91,7 +92,7 @@ def test_guest_crash_is_error_with_fault(sync, driver, agent_db, notifier):
     assert (inst["vm_state"], inst["power_state"]) == (states.ERROR, power_state.CRASHED)
     assert inst["fault"]["code"] == "GUEST_CRASHED"
     assert inst["fault"]["params"] == [uuid, "crashed"]
-    assert notifier.data(EVENT_TYPE)["fault"]["code"] == "GUEST_CRASHED"
+    assert notifier.data(EVENT_TYPE)["instance"]["fault"]["code"] == "GUEST_CRASHED"
 
 
 def test_started_outside_the_agent_is_active(sync, driver, agent_db):
