@@ -11,7 +11,9 @@ class XenAPIError(Exception):
 
     def __init__(self, code: str, *params: Any):
         self.code = code
-        self.params = [p if isinstance(p, str) else _to_str(p) for p in params]
+        # exact str: a str subclass (store.XDateTime from a decoded call)
+        # would not marshal into the XML-RPC failure envelope
+        self.params = [p if type(p) is str else _to_str(p) for p in params]
         super().__init__(code, *self.params)
 
     @property

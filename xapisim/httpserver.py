@@ -209,7 +209,11 @@ class _Handler(BaseHTTPRequestHandler):
             out = fail(request, XenAPIError("INTERNAL_ERROR", repr(e)))
         if not sim.running:
             self.close_connection = True
-        req.send(200, out, ctype)
+        try:
+            req.send(200, out, ctype)
+        except (BrokenPipeError, ConnectionResetError):
+            # the caller hung up before its answer (as _route handles it)
+            self.close_connection = True
 
     # -- other handlers ----------------------------------------------------------
     def do_GET(self) -> None:

@@ -4,6 +4,7 @@ strings) and JSON-RPC 1.0/2.0, decoding requests and encoding answers."""
 from __future__ import annotations
 
 import json
+import re
 import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,15 @@ class Int32(int):
     (event.from's valid_ref_counts, for old non-xapi clients)."""
 
 
+# Characters XML 1.0 cannot carry (a value may have come in over JSON-RPC or
+# as base64): dropped on output, as xapi's XML-RPC writer drops controls.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(s: str) -> str:
+    return _NOT_XML.sub("", s)
+
+
 def to_wire_xmlrpc(value: Any) -> Any:
     if isinstance(value, bool) or isinstance(value, float):
         return value
@@ -35,9 +45,9 @@ def to_wire_xmlrpc(value: Any) -> Any:
     if isinstance(value, XDateTime):
         return xmlrpc.client.DateTime(str(value))
     if isinstance(value, str):
-        return value
+        return _xml_text(value)
     if isinstance(value, dict):
-        return {str(k) if not isinstance(k, bool) else ("true" if k else "false"):
+        return {_xml_text(str(k)) if not isinstance(k, bool) else ("true" if k else "false"):
                 to_wire_xmlrpc(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
         return [to_wire_xmlrpc(v) for v in value]
@@ -85,7 +95,7 @@ def encode_xmlrpc_success(value: Any) -> bytes:
 
 
 def encode_xmlrpc_failure(err: XenAPIError) -> bytes:
-    envelope = {"Status": "Failure", "ErrorDescription": err.description}
+    envelope = {"Status": "Failure", "ErrorDescription": to_wire_xmlrpc(err.description)}
     return xmlrpc.client.dumps((envelope,), methodresponse=True).encode()
 
 
