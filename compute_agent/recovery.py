@@ -53,6 +53,9 @@ LOG = logging.getLogger(__name__)
 # How long to keep retrying when dom0 is unreachable before leaving the rest
 # to the recovery that runs after the driver reconnects.
 UNAVAILABLE_RETRY_S = 30.0
+# How long to wait for an untracked dom0 operation on a VM to be removed.
+BUSY_VM_WAIT_S = 20.0
+BUSY_VM_RETRY_S = 1.0
 
 
 class OperationInterrupted(exceptions.ComputeAgentError):
@@ -400,7 +403,7 @@ class Recovery:
             op = Operation(uuid, "destroy", request_id or rctxt.request_id,
                            timeout=self._timeout_of("destroy"))
             try:
-                self.driver.destroy(op, _driver_view(inst))
+                self._destroy(op, inst)
             except exceptions.ComputeAgentError as exc:
                 LOG.warning("Could not remove the VM of %s: %s", uuid, exc.message)
                 decision = Decision(states.ERROR, None, False)
@@ -443,6 +446,23 @@ class Recovery:
                     uuid, task_state, updated["vm_state"], power_state.name(
                         updated["power_state"]), f", fault {error.code}" if error else "")
         return decision.vm_state
+
+    def _destroy(self, op: Operation, inst: dict[str, Any]) -> None:
+        """driver.destroy, waiting out a dom0 operation on the VM that no
+        tracked task accounts for (the agent died between starting a task
+        and recording it)."""
+        give_up = time.monotonic() + BUSY_VM_WAIT_S
+        while True:
+            try:
+                self.driver.destroy(op, _driver_view(inst))
+                return
+            except exceptions.HypervisorError as exc:
+                if exc.code != "OTHER_OPERATION_IN_PROGRESS" or self._stop.is_set() or \
+                        time.monotonic() >= give_up:
+                    raise
+                LOG.info("VM of %s is busy in dom0 (%s); retrying its removal",
+                         inst["uuid"], exc.params)
+                self._stop.wait(BUSY_VM_RETRY_S)
 
     def _request_id(self, uuid: str, tasks: list[dict[str, Any]]) -> str | None:
         """The request that left the instance in its task_state: the latest

@@ -297,6 +297,23 @@ def test_failed_delete_completion_ends_in_error(rec, driver, agent_db):
     assert inst["fault"]["code"] == "VDI_IN_USE"
 
 
+def test_rollback_waits_out_an_untracked_dom0_operation(rec, driver, agent_db, monkeypatch):
+    monkeypatch.setattr(recovery, "BUSY_VM_RETRY_S", 0.05)
+    # The agent died between starting a task and recording it: dom0 still
+    # works on the VM and refuses its removal for a while.
+    uuid, _ = left_behind(agent_db, states.SPAWNING, states.BUILDING)
+    driver.add_vm(uuid, power_state.SHUTDOWN)
+    busy = exceptions.HypervisorError("VM", f"OpaqueRef:vm-{uuid}", "start", "OpaqueRef:task",
+                                      code="OTHER_OPERATION_IN_PROGRESS")
+    driver.inject_failure("destroy", busy, times=2)
+    run(rec)
+    inst = agent_db.get_instance(uuid)
+    assert (inst["vm_state"], inst["power_state"]) == (states.ERROR, power_state.NOSTATE)
+    assert inst["fault"]["code"] == "OPERATION_INTERRUPTED"
+    assert uuid not in driver.vms
+    assert [c for c in driver.calls if c[0] == "destroy"] == [("destroy", uuid)] * 3
+
+
 # --------------------------------------------------------------------------- timeouts, cancel
 
 
