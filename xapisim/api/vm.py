@@ -878,3 +878,99 @@ def vm_set_vcpus_number_live(ctx: CallContext, vm: str, nvcpu: int) -> None:
         if store.has("VM_metrics", rec["metrics"]):
             store.update("VM_metrics", rec["metrics"], VCPUs_number=nvcpu,
                          VCPUs_utilisation={i: 0.0 for i in range(nvcpu)})
+
+
+@handler("VM.get_boot_record")
+def vm_get_boot_record(ctx: CallContext, vm: str) -> dict[str, Any]:
+    return ctx.store.get("VM", vm)
+
+
+@handler("VM.get_cooperative")
+def vm_get_cooperative(ctx: CallContext, vm: str) -> bool:
+    ctx.store.raw("VM", vm)
+    return True
+
+
+@handler("VM.set_memory_target_live")
+def vm_set_memory_target_live(ctx: CallContext, vm: str, target: int) -> None:
+    ctx.store.raw("VM", vm)
+
+
+@handler("VM.wait_memory_target_live")
+def vm_wait_memory_target_live(ctx: CallContext, vm: str) -> None:
+    with ctx.store.lock:
+        lifecycle.assert_vm_op(ctx.store, vm, "awaiting_memory_live")
+
+
+@handler("VM.send_sysrq", "VM.send_trigger")
+def vm_send_key(ctx: CallContext, vm: str, key: str) -> None:
+    with ctx.store.lock:
+        lifecycle.assert_vm_op(ctx.store, vm, ctx.method.split(".")[1])
+
+
+@handler("VM.maximise_memory")
+def vm_maximise_memory(ctx: CallContext, vm: str, total: int, approximate: bool) -> int:
+    """The largest static_max that fits in ``total`` bytes with overhead."""
+    with ctx.store.lock:
+        rec = dict(ctx.store.raw("VM", vm))
+    lo, hi = 0, max(total, 0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        rec["memory_static_max"] = mid
+        if mid + lifecycle.vm_memory_overhead(rec) <= total:
+            lo = mid
+        else:
+            hi = mid - 1
+    if approximate:
+        lo -= lo % lifecycle.MiB
+    return lo
+
+
+@handler("VM.add_to_VCPUs_params_live")
+def vm_add_to_vcpus_params_live(ctx: CallContext, vm: str, key: str, value: str) -> None:
+    with ctx.store.lock:
+        lifecycle.assert_vm_op(ctx.store, vm, "changing_VCPUs_live")
+        params = dict(ctx.store.raw("VM", vm)["VCPUs_params"])
+        params[key] = value
+        ctx.store.update("VM", vm, VCPUs_params=params)
+
+
+@handler("VM.set_shadow_multiplier_live")
+def vm_set_shadow_multiplier_live(ctx: CallContext, vm: str, multiplier: float) -> None:
+    with ctx.store.lock:
+        lifecycle.assert_vm_op(ctx.store, vm, "changing_shadow_memory_live")
+        if multiplier < 1.0:
+            raise XenAPIError("INVALID_VALUE", "multiplier", str(multiplier))
+        ctx.store.update("VM", vm, HVM_shadow_multiplier=multiplier)
+
+
+@handler("VM.assert_agile")
+def vm_assert_agile(ctx: CallContext, vm: str) -> None:
+    """A VM is agile when every disk is on a shared SR."""
+    store = ctx.store
+    with store.lock:
+        for sr in lifecycle.vm_srs(store, vm, with_suspend=False):
+            if not store.raw("SR", sr)["shared"]:
+                raise XenAPIError("HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED", sr)
+
+
+@handler("VM.get_data_sources")
+def vm_get_data_sources(ctx: CallContext, vm: str) -> list[dict[str, Any]]:
+    ctx.store.raw("VM", vm)
+    return []
+
+
+@handler("VM.record_data_source", "VM.forget_data_source_archives")
+def vm_record_data_source(ctx: CallContext, vm: str, data_source: str) -> None:
+    ctx.store.raw("VM", vm)
+
+
+@handler("VM.query_data_source")
+def vm_query_data_source(ctx: CallContext, vm: str, data_source: str) -> float:
+    with ctx.store.lock:
+        rec = ctx.store.raw("VM", vm)
+        if rec["power_state"] != "Running":
+            raise lifecycle.bad_power_state(vm, ("Running",), rec["power_state"])
+        if data_source == "memory" and ctx.store.has("VM_metrics", rec["metrics"]):
+            return float(ctx.store.raw("VM_metrics", rec["metrics"])["memory_actual"])
+    return 0.0

@@ -715,3 +715,66 @@ def test_vm_helpers_answer(x):
     x.VM.set_VCPUs_number_live(vm, "1")
     assert x.VM_metrics.get_VCPUs_number(x.VM.get_metrics(vm)) == "1"
     assert MiB  # the module's units are used elsewhere
+
+
+def test_declared_setters(x):
+    vm = make_vm(x)
+    x.VM.set_actions_after_crash(vm, "destroy")
+    assert x.VM.get_actions_after_crash(vm) == "destroy"
+    x.VM.set_HVM_boot_policy(vm, "BIOS order")
+    assert x.VM.get_domain_type(vm) == "hvm"
+    assert failure(x.VM.set_actions_after_crash, vm, "coredump_and_restart")[0] == \
+        "VALUE_NOT_SUPPORTED"
+    x.VM.set_domain_type(vm, "pv")
+    assert x.VM.get_HVM_boot_policy(vm) == ""
+    x.VM.add_to_NVRAM(vm, "EFI-variables", "AAAA")
+    assert x.VM.get_NVRAM(vm) == {"EFI-variables": "AAAA"}
+    x.VM.start(vm, False, False)
+    assert failure(x.VM.add_to_NVRAM, vm, "k", "v") == ["VM_BAD_POWER_STATE", vm, "halted",
+                                                        "running"]
+    vif = x.VM.get_VIFs(vm)[0]
+    x.VIF.add_ipv4_allowed(vif, "10.0.0.1")
+    assert x.VIF.get_ipv4_allowed(vif) == ["10.0.0.1"]
+    x.VIF.remove_ipv4_allowed(vif, "10.0.0.1")
+    assert x.VIF.get_ipv4_allowed(vif) == []
+    vdi = x.VBD.get_VDI(x.VM.get_VBDs(vm)[0])
+    x.VDI.set_on_boot(vdi, "reset")
+    assert x.VDI.get_on_boot(vdi) == "reset"
+
+
+def test_host_reboot_and_shutdown_need_disabled_empty_host(x):
+    host = host_of(x)
+    vm = make_vm(x)
+    x.VM.start(vm, False, False)
+    assert failure(x.host.reboot, host) == ["HOST_NOT_DISABLED"]
+    x.host.disable(host)
+    assert failure(x.host.reboot, host) == ["HOST_IN_USE", host, "VM", vm]
+    x.VM.hard_shutdown(vm)
+    x.host.reboot(host)
+    assert x.host.get_enabled(host) is True
+    assert x.host.get_management_interface(host) in x.host.get_PIFs(host)
+
+
+def test_host_evacuate(pool2):
+    _, x = pool2
+    h1, h2 = _hosts(x)
+    shared = x.SR.create(h1, {}, str(200 * GiB), "shared", "", "nfs", "user", True, {})
+    vms = []
+    for i in range(2):
+        vm = x.VM.create(vm_record(f"e{i}"))
+        make_disk(x, vm, sr=shared)
+        x.VM.start_on(vm, h2, False, False)
+        vms.append(vm)
+    x.host.assert_can_evacuate(h2)
+    x.host.disable(h2)
+    x.host.evacuate(h2, NULL, "0")
+    assert all(x.VM.get_resident_on(v) == h1 for v in vms)
+    assert x.host.get_vms_which_prevent_evacuation(h2) == {}
+    local = x.VM.create(vm_record("local"))
+    local_sr = [x.PBD.get_SR(p) for p in x.host.get_PBDs(h1)][0]
+    make_disk(x, local, sr=local_sr)
+    x.VM.start_on(local, h1, False, False)
+    assert failure(x.host.assert_can_evacuate, h1) == ["HOST_DISABLED", h2]
+    x.host.enable(h2)
+    assert failure(x.host.assert_can_evacuate, h1)[0] == "VM_REQUIRES_SR"
+    assert x.host.get_vms_which_prevent_evacuation(h1)[local][0] == "VM_REQUIRES_SR"
