@@ -778,3 +778,17 @@ def test_host_evacuate(pool2):
     x.host.enable(h2)
     assert failure(x.host.assert_can_evacuate, h1)[0] == "VM_REQUIRES_SR"
     assert x.host.get_vms_which_prevent_evacuation(h1)[local][0] == "VM_REQUIRES_SR"
+
+
+def test_vm_requires_network_on_host(pool2):
+    _, x = pool2
+    h1, h2 = _hosts(x)
+    net = x.network.create({"name_label": "only on member", "name_description": "",
+                            "other_config": {}})
+    x.PIF.create_VLAN("eth0", net, h2, "7")
+    vm = x.VM.create(vm_record("net"))
+    x.VIF.create(vif_record(vm, net))
+    assert failure(x.VM.start_on, vm, h1, False, False) == ["VM_REQUIRES_NETWORK", vm, net]
+    x.VM.start(vm, False, False)
+    assert x.VM.get_resident_on(vm) == h2
+    assert x.VM.get_possible_hosts(vm) == [h2]
