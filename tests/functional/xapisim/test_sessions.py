@@ -11,6 +11,7 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
+from xapisim.control_client import SimControl
 from xapisim.server import Simulator
 
 
@@ -115,6 +116,14 @@ def test_restart_invalidates_sessions_but_keeps_objects(sim, rawxml):
     again = _login(proxy)["Value"]
     assert again != session
     assert sorted(proxy.VM.get_all(again)["Value"]) == sorted(vms)
+
+
+def test_restart_through_the_control_api(sim, rawxml):
+    session = _login(rawxml)["Value"]
+    SimControl(sim.url).restart_xapi()
+    proxy = xmlrpc.client.ServerProxy(sim.url)
+    assert proxy.pool.get_all(session)["ErrorDescription"] == ["SESSION_INVALID", session]
+    assert proxy.pool.get_all(_login(proxy)["Value"])["Status"] == "Success"
 
 
 def test_the_sdk_logs_in_again_after_a_restart(sim, xapi):
