@@ -215,3 +215,39 @@ def resident_vms(sim: Simulator, host: str) -> list[str]:
             ref for ref, rec in store.tables["VM"].items()
             if rec["resident_on"] == host and rec["power_state"] in ("Running", "Paused")
         ]
+
+
+# -- the API's view of the same numbers (host/VM.get_data_sources, query_data_source) --
+
+_UNITS = {"cpu": "(fraction)", "memory": "B", "memory_internal_free": "KiB",
+          "memory_total_kib": "KiB", "memory_free_kib": "KiB", "loadavg": "(fraction)"}
+
+
+def _rrd_of(sim: Simulator, cls: str, ref: str) -> Rrd:
+    return vm_rrd(sim, ref) if cls == "VM" else host_rrd(sim, ref)
+
+
+def current_value(sim: Simulator, cls: str, ref: str, name: str) -> float | None:
+    """The latest value of data source ``name`` of a VM or host (what
+    ``query_data_source`` answers), or None if it has no such source."""
+    rrd = _rrd_of(sim, cls, ref)
+    for src, value in zip(rrd.sources, rrd.current(), strict=True):
+        if src.name == name:
+            return value
+    return None
+
+
+def data_source_records(sim: Simulator, cls: str, ref: str) -> list[dict]:
+    """``data_source`` records for ``get_data_sources``."""
+    rrd = _rrd_of(sim, cls, ref)
+    out = []
+    for src, value in zip(rrd.sources, rrd.current(), strict=True):
+        unit = _UNITS.get(src.name, "(fraction)" if src.name.startswith("cpu") else "B/s")
+        out.append({
+            "name_label": src.name, "name_description": "", "enabled": True,
+            "standard": True, "units": unit, "min": 0.0,
+            # rrdd's max is often unbounded; the walk's ceiling is finite
+            "max": src.ds_max if math.isfinite(src.ds_max) else float(src.hi),
+            "value": 0.0 if math.isnan(value) else value,
+        })
+    return out
