@@ -195,6 +195,7 @@ def _make_host(sim: Simulator, index: int, address: str, net: str) -> str:
 def _make_template(sim: Simulator, label: str, kind: str, extra: dict[str, str]) -> str:
     store = sim.store
     other = {"install-methods": "cdrom,nfs,http,ftp", "default_template": "true", **extra}
+    metrics = store.create("VM_metrics", {"VCPUs_number": 0, "state": []})
     return store.create(
         "VM",
         {
@@ -219,5 +220,7 @@ def _make_template(sim: Simulator, label: str, kind: str, extra: dict[str, str])
             "actions_after_reboot": "restart",
             "actions_after_crash": "restart",
             "user_version": 1,
+            "domid": -1,
+            "metrics": metrics,
         },
     )

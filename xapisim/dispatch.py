@@ -18,6 +18,14 @@ LOGIN = "session.login_with_password"
 LOCAL_LOGIN = "session.slave_local_login_with_password"
 LOGOUTS = ("session.logout", "session.local_logout")
 
+# Trailing parameters xapi added in later releases with a default, so that
+# older clients may leave them out. The published data model does not carry
+# these defaults; this table holds the ones clients are known to omit.
+TRAILING_DEFAULTS: dict[str, list[object]] = {
+    "VM.snapshot": [[]],  # ignore_vdis
+    "host.evacuate": ["OpaqueRef:NULL", 0],  # network, evacuate_batch_size
+}
+
 
 class Dispatcher:
     def __init__(self, sim: Simulator):
@@ -53,6 +61,7 @@ class Dispatcher:
         msg = sim.model.message(name)
         if msg is None:
             raise XenAPIError("MESSAGE_METHOD_UNKNOWN", method)
+        params = _fill_defaults(name, params, len(msg.params))
         if len(params) != len(msg.params):
             raise XenAPIError(
                 "MESSAGE_PARAMETER_COUNT_MISMATCH", method, len(msg.params), len(params)
@@ -96,3 +105,11 @@ class Dispatcher:
         if not all(isinstance(p, str) for p in params):
             raise XenAPIError("FIELD_TYPE_ERROR", "uname")
         return sim.sessions.login(host_ref, params[0], params[1], "", local=True)
+
+
+def _fill_defaults(name: str, params: list[Any], expected: int) -> list[Any]:
+    defaults = TRAILING_DEFAULTS.get(name)
+    missing = expected - len(params)
+    if not defaults or missing <= 0 or missing > len(defaults):
+        return params
+    return [*params, *defaults[len(defaults) - missing:]]
