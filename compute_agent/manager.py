@@ -125,6 +125,7 @@ class ComputeManager:
         self._workers_lock = threading.Lock()
         self._all_done = threading.Condition(self._workers_lock)
         self._stopping = threading.Event()
+        self._busy: set[str] = set()  # task_state set by this process, not settled yet
         self._queued_builds: set[str] = set()  # builds waiting for a slot
         self._queued_cancel: set[str] = set()  # ...of which these are cancelled
 
@@ -169,6 +170,20 @@ class ComputeManager:
                     return False
                 self._all_done.wait(remaining)
         return True
+
+    def busy_instances(self) -> set[str]:
+        """Uuids whose task_state this process set and has not settled yet
+        (from before the guarded update until the outcome is recorded), so
+        recovery can leave them alone."""
+        with self._counter_lock:
+            return set(self._busy)
+
+    def _mark_busy(self, uuid: str, busy: bool) -> None:
+        with self._counter_lock:
+            if busy:
+                self._busy.add(uuid)
+            else:
+                self._busy.discard(uuid)
 
     def operations_in_flight(self) -> list[str]:
         """Names ('<request>-<uuid>') of the operations running now."""
@@ -243,6 +258,7 @@ class ComputeManager:
                 LOG.info("Build of known instance %s ignored (vm_state %s)", uuid,
                          existing["vm_state"])
                 return existing
+            self._mark_busy(uuid, True)
             try:
                 created = self.db.create_instance({
                     **spec,
@@ -254,8 +270,16 @@ class ComputeManager:
                 })
             except exceptions.InstanceExists:
                 # Another agent sharing the database created it first.
+                self._mark_busy(uuid, False)
                 return self.db.get_instance(uuid)
+            except BaseException:
+                self._mark_busy(uuid, False)
+                raise
             self._action_start(ctxt, uuid, "build")
+            with self._counter_lock:
+                # Queued from acceptance on, so a cancel that arrives before
+                # the worker thread runs is not lost.
+                self._queued_builds.add(uuid)
         self.notifier.action(ctxt, "create", notif.START, created)
         self._spawn_worker(ctxt, uuid, "build", self._run_build, spec)
         return created
@@ -320,8 +344,6 @@ class ComputeManager:
         reaching dom0; both flags are checked under the same lock that
         cancel_operation uses, so a cancel is either seen here or sent to
         the driver, never lost in between."""
-        with self._counter_lock:
-            self._queued_builds.add(uuid)
         acquired = False
         try:
             while not acquired:
@@ -394,14 +416,17 @@ class ComputeManager:
             try:
                 inst = self.db.get_instance(uuid, internal=True)
                 self._check_can_start(inst, rule)
+                self._mark_busy(uuid, True)
                 try:
                     updated = self.db.update_instance(
                         uuid, {"task_state": task_state, "progress": 0},
                         expected_task_state=None, expected_vm_state=states.ALLOWED_FROM[rule])
                 except exceptions.UnexpectedTaskState as exc:
                     raise exceptions.InstanceBusy(uuid, exc.params[-1]) from None
-            except exceptions.ComputeAgentError as exc:
-                self._refused(ctxt, uuid, request, exc)
+            except BaseException as exc:
+                self._mark_busy(uuid, False)
+                if isinstance(exc, exceptions.ComputeAgentError):
+                    self._refused(ctxt, uuid, request, exc)
                 raise
             self._action_start(ctxt, uuid, request)
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.START, updated)
@@ -530,6 +555,8 @@ class ComputeManager:
             # Someone else resolved the instance meanwhile (e.g. recovery).
             LOG.warning("Could not record the end of %s of %s: %s", request, uuid, exc.message)
             inst = self.db.get_instance(uuid)
+        finally:
+            self._mark_busy(uuid, False)
         self._event_finish(ctxt, uuid, request, "success")
         self._action_finish(ctxt, uuid, "success")
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.END, inst)
@@ -560,6 +587,8 @@ class ComputeManager:
                                            expected_task_state=current["task_state"])
         except Exception:
             LOG.exception("Could not record the failure of %s of %s", request, uuid)
+        finally:
+            self._mark_busy(uuid, False)
         self._event_finish(ctxt, uuid, request, "error", tb)
         self._action_finish(ctxt, uuid, "error", f"{error.code} {error.params}")
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.ERROR, inst, error.to_dict())
@@ -686,6 +715,7 @@ class ComputeManager:
                 target(worker_ctxt, uuid, *args)
             except Exception:
                 LOG.exception("Operation %s of %s crashed", request, uuid)
+                self._mark_busy(uuid, False)
             finally:
                 with self._all_done:
                     self._workers.discard(threading.current_thread())

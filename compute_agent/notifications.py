@@ -34,6 +34,7 @@ LOG = logging.getLogger(__name__)
 NAMESPACE = "compute_agent"
 ACTION_PAYLOAD = ("InstanceActionPayload", "1.0")
 UPDATE_PAYLOAD = ("InstanceUpdatePayload", "1.0")
+POWER_STATE_PAYLOAD = ("InstancePowerStatePayload", "1.0")
 
 START = "start"
 END = "end"
@@ -116,6 +117,26 @@ class Notifier:
             "host": self.host,
         }
         self._send(ctxt, "info", "instance.update", versioned(UPDATE_PAYLOAD, data))
+
+    def power_state_update(
+        self,
+        ctxt: Any,
+        instance: dict[str, Any],
+        old_power_state: int | None,
+        old_vm_state: str | None,
+        reason: str | None,
+    ) -> None:
+        """``instance.power_state.update``: the hypervisor changed the
+        instance's power state without the agent asking (event-driven sync)."""
+        data = {
+            "instance": instance,
+            "old_power_state": old_power_state,
+            "old_vm_state": old_vm_state,
+            "reason": reason,
+            "host": self.host,
+        }
+        self._send(ctxt, "info", "instance.power_state.update",
+                   versioned(POWER_STATE_PAYLOAD, data))
 
     def _send(self, ctxt: Any, priority: str, event_type: str, payload: dict[str, Any]) -> None:
         if self._notifier is None:

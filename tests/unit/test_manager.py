@@ -671,3 +671,18 @@ def test_ping(manager, agent_conf):
     assert manager.ping(new_context()) == {
         "host": "test-host", "version": "1.1", "backend": agent_conf.concurrency_backend,
         "driver": "FakeDriver"}
+
+
+def test_busy_instances_cover_accept_to_outcome(manager, fake_driver):
+    uuid = build(manager)
+    assert manager.busy_instances() == set()
+    gate = fake_driver.hold("power_off")
+    manager.stop_instance(new_context(), uuid)
+    assert manager.busy_instances() == {uuid}
+    assert gate.wait_entered()
+    gate.release()
+    settle(manager)
+    assert manager.busy_instances() == set()
+    with pytest.raises(exceptions.InstanceInvalidState):
+        manager.stop_instance(new_context(), uuid)
+    assert manager.busy_instances() == set()
