@@ -13,6 +13,7 @@ import http.client
 import socket
 import ssl
 import urllib.parse
+import xml.parsers.expat
 import xmlrpc.client
 from collections.abc import Iterable
 
@@ -27,6 +28,7 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     xmlrpc.client.ProtocolError,
     xmlrpc.client.Fault,  # the SDK's own "could not log in again" and bad envelopes
     xmlrpc.client.ResponseError,
+    xml.parsers.expat.ExpatError,  # an answer cut short by a dropped connection
 )
 
 SESSION_PLACEHOLDER = "<session>"

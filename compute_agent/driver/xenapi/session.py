@@ -23,6 +23,7 @@ import collections
 import contextlib
 import logging
 import threading
+import xmlrpc.client
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,15 @@ class Coordinator:
             self.reconnected("coordinator")
 
 
+def is_read_only(method: str) -> bool:
+    """Whether repeating ``method`` is harmless (a read): such a call is
+    retried once on a new connection when the old one broke under it."""
+    if method.startswith("Async."):
+        return False
+    name = method.rsplit(".", 1)[-1]
+    return name.startswith("get_")
+
+
 class XenAPISession:
     """One logged-in SDK session. Use from one thread at a time."""
 
@@ -143,6 +153,9 @@ class XenAPISession:
         self._transport: Any = None
         self._interrupted = False
         self.url = coordinator.url
+        # How often this session logged in (itself or through the SDK's
+        # automatic re-login): a change means xapi may have restarted.
+        self.logins = 0
 
     @property
     def logged_in(self) -> bool:
@@ -190,6 +203,7 @@ class XenAPISession:
                     continue
                 raise errors.unavailable(url, e, [self.settings.password]) from None
             self._sdk, self._transport, self.url = sdk, transport, url
+            self.logins += 1
             self.coordinator.logged_in_at(url)
             return
 
@@ -209,6 +223,13 @@ class XenAPISession:
         finally:
             transport.close()
 
+    def _drop_dead_session(self) -> None:
+        """Forget a session xapi no longer knows (no logout to send)."""
+        transport = self._transport
+        self._sdk = self._transport = None
+        if transport is not None:
+            transport.close()
+
     def interrupt(self) -> None:
         """Make a call blocked in another thread (event.from) return with a
         transport error now."""
@@ -224,10 +245,17 @@ class XenAPISession:
             self._transport.close()
 
     # -- calls ---------------------------------------------------------------
-    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+    def call(self, method: str, *args: Any, timeout: float | None = None,
+             relogin: bool = True) -> Any:
         """Call ``method`` ("VM.get_record", "Async.VM.start", "event.from",
-        ...) with ``args`` (after the session handle, which is added)."""
+        ...) with ``args`` (after the session handle, which is added).
+
+        ``relogin=False``: a dead session raises SESSION_INVALID instead of
+        being replaced silently (the next call logs in) -- for a caller
+        whose state depends on the session, like an event stream.
+        """
         redirects = 0
+        retried = False
         while True:
             if self._sdk is None:
                 self.login()
@@ -237,9 +265,21 @@ class XenAPISession:
             for part in method.split("."):
                 target = getattr(target, part)
             handle = self._sdk._session
+            saved_login = self._sdk.last_login_method
+            if not relogin:
+                # The SDK re-logs in on SESSION_INVALID only when it knows how.
+                self._sdk.last_login_method = None
             try:
                 self.stats.count(method)
                 result = target(*args)
+            except xmlrpc.client.Fault as f:
+                if relogin or f.faultCode != 401:
+                    secrets = self._secrets()
+                    self.close_connection()
+                    raise errors.unavailable(self.url, f, secrets) from None
+                # The SDK's "You must log in": the session is gone.
+                self._drop_dead_session()
+                raise exceptions.HypervisorError(code="SESSION_INVALID") from None
             except XenAPI.Failure as f:
                 details = list(f.details or [])
                 if details[:1] == ["HOST_IS_SLAVE"] and len(details) > 1:
@@ -254,9 +294,20 @@ class XenAPISession:
             except errors.TRANSPORT_ERRORS as e:
                 secrets = self._secrets()
                 self.close_connection()
+                if not retried and not self._interrupted and is_read_only(method):
+                    # A kept-alive connection dropped by dom0 (e.g. an xapi
+                    # restart) breaks the next call; a read can go again.
+                    retried = True
+                    LOG.debug("%s: connection broke (%s); retrying once", method,
+                              errors.describe_transport_error(e))
+                    continue
                 raise errors.unavailable(self.url, e, secrets) from None
+            finally:
+                if self._sdk is not None:
+                    self._sdk.last_login_method = saved_login
             if self._sdk is not None and self._sdk._session != handle:
                 # The SDK met SESSION_INVALID and logged in again by itself.
+                self.logins += 1
                 self.stats.count_login()
                 LOG.info("XenAPI session was invalid (xapi restarted?); logged in again")
                 self.coordinator.reconnected("relogin")
@@ -299,7 +350,8 @@ class SessionPool:
         """Borrow a session (logging one in if none is idle). ``wait``:
         seconds to wait for a free one, None = as long as it takes."""
         self._check_open()
-        if not self._slots.acquire(timeout=wait if wait is not None else -1):
+        got = self._slots.acquire() if wait is None else self._slots.acquire(timeout=wait)
+        if not got:
             raise exceptions.HypervisorUnavailable(
                 errors.redact_url(self.url), f"no free XenAPI session within {wait} s"
             )

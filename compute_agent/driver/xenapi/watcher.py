@@ -289,6 +289,11 @@ class TaskWatcher:
             # so it stays comparable with valid_ref_counts.
             wt._update(record)
 
+    def task_record(self, ref: str) -> dict[str, Any] | None:
+        """The latest record of a task as the stream showed it, or None."""
+        with self._lock:
+            return self._tasks.get(ref)
+
     def vm_record(self, ref: str) -> dict[str, Any] | None:
         with self._lock:
             return self._vms.get(ref)
@@ -298,23 +303,35 @@ class TaskWatcher:
         backoff = BACKOFF_MIN
         failed = False
         first = True
+        logins: int | None = None
         while not self._stop.is_set():
             try:
                 if self._session is None:
                     self._session = self.pool.dedicated(self.poll_timeout + CALL_MARGIN)
                 sess = self._session
                 was_connected = self._connected
+                if logins is not None and sess.logins != logins:
+                    # Logged in again: the old session died, likely with the
+                    # xapi that held it; events may be missing even if the
+                    # token is still accepted.
+                    self._need_sync = True
                 if self._need_sync:
                     self._resync(sess)
                     self._synced.set()
+                    if not was_connected:
+                        self.stats.connections += 1
+                        self._connected = was_connected = True
+                logins = sess.logins
                 self.stats.event_from_calls += 1
                 result = sess.call(
                     "event.from", list(CLASSES), self._token, self.poll_timeout,
-                    timeout=self.poll_timeout + CALL_MARGIN,
+                    timeout=self.poll_timeout + CALL_MARGIN, relogin=False,
                 )
                 if not was_connected:
                     self.stats.connections += 1
                 self._connected = True
+                if sess.logins != logins:
+                    self._need_sync = True  # re-logged in during this call
                 self._apply(result)
                 if failed and not first:
                     self._reconnected("stream")
