@@ -323,6 +323,71 @@ def test_log_lines_carry_request_id_and_instance(env):
     assert all(f"[instance: {body['uuid']}]" in line for line in lines)
 
 
+def raw_call(agent: Agent, method: str, args: dict, version: str = "1.0") -> dict:
+    """The wire protocol exactly as docs/rpc-api.md describes it, with kombu
+    only: what a scheduler in another language would do."""
+    import json
+
+    import kombu
+
+    url = RABBIT.replace("rabbit://", "amqp://")
+    reply_q = "reply_" + uuidlib.uuid4().hex
+    msg_id = uuidlib.uuid4().hex
+    inner = {"method": method, "args": args, "version": version, "_msg_id": msg_id,
+             "_reply_q": reply_q, "_timeout": None, "_unique_id": uuidlib.uuid4().hex,
+             "_context_request_id": f"req-{uuidlib.uuid4()}"}
+    with kombu.Connection(url) as conn:
+        queue = kombu.Queue(reply_q, exchange=kombu.Exchange("", type="direct"),
+                            routing_key=reply_q, auto_delete=True)
+        received: list[dict] = []
+        with conn.Consumer(queue, accept=["json"],
+                           callbacks=[lambda body, m: (received.append(body), m.ack())]):
+            conn.Producer().publish(
+                {"oslo.version": "2.0", "oslo.message": json.dumps(inner)},
+                exchange=kombu.Exchange(agent.exchange, type="topic", durable=False),
+                routing_key=f"{agent.topic}.{agent.host}", serializer="json")
+            deadline = time.monotonic() + SETTLE_S
+            while not received:
+                assert time.monotonic() < deadline, "no reply"
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    pass
+    reply = json.loads(received[0]["oslo.message"])
+    assert reply["_msg_id"] == msg_id and reply["ending"] is True
+    return reply
+
+
+def test_wire_protocol_as_documented(env):
+    import json
+
+    agent, api, notes, db = env
+    reply = raw_call(agent, "ping", {})
+    assert reply["failure"] is None
+    assert reply["result"]["host"] == agent.host
+
+    missing = str(uuidlib.uuid4())
+    reply = raw_call(agent, "get_instance", {"instance_uuid": missing})
+    assert reply["result"] is None
+    failure = json.loads(reply["failure"])
+    assert (failure["class"], failure["module"]) == ("RemoteComputeError",
+                                                     "compute_agent.rpc.errors")
+    assert failure["kwargs"]["code"] == "INSTANCE_NOT_FOUND"
+    assert failure["kwargs"]["params"] == [missing]
+    assert failure["kwargs"]["type"] == "InstanceNotFound"
+
+    body = spec()
+    reply = raw_call(agent, "build_instance", {"instance": body})
+    assert reply["result"]["task_state"] == "spawning"
+    assert settle(api, agent.host, body["uuid"])["vm_state"] == "active"
+    reply = raw_call(agent, "cancel_operation", {"instance_uuid": body["uuid"]}, "1.1")
+    assert reply["result"] == {"instance_uuid": body["uuid"], "task_state": None,
+                               "cancelled": False}
+    reply = raw_call(agent, "ping", {}, version="1.2")
+    assert json.loads(reply["failure"])["class"] == "UnsupportedVersion"
+
+
+# Last: it stops the agent of this backend.
 def test_sigterm_finishes_in_flight_work_and_exits_zero(env):
     agent, api, notes, db = env
     body = spec(metadata={"fake:delay:spawn": "2"})
