@@ -94,8 +94,12 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture(scope="module")
-def xml(sim: Simulator) -> XmlRpc:
-    return XmlRpc(sim.url)
+def xml(sim: Simulator) -> Iterator[XmlRpc]:
+    client = XmlRpc(sim.url)
+    try:
+        yield client
+    finally:
+        client.proxy("close")()
 
 
 @pytest.fixture(scope="module")

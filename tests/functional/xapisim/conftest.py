@@ -82,7 +82,11 @@ def jsonrpc(sim: Simulator) -> Iterator[JsonRpcClient]:
 
 
 @pytest.fixture
-def rawxml(sim: Simulator):
+def rawxml(sim: Simulator) -> Iterator[xmlrpc.client.ServerProxy]:
     """A raw ``xmlrpc.client.ServerProxy`` for ``sim``: envelopes come back
     as they are, with no SDK re-login on SESSION_INVALID."""
-    return xmlrpc.client.ServerProxy(sim.url)
+    proxy = xmlrpc.client.ServerProxy(sim.url)
+    try:
+        yield proxy
+    finally:
+        proxy("close")()
