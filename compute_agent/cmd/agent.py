@@ -53,9 +53,9 @@ def _run(argv: list[str], backend: str, sd: object) -> int:
     setup_logging(CONF)
     log = logging.getLogger("compute_agent.cmd.agent")
     if CONF.concurrency_backend != backend:
-        log.error("concurrency_backend is %s in the parsed configuration but %s was "
-                  "selected at start-up; set it in a --config-file or on the command line",
-                  CONF.concurrency_backend, backend)
+        print(f"compute-agent: concurrency_backend is {CONF.concurrency_backend} in the "
+              f"parsed configuration but {backend} was selected at start-up; set it in a "
+              "--config-file or on the command line", file=sys.stderr)
         return EXIT_CONFIG
     gmr.setup(CONF)
 
@@ -72,9 +72,11 @@ def _run(argv: list[str], backend: str, sd: object) -> int:
     finally:
         db.dispose()  # nothing open may cross the launcher's fork
     if problem is not None:
-        log.error("Refusing to start: %s", problem)
+        # On stderr always (an operator at a terminal, systemd's journal);
+        # into the log too when the log goes somewhere else.
+        print(f"compute-agent: Refusing to start: {problem}", file=sys.stderr)
         if CONF.log_file or CONF.use_journal or CONF.use_syslog:
-            print(f"compute-agent: refusing to start: {problem}", file=sys.stderr)
+            log.error("Refusing to start: %s", problem)
         return EXIT_DATABASE
 
     from oslo_service import service as os_service
