@@ -12,6 +12,7 @@ or hang these requests; ``"*"`` rules stay for RPC calls.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -47,6 +48,23 @@ def drop(req) -> None:
         connection(req).shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def authenticate(req) -> str | None:
+    """The caller's session from ``session_id`` or basic auth (a new
+    session, for this request only), or None; answers nothing."""
+    sim = req.sim
+    try:
+        ref = req.query.get("session_id")
+        if ref is None:
+            auth = req.headers.get("Authorization", "")
+            if not auth.startswith("Basic "):
+                return None
+            user, _, pwd = base64.b64decode(auth[6:], validate=True).decode().partition(":")
+            ref = sim.sessions.login(req.host_ref, user, pwd, "http-basic")
+        return sim.sessions.validate(ref)
+    except (XenAPIError, ValueError, UnicodeDecodeError):
+        return None
 
 
 def fault_gate(req) -> bool:
@@ -108,10 +126,13 @@ class HttpTask:
             req.send_error(404, f"task {task_id} not found")
             return None
         self.own_session = "session_id" not in req.query
-        session = req.session()
+        session = authenticate(req)
         if session is None:
+            # the task fails before the 401 goes out: a client reading the
+            # 401 then the task must see the failure
             if task_id is not None:
                 sim.tasks.finish(task_id, error=XenAPIError("SESSION_AUTHENTICATION_FAILED"))
+            req.send_error(401, "unauthorised")
             return None
         self.session_ref = session
         if task_id is None:
