@@ -658,3 +658,15 @@ def test_console_waits_for_the_vm_to_run(sim, xapi, x):
     s, head = rfb_connect(sim, {"ref": console, "session_id": xapi._session})
     s.close()
     assert head.startswith(b"HTTP/1.1 404")
+
+
+def test_imported_data_follows_clone_and_goes_with_destroy(sim, xapi, x):
+    vdi = new_vdi(x, 2 * MiB)
+    data = os.urandom(2 * MiB)
+    assert upload(sim, xapi, vdi, data) == "success"
+    clone = x.VDI.clone(vdi, {})
+    assert export(sim, xapi, clone) == data
+    uuid = x.VDI.get_uuid(clone)
+    x.VDI.destroy(clone)
+    assert not (sim.state_dir / "vdis" / f"{uuid}.raw").exists()
+    assert export(sim, xapi, vdi) == data
