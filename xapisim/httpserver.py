@@ -37,7 +37,7 @@ class HTTPRequest:
         self.method = h.command
         parsed = urllib.parse.urlsplit(h.path)
         self.path = parsed.path
-        self.query_all = urllib.parse.parse_qs(parsed.query)
+        self.query_all = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
         self.query = {k: v[0] for k, v in self.query_all.items()}
         self.headers = h.headers
         self.rfile = h.rfile
@@ -117,6 +117,11 @@ class HTTPRequest:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A client that goes silent mid-request or idles on a keep-alive
+    # connection gives its thread back after this long (xapi drops idle
+    # connections too); long-running calls are unaffected, as the timeout
+    # only bounds socket reads and writes.
+    timeout = 300
     server_version = "xapi"
     sys_version = ""
     # Headers and body go out in separate writes: with Nagle on, the body

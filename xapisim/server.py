@@ -184,7 +184,9 @@ class Simulator:
         tmp.replace(self.db_file)
 
     def _housekeeping(self) -> None:
-        while not self._stop.wait(5.0):
+        # Often enough that a short task_gc_age (in tests) is honoured.
+        interval = max(0.2, min(5.0, self.tasks.gc_age / 2))
+        while not self._stop.wait(interval):
             try:
                 self.tasks.gc()
                 if self.persist:
