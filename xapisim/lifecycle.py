@@ -510,6 +510,7 @@ def boot(sim: Simulator, vm: str, host: str, paused: bool = False,
                      power_state="Paused" if paused else "Running",
                      domarch="x64", suspend_VDI=NULL_REF)
         _set_devices_attached(sim, vm, True)
+        _replace_console(sim, vm, host)
         refresh_host_memory(store, host)
         if old_host != host:
             refresh_host_memory(store, old_host)
@@ -517,6 +518,21 @@ def boot(sim: Simulator, vm: str, host: str, paused: bool = False,
         domid = rec["domid"]
     if not paused:
         schedule_guest_agent(sim, vm, domid)
+
+
+def _replace_console(sim: Simulator, vm: str, host: str | None) -> None:
+    """A running domain has an RFB console on its host; xapi makes it when
+    the domain is built and removes it with the domain."""
+    store = sim.store
+    for console in list(store.raw("VM", vm)["consoles"]):
+        store.destroy("console", console)
+    if host is None:
+        return
+    console = store.create("console", {"VM": vm, "protocol": "rfb"})
+    uuid = store.raw("console", console)["uuid"]
+    address = store.raw("host", host)["address"]
+    store.update("console", console,
+                 location=f"{sim.scheme}://{address}:{sim.port}/console?uuid={uuid}")
 
 
 def halt(sim: Simulator, vm: str) -> None:
@@ -534,6 +550,7 @@ def halt(sim: Simulator, vm: str) -> None:
         store.update("VM", vm, power_state="Halted", resident_on=NULL_REF,
                      scheduled_to_be_resident_on=NULL_REF, domid=-1, requires_reboot=False)
         _set_devices_attached(sim, vm, False)
+        _replace_console(sim, vm, None)
         refresh_host_memory(store, host)
         sim.refresh_allowed_operations("VM", vm)
 
@@ -552,6 +569,7 @@ def suspend(sim: Simulator, vm: str, suspend_vdi: str) -> None:
         store.update("VM", vm, power_state="Suspended", resident_on=NULL_REF, domid=-1,
                      suspend_VDI=suspend_vdi, last_booted_record=rec["last_booted_record"] or
                      f"<simulated boot record of {rec['uuid']}>")
+        _replace_console(sim, vm, None)
         refresh_host_memory(store, host)
         sim.refresh_allowed_operations("VM", vm)
 
