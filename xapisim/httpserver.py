@@ -9,6 +9,7 @@ import base64
 import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -288,6 +289,15 @@ class HostServer(ThreadingHTTPServer):
         if self.tls is not None:
             sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up mid-answer is ordinary; anything else is
+        logged with its traceback (never printed raw to stderr)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, ssl.SSLError, TimeoutError)):
+            LOG.debug("connection from %s ended: %r", client_address[0], exc)
+        else:
+            LOG.exception("error serving %s", client_address[0])
 
     def track(self, conn: socket.socket, add: bool) -> None:
         with self._conns_lock:
