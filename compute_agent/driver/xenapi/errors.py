@@ -10,6 +10,7 @@ session reference: both end up in logs, fault records and RPC replies.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
 import urllib.parse
@@ -29,6 +30,7 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     xmlrpc.client.Fault,  # the SDK's own "could not log in again" and bad envelopes
     xmlrpc.client.ResponseError,
     xml.parsers.expat.ExpatError,  # an answer cut short by a dropped connection
+    json.JSONDecodeError,  # the same over JSON-RPC
 )
 
 SESSION_PLACEHOLDER = "<session>"

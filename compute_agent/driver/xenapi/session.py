@@ -32,6 +32,7 @@ import XenAPI
 
 from compute_agent import exceptions
 from compute_agent.driver.xenapi import errors
+from compute_agent.driver.xenapi.jsonrpc import JsonRpcSession, JsonRpcTransport
 from compute_agent.driver.xenapi.transport import TLSSettings, make_transport, with_host
 
 LOG = logging.getLogger(__name__)
@@ -135,8 +136,13 @@ def is_read_only(method: str) -> bool:
     return name.startswith("get_")
 
 
+XMLRPC = "xmlrpc"
+JSONRPC = "jsonrpc"
+
+
 class XenAPISession:
-    """One logged-in SDK session. Use from one thread at a time."""
+    """One logged-in session: the official SDK (XML-RPC), or its JSON-RPC
+    twin (jsonrpc.py) for the event stream. Use from one thread at a time."""
 
     def __init__(
         self,
@@ -144,6 +150,7 @@ class XenAPISession:
         coordinator: Coordinator,
         stats: CallStats | None = None,
         call_timeout: float | None = None,
+        protocol: str = XMLRPC,
     ):
         self.settings = settings
         self.coordinator = coordinator
@@ -153,6 +160,7 @@ class XenAPISession:
         self._transport: Any = None
         self._interrupted = False
         self.url = coordinator.url
+        self.protocol = protocol
         # How often this session logged in (itself or through the SDK's
         # automatic re-login): a change means xapi may have restarted.
         self.logins = 0
@@ -172,9 +180,7 @@ class XenAPISession:
         fell_back = False
         redirects = 0
         while True:
-            transport = make_transport(url, self.settings.login_timeout, self.settings.tls)
-            transport.interrupted = self._interrupted  # stopping: no new connections
-            sdk = XenAPI.Session(url, transport=transport)
+            transport, sdk = self._connect(url)
             try:
                 self.stats.count_login()
                 sdk.xenapi.login_with_password(
@@ -195,6 +201,11 @@ class XenAPISession:
                 raise errors.from_failure(f, [self.settings.password]) from None
             except errors.TRANSPORT_ERRORS as e:
                 transport.close()
+                if (self.protocol == JSONRPC and isinstance(e, xmlrpc.client.ProtocolError)
+                        and e.errcode in (404, 405, 501)):
+                    LOG.info("dom0 has no JSON-RPC endpoint; using XML-RPC")
+                    self.protocol = XMLRPC
+                    continue
                 # A remembered coordinator may be gone (the pool elected a new
                 # one); the configured address still knows where it is now.
                 if url != self.coordinator.configured_url and not fell_back:
@@ -206,6 +217,19 @@ class XenAPISession:
             self.logins += 1
             self.coordinator.logged_in_at(url)
             return
+
+    def _connect(self, url: str) -> tuple[Any, Any]:
+        timeout = self.settings.login_timeout
+        transport: Any
+        sdk: Any
+        if self.protocol == JSONRPC:
+            transport = JsonRpcTransport(url, timeout, self.settings.tls)
+            sdk = JsonRpcSession(url, transport)
+        else:
+            transport = make_transport(url, timeout, self.settings.tls)
+            sdk = XenAPI.Session(url, transport=transport)
+        transport.interrupted = self._interrupted  # stopping: no new connections
+        return transport, sdk
 
     def logout(self) -> None:
         """Log out (best effort: dom0 may already be gone) and close."""
@@ -376,11 +400,13 @@ class SessionPool:
         with self.session() as sess:
             return sess.call(method, *args, timeout=timeout)
 
-    def dedicated(self, call_timeout: float | None = None) -> XenAPISession:
+    def dedicated(self, call_timeout: float | None = None,
+                  protocol: str = XMLRPC) -> XenAPISession:
         """A session outside the pool's bound, for a long-lived user (the
         task watcher's event.from loop); logged out by close()."""
         self._check_open()
-        sess = XenAPISession(self.settings, self.coordinator, self.stats, call_timeout)
+        sess = XenAPISession(self.settings, self.coordinator, self.stats, call_timeout,
+                             protocol)
         with self._lock:
             self._dedicated.append(sess)
         return sess

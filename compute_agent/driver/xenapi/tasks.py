@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -153,6 +154,55 @@ class PollingWaiter:
         pass
 
 
+# -- removing finished tasks ---------------------------------------------------------
+
+
+class TaskReaper:
+    """Destroys finished tasks in the background: once a task's outcome is
+    recorded nobody needs it, and its caller need not wait for the call.
+    ``close()`` destroys what is still queued (bounded in time)."""
+
+    def __init__(self, pool: SessionPool):
+        self.pool = pool
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def reap(self, ref: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="xenapi-task-reaper",
+                                                daemon=True)
+                self._thread.start()
+        self._queue.put(ref)
+
+    def _run(self) -> None:
+        while True:
+            ref = self._queue.get()
+            if ref is None:
+                return
+            destroy_task(self.pool, ref)
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+
+def destroy_task(pool: SessionPool, ref: str) -> None:
+    """Remove a finished task from dom0; one already gone is fine."""
+    try:
+        pool.call("task.destroy", ref)
+    except (exceptions.HypervisorError, exceptions.HypervisorUnavailable) as e:
+        LOG.debug("task.destroy failed: %s", e)
+
+
 # -- the runner ------------------------------------------------------------------
 
 
@@ -186,6 +236,7 @@ class TaskRunner:
         self.default_timeout = default_timeout
         self._ops: dict[str, OperationState] = {}
         self._lock = threading.Lock()
+        self.reaper = TaskReaper(pool)
 
     # -- operations ------------------------------------------------------------
     @contextlib.contextmanager
@@ -340,7 +391,7 @@ class TaskRunner:
                 outcome.error_info or None,
             )
             if outcome.status != LOST:
-                self.destroy_task(ref)
+                self.reaper.reap(ref)
         return outcome, timed_out
 
     def _lookup_uuid(self, ref: str) -> str:
@@ -358,13 +409,6 @@ class TaskRunner:
             # tells what happened.
             LOG.debug("task.cancel not sent: %s", e)
 
-    def destroy_task(self, ref: str) -> None:
-        """Remove a finished task from dom0 (its outcome is recorded)."""
-        try:
-            self.pool.call("task.destroy", ref)
-        except (exceptions.HypervisorError, exceptions.HypervisorUnavailable) as e:
-            LOG.debug("task.destroy failed: %s", e)
-
     def _notify(self, what: str, *args: Any) -> None:
         if self.listener is None:
             return
@@ -375,3 +419,4 @@ class TaskRunner:
 
     def close(self) -> None:
         self.waiter.close()
+        self.reaper.close()

@@ -61,7 +61,8 @@ def instance_info(vm_ref: str, record: dict[str, Any]) -> InstanceInfo:
             # A guest rebooting on its own stays Running with the same reason:
             # only these tell one reboot from the next.
             "last_shutdown_time": (record.get("other_config") or {}).get("last_shutdown_time"),
-            "domid": record.get("domid"),
+            # str: XML-RPC sends int64 as strings, JSON-RPC as numbers.
+            "domid": str(record.get("domid")),
         },
     )
 

@@ -11,7 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from xenapi_fixtures import PASSWORD, USER, login, logout, make_instance, op_for
+from xenapi_fixtures import (
+    PASSWORD,
+    USER,
+    login,
+    logout,
+    make_instance,
+    no_tasks_left,
+    op_for,
+    wait_until,
+)
 
 from compute_agent import exceptions
 from compute_agent.driver import power_state
@@ -20,16 +29,6 @@ from compute_agent.driver.xenapi import ownership, vm_ops
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
 from compute_agent.driver.xenapi.watcher import TaskWatcher
 from xapisim.server import Simulator
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 5.0, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def halted_vms(xapi, host: str, n: int) -> list[str]:
@@ -94,7 +93,7 @@ def test_concurrent_operations_share_one_stream(ctl, driver, xapi):
     assert watcher.stats.direct_reads == calls_before["direct_reads"]
     # A handful of long-polls served all twenty.
     assert watcher.stats.event_from_calls - calls_before["event_from_calls"] < 100
-    assert xapi.xenapi.task.get_all() == []
+    no_tasks_left(xapi)
 
 
 def test_task_finished_before_registration(watcher, xapi):
@@ -262,7 +261,7 @@ def test_polling_mode_by_config(sim, make_driver, listener, xapi):
     driver.reboot(op_for(inst, "reboot"), inst, "HARD")
     driver.destroy(op_for(inst, "destroy"), inst)
     assert all(f[2] == "success" for f in listener.of("finished"))
-    assert xapi.xenapi.task.get_all() == []
+    no_tasks_left(xapi)
 
 
 # -- VM power state events -----------------------------------------------------------------
@@ -315,7 +314,7 @@ def test_reattach_task(ctl, driver, xapi, listener):
     assert state.status == "success" and not state.timed_out and state.progress == 1.0
     assert listener.of("finished")[-1][1:3] == (task, "success")
     assert not listener.of("started")
-    assert task not in xapi.xenapi.task.get_all()
+    wait_until(lambda: task not in xapi.xenapi.task.get_all())
 
     lost = driver.reattach_task(op, "OpaqueRef:00000000-0000-0000-0000-000000000000", 10)
     assert (lost.status, lost.error[0]) == ("lost", "TASK_LOST")

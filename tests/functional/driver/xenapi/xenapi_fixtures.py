@@ -4,7 +4,9 @@ own, not conftest, so that test modules can import it by a unique name)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid as uuidlib
+from collections.abc import Callable
 from typing import Any
 
 import XenAPI
@@ -70,3 +72,19 @@ def logout(session: XenAPI.Session) -> None:
         pass
 
 
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 5.0, step: float = 0.02) -> Any:
+    """pred()'s first truthy value, polled until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def no_tasks_left(xapi) -> None:
+    """Finished tasks are destroyed in the background, soon after."""
+    wait_until(lambda: xapi.xenapi.task.get_all() == [])

@@ -256,3 +256,36 @@ def test_scratch_vm_is_sized_and_marked():
     vdi = storage.root_vdi_record(INSTANCE, "OpaqueRef:sr", "agent-1")
     assert vdi["virtual_size"] == str(10 * 1024**3)
     assert ownership.instance_of(vdi) == INSTANCE["uuid"]
+
+
+# -- JSON-RPC answers (the event stream's protocol) --------------------------------------
+
+
+def test_jsonrpc_answers():
+    from compute_agent.driver.xenapi import jsonrpc
+
+    assert jsonrpc.parse_answer({"jsonrpc": "2.0", "result": {"a": 1}, "id": 1}) == {"a": 1}
+    assert jsonrpc.parse_answer({"result": None, "error": None, "id": 1}) is None  # 1.0, void
+    with pytest.raises(XenAPI.Failure) as exc:
+        jsonrpc.parse_answer({"jsonrpc": "2.0", "id": 1, "error": {
+            "code": 1, "message": "HANDLE_INVALID", "data": ["VM", "OpaqueRef:x"]}})
+    assert exc.value.details == ["HANDLE_INVALID", "VM", "OpaqueRef:x"]
+    with pytest.raises(XenAPI.Failure) as exc:
+        jsonrpc.parse_answer({"result": None, "error": ["EVENTS_LOST"], "id": 1})
+    assert exc.value.details == ["EVENTS_LOST"]
+    # SESSION_INVALID is the SDK's cue to log in again, not a failure.
+    relogin = jsonrpc.parse_answer({"jsonrpc": "2.0", "id": 1, "error": {
+        "code": 1, "message": "SESSION_INVALID", "data": ["OpaqueRef:s"]}})
+    assert relogin is jsonrpc._RELOGIN
+    for bad in ([], {"jsonrpc": "2.0", "id": 1}):
+        with pytest.raises(xmlrpc.client.ResponseError):
+            jsonrpc.parse_answer(bad)
+
+
+def test_only_reads_are_retried_after_a_broken_connection():
+    from compute_agent.driver.xenapi.session import is_read_only
+
+    assert is_read_only("VM.get_record") and is_read_only("task.get_all_records")
+    assert not is_read_only("Async.VM.get_record")
+    assert not is_read_only("VM.start") and not is_read_only("event.from")
+    assert not is_read_only("task.destroy")
