@@ -27,6 +27,10 @@ State transitions (task_state is None in every stable state):
 On a failed start/stop/reboot the instance settles into what the hypervisor
 shows (running -> active, halted -> stopped, otherwise error); a failed
 build or terminate ends in ``error``. Every failure adds an instance fault.
+
+What an earlier run of the agent left half done is settled by recovery.py
+(on start and after a dom0 reconnect); power state changes the agent did not
+ask for are applied by power_sync.py (see docs/tasks.md).
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ from compute_agent import notifications as notif
 from compute_agent.context import RequestContext, get_admin_context
 from compute_agent.db.types import utcnow
 from compute_agent.driver import load_driver, power_state
-from compute_agent.driver.base import REBOOT_HARD, REBOOT_TYPES, ComputeDriver, InstanceInfo
+from compute_agent.driver.base import REBOOT_HARD, REBOOT_TYPES, ComputeDriver
 from compute_agent.driver.base import Operation as DriverOperation
 from compute_agent.locks import InstanceLocks
+from compute_agent.power_sync import PowerStateSync
+from compute_agent.recovery import Recovery
 from compute_agent.task_listener import TrackedTaskListener
 from compute_agent.validation import validate_instance, validate_uuid
 
@@ -116,8 +122,14 @@ class ComputeManager:
         elif driver.task_listener is None:
             driver.task_listener = self.task_listener
         self.driver = driver
-        self.driver.set_power_state_listener(self._on_power_state_change)
         self._locks = InstanceLocks()
+        # Power state changes the agent did not ask for, and what an earlier
+        # run left half done: both share the per-instance locks.
+        self.power_sync = PowerStateSync(db, driver, self.notifier, self.host,
+                                         locks=self._locks)
+        self.driver.set_power_state_listener(self.power_sync.on_event)
+        self.recovery = Recovery(conf, db, driver, self.notifier, self.host,
+                                 locks=self._locks, busy=self.busy_instances)
         self._build_slots = threading.BoundedSemaphore(conf.max_concurrent_builds)
         self._builds_running = 0
         self._counter_lock = threading.Lock()
@@ -132,9 +144,24 @@ class ComputeManager:
     # ------------------------------------------------------------------ lifecycle
 
     def init_host(self) -> None:
-        """Connect the driver and write the first heartbeat."""
+        """Connect the driver, start recovering what an earlier run left
+        half done (recovery.py: classified now, settled in background
+        threads), and write the first heartbeat. Recovery runs again
+        whenever the driver reconnects to the hypervisor."""
         self.driver.init_host(self.host)
+        self._recover("start")
+        self.driver.set_reconnect_listener(lambda: self._recover("reconnect"))
         self.report_host(get_admin_context())
+
+    def _recover(self, reason: str) -> None:
+        if self._stopping.is_set():
+            return
+        ctxt = get_admin_context()
+        try:
+            self.recovery.start(ctxt, reason=reason)
+        except Exception:
+            # The agent serves anyway; the next reconnect or start retries.
+            LOG.exception("Recovery (%s) failed", reason)
 
     def shutdown(self, timeout: float | None) -> list[str]:
         """Stop taking work, hand back builds that have not started in the
@@ -153,6 +180,8 @@ class ComputeManager:
             left = sorted(t.name for t in self._workers)
         if left:
             LOG.warning("Shutting down with operations still running: %s", ", ".join(left))
+        self.recovery.stop()
+        self.power_sync.stop()
         try:
             self.driver.cleanup_host()
         except Exception:
@@ -612,78 +641,10 @@ class ComputeManager:
             LOG.exception("Could not record host resources")
 
     def sync_power_states(self, ctxt: RequestContext) -> int:
-        """Backstop reconciliation of power states; returns how many
-        instances changed. Instances with an operation in progress are left
-        to that operation."""
-        changed = 0
-        for inst in self.db.list_instances(host=self.host, internal=True):
-            if inst["task_state"] is not None or inst["vm_state"] == states.BUILDING:
-                continue
-            try:
-                info = self.driver.get_info(inst)
-            except exceptions.InstanceNotFound:
-                info = None
-            except exceptions.ComputeAgentError as exc:
-                LOG.warning("Power state sync stopped: %s", exc.message)
-                return changed
-            if self._apply_power_state(ctxt, inst, info):
-                changed += 1
-        return changed
-
-    def _on_power_state_change(self, instance_uuid: str, info: InstanceInfo) -> None:
-        """Driver callback: the guest changed power state on its own."""
-        ctxt = get_admin_context().for_instance(instance_uuid)
-        ctxt.update_store()
-        try:
-            with self._locks.hold(instance_uuid):
-                inst = self.db.get_instance(instance_uuid, internal=True)
-                if inst["task_state"] is None and inst["host"] == self.host:
-                    self._apply_power_state(ctxt, inst, info)
-        except exceptions.InstanceNotFound:
-            LOG.debug("Power event for unknown instance %s", instance_uuid)
-        except Exception:
-            LOG.exception("Could not apply power state event of %s", instance_uuid)
-
-    def _apply_power_state(self, ctxt: RequestContext, inst: dict[str, Any],
-                           info: InstanceInfo | None) -> bool:
-        uuid = inst["uuid"]
-        old_power, old_vm = inst["power_state"], inst["vm_state"]
-        if old_vm in (states.DELETED, states.BUILDING):
-            return False
-        values: dict[str, Any] = {}
-        fault = None
-        if info is None:
-            if old_vm == states.ERROR and old_power == power_state.NOSTATE:
-                return False
-            values = {"vm_state": states.ERROR, "power_state": power_state.NOSTATE}
-            fault = ("VM_MISSING", [uuid], f"The VM of instance {uuid} is gone from the "
-                     "hypervisor")
-        else:
-            new_power = info.power_state
-            if new_power == old_power:
-                return False
-            values = {"power_state": new_power, "shutdown_reason": info.shutdown_reason}
-            if new_power == power_state.SHUTDOWN and old_vm == states.ACTIVE:
-                values["vm_state"] = states.STOPPED
-            elif new_power == power_state.RUNNING and old_vm in (states.STOPPED, states.ERROR):
-                values["vm_state"] = states.ACTIVE
-            elif new_power == power_state.CRASHED:
-                values["vm_state"] = states.ERROR
-                fault = ("GUEST_CRASHED", [uuid, info.shutdown_reason or ""],
-                         f"The guest of instance {uuid} crashed")
-        try:
-            updated = self.db.update_instance(uuid, values, expected_task_state=None)
-        except exceptions.UnexpectedTaskState:
-            return False  # an operation started meanwhile; it will settle the state
-        if fault is not None:
-            self.db.add_instance_fault(uuid, *fault)
-            updated = self.db.get_instance(uuid)
-        LOG.info("Instance %s changed outside the agent: power %s -> %s, vm_state %s -> %s",
-                 uuid, power_state.name(old_power), power_state.name(updated["power_state"]),
-                 old_vm, updated["vm_state"])
-        self.notifier.instance_update(ctxt, updated, old_power, old_vm,
-                                      info.shutdown_reason if info else "missing")
-        return True
+        """Backstop reconciliation of power states (power_sync.py has the
+        rules); returns how many instances changed. Instances with an
+        operation in progress are left to that operation."""
+        return self.power_sync.sync_all(ctxt)
 
     # ------------------------------------------------------------------ helpers
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from compute_agent.driver.task_state import TaskState
+
 # Reboot types accepted by ComputeDriver.reboot.
 REBOOT_SOFT = "SOFT"
 REBOOT_HARD = "HARD"
@@ -126,6 +128,7 @@ class ComputeDriver:
     def __init__(self, task_listener: TaskListener | None = None):
         self.task_listener = task_listener
         self.power_state_listener: PowerStateListener | None = None
+        self.reconnect_listener: Callable[[], None] | None = None
 
     # -- lifecycle of the driver itself ------------------------------------
 
@@ -214,3 +217,32 @@ class ComputeDriver:
         crashing or rebooting on its own). Drivers that cannot watch events
         never call it; the manager's periodic sync is the backstop."""
         self.power_state_listener = cb
+
+    # -- issue 4: recovery -----------------------------------------------------------
+
+    def reattach_task(self, op: Operation, task_ref: str, timeout: float) -> TaskState:
+        """Follow a hypervisor task that an EARLIER run of the agent started
+        (its row is in tracked_tasks), for recovery after a restart.
+
+        If the hypervisor no longer has the task (destroyed, garbage
+        collected, lost in a restart of its API) return
+        ``TaskState('lost', error=['TASK_LOST', task_ref])`` at once; if it
+        has ended, its final state at once. Otherwise wait until it ends, at
+        most ``timeout`` seconds (may be 0); on expiry cancel it, wait a short
+        grace and return its end with ``timed_out=True`` (status 'pending'
+        if it still has not ended). While waiting, ``cancel(op.instance_uuid)``
+        reaches the task. Report to the TaskListener as for the driver's own
+        tasks, except task_started (the row exists): task_progress while
+        waiting, task_finished at the end (lost as 'failure' with
+        ['TASK_LOST', ref]); then remove the ended task from the hypervisor.
+        Raises HypervisorUnavailable when the hypervisor cannot be reached.
+        """
+        raise NotImplementedError
+
+    def set_reconnect_listener(self, cb: Callable[[], None] | None) -> None:
+        """Register ``cb()``, called (from a driver thread, which it must not
+        block for long) after the connection to the hypervisor was lost and
+        re-established or its API restarted: tasks may have ended or been
+        lost meanwhile, and recovery runs again. Drivers without such a
+        notion never call it."""
+        self.reconnect_listener = cb

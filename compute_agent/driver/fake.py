@@ -15,6 +15,12 @@ layers without a hypervisor. Tests steer it in two ways:
 
 ``<op>`` is the Operation name: spawn, power_on, power_off, reboot, destroy.
 The driver reports fake dom0 tasks to its TaskListener like a real one would.
+
+For recovery tests, tasks an "earlier run" left in dom0 are put in the task
+table (:meth:`FakeDriver.add_task`, :meth:`FakeDriver.complete_task`,
+:meth:`FakeDriver.forget_tasks`; fake_tasks.py) and followed by
+:meth:`FakeDriver.reattach_task`; :meth:`FakeDriver.add_vm` puts a VM in
+directly.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 
 from compute_agent import exceptions
 from compute_agent.driver import power_state
+from compute_agent.driver import task_state as ts
 from compute_agent.driver.base import (
     REBOOT_HARD,
     REBOOT_TYPES,
@@ -35,6 +42,7 @@ from compute_agent.driver.base import (
     Operation,
     TaskListener,
 )
+from compute_agent.driver.fake_tasks import FakeTaskRecord, FakeTaskTable
 
 
 @dataclass
@@ -47,6 +55,8 @@ class FakeVM:
     vm_ref: str
     power_state: int = power_state.SHUTDOWN
     shutdown_reason: str | None = None
+    # Changes with every shutdown or reboot (as xapi's last_shutdown_time).
+    shutdown_time: str | None = None
     boots: int = 0
     history: list[str] = field(default_factory=list)
 
@@ -100,7 +110,12 @@ class FakeDriver(ComputeDriver):
         self._gates: dict[str, Gate] = {}
         self._in_flight: dict[str, threading.Event] = {}  # uuid -> cancel flag
         self._refs = itertools.count(1)
+        self._shutdowns = itertools.count(1)
         self.cleaned_up = False
+        # dom0 tasks left by an "earlier run" (recovery tests); see add_task.
+        self.task_table = FakeTaskTable(self._apply_task_effect)
+        self.reattached: list[str] = []
+        self.reattach_unavailable = 0  # this many reattach_task calls fail as unreachable
 
     # -- test hooks ----------------------------------------------------------
 
@@ -134,10 +149,41 @@ class FakeDriver(ComputeDriver):
         with self._lock:
             vm = self._vm(instance_uuid)
             vm.power_state = new_state
-            vm.shutdown_reason = reason
+            self._record_shutdown(vm, reason)
             info = self._info(vm)
         if self.power_state_listener is not None:
             self.power_state_listener(instance_uuid, info)
+
+    def add_vm(self, uuid: str, state: int = power_state.RUNNING,
+               name: str = "vm") -> FakeVM:
+        """Put a VM for ``uuid`` into the fake hypervisor directly (e.g. one
+        an earlier run of the agent half built)."""
+        vm = FakeVM(uuid=uuid, name=name, vcpus=1, memory_mb=256, root_gb=1,
+                    vm_ref=f"OpaqueRef:vm-{uuid}", power_state=state)
+        with self._lock:
+            self.vms[uuid] = vm
+        return vm
+
+    def add_task(self, ref: str, status: str = ts.PENDING, **fields: Any) -> FakeTaskRecord:
+        """A dom0 task an earlier run of the agent started (for
+        reattach_task): ``status``, ``progress``, ``result``, ``error`` and
+        ``effect`` = (instance uuid, power state its VM gets on success)."""
+        return self.task_table.add(ref, status, **fields)
+
+    def complete_task(self, ref: str, status: str = ts.SUCCESS,
+                      error: list[str] | None = None) -> None:
+        """End a pending task (its effect applies on success)."""
+        self.task_table.complete(ref, status, error)
+
+    def forget_tasks(self) -> None:
+        """Every task disappears, as in an xapi restart."""
+        self.task_table.forget_all()
+
+    def _apply_task_effect(self, effect: tuple[str, int]) -> None:
+        uuid, state = effect
+        with self._lock:
+            if uuid in self.vms:
+                self.vms[uuid].power_state = state
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -186,7 +232,7 @@ class FakeDriver(ComputeDriver):
                 hard = not clean or _unresponsive(instance)
                 vm.history.append("hard_shutdown" if hard else "clean_shutdown")
                 vm.power_state = power_state.SHUTDOWN
-                vm.shutdown_reason = "halted"
+                self._record_shutdown(vm, "halted")
 
     def reboot(self, op: Operation, instance: dict[str, Any], reboot_type: str) -> None:
         if reboot_type not in REBOOT_TYPES:
@@ -196,7 +242,7 @@ class FakeDriver(ComputeDriver):
                 vm = self._vm(instance["uuid"])
                 hard = reboot_type == REBOOT_HARD or _unresponsive(instance)
                 vm.history.append("hard_reboot" if hard else "clean_reboot")
-                vm.shutdown_reason = "rebooted"
+                self._record_shutdown(vm, "rebooted")
                 self._boot(vm, "reboot")
 
     def destroy(self, op: Operation, instance: dict[str, Any]) -> None:
@@ -242,6 +288,29 @@ class FakeDriver(ComputeDriver):
         flag.set()
         return True
 
+    def reattach_task(self, op: Operation, task_ref: str, timeout: float) -> ts.TaskState:
+        if self.reattach_unavailable > 0:
+            self.reattach_unavailable -= 1
+            raise exceptions.HypervisorUnavailable("fake://dom0", "connection refused")
+        self.reattached.append(task_ref)
+        cancel_flag = threading.Event()
+        with self._lock:
+            self._in_flight[op.instance_uuid] = cancel_flag
+        try:
+            state = self.task_table.follow(task_ref, timeout, cancel_flag)
+        finally:
+            with self._lock:
+                if self._in_flight.get(op.instance_uuid) is cancel_flag:
+                    del self._in_flight[op.instance_uuid]
+        listener = self.task_listener
+        if listener is not None:
+            status = ts.FAILURE if state.status == ts.LOST else state.status
+            try:
+                listener.task_finished(op, task_ref, status, state.result, state.error)
+            except Exception:  # noqa: BLE001 - a listener failure must not fail recovery
+                pass
+        return state
+
     # -- internals -------------------------------------------------------------
 
     def _vm(self, uuid: str) -> FakeVM:
@@ -256,8 +325,13 @@ class FakeDriver(ComputeDriver):
             power_state=vm.power_state,
             vm_ref=vm.vm_ref,
             shutdown_reason=vm.shutdown_reason,
-            extra={"boots": vm.boots},
+            extra={"boots": vm.boots, "last_shutdown_time": vm.shutdown_time},
         )
+
+    def _record_shutdown(self, vm: FakeVM, reason: str | None) -> None:
+        vm.shutdown_reason = reason
+        if reason is not None:
+            vm.shutdown_time = f"shutdown-{next(self._shutdowns)}"
 
     @staticmethod
     def _boot(vm: FakeVM, why: str) -> None:

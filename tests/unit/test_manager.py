@@ -634,10 +634,11 @@ def test_host_status_when_hypervisor_unreachable(manager, fake_driver):
 def test_guest_shutting_down_on_its_own_is_recorded(manager, fake_driver, agent_db, notifier):
     uuid = build(manager)
     fake_driver.guest_event(uuid, power_state.SHUTDOWN, "halted")
+    assert manager.power_sync.wait_idle(WAIT)  # events are applied by power_sync's worker
     inst = agent_db.get_instance(uuid, internal=True)
     assert (inst["vm_state"], inst["power_state"]) == (states.STOPPED, power_state.SHUTDOWN)
     assert inst["shutdown_reason"] == "halted"
-    update = notifier.data("instance.update")
+    update = notifier.data("instance.power_state.update")
     assert update["old_power_state"] == power_state.RUNNING
     assert update["instance"]["vm_state"] == states.STOPPED
 
@@ -645,6 +646,7 @@ def test_guest_shutting_down_on_its_own_is_recorded(manager, fake_driver, agent_
 def test_guest_crash_is_error_with_fault(manager, fake_driver, agent_db):
     uuid = build(manager)
     fake_driver.guest_event(uuid, power_state.CRASHED, "crashed")
+    assert manager.power_sync.wait_idle(WAIT)
     inst = agent_db.get_instance(uuid)
     assert inst["vm_state"] == states.ERROR
     assert inst["fault"]["code"] == "GUEST_CRASHED"

@@ -13,16 +13,16 @@ from compute_agent.context import get_admin_context
 from compute_agent.db.types import utcnow
 from compute_agent.driver import power_state
 from compute_agent.driver.base import InstanceInfo
+from compute_agent.driver.fake import FakeDriver
 from compute_agent.power_sync import EVENT_TYPE, PowerStateSync, target_vm_state
-from tests.unit.task_table_driver import TaskTableDriver
 
 HOST = "test-host"
 WAIT = 10
 
 
 @pytest.fixture
-def driver() -> TaskTableDriver:
-    d = TaskTableDriver()
+def driver() -> FakeDriver:
+    d = FakeDriver()
     d.init_host(HOST)
     return d
 

@@ -1,5 +1,5 @@
 """Recovery of work an earlier run of the agent left half done: real SQLite,
-the fake driver with a dom0 task table (tests/unit/task_table_driver.py)."""
+the fake driver with its dom0 task table (driver/fake_tasks.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from compute_agent import exceptions, recovery, states
 from compute_agent.db.types import utcnow
 from compute_agent.driver import power_state
 from compute_agent.driver import task_state as ts
-from compute_agent.driver.base import InstanceInfo
+from compute_agent.driver.base import ComputeDriver, InstanceInfo
+from compute_agent.driver.fake import FakeDriver
 from compute_agent.locks import InstanceLocks
 from compute_agent.recovery import Decision, Recovery, cause, decide
 from compute_agent.task_listener import TrackedTaskListener
-from tests.unit.task_table_driver import TaskTableDriver
 
 HOST = "test-host"
 WAIT = 10  # bound for background threads; never a speed assertion
@@ -33,8 +33,8 @@ ACTIONS = {  # task_state -> (action record, event)
 
 
 @pytest.fixture
-def driver(agent_db) -> TaskTableDriver:
-    d = TaskTableDriver()
+def driver(agent_db) -> FakeDriver:
+    d = FakeDriver()
     d.init_host(HOST)
     d.task_listener = TrackedTaskListener(agent_db, HOST, 0.0)
     return d
@@ -155,7 +155,7 @@ def test_build_whose_task_finishes_after_the_restart_ends_active(rec, driver, ag
         ("compute_build_instance", "success")]
     assert notifier.event_types() == ["instance.create.end"]
     assert result.settled == {uuid: states.ACTIVE}
-    assert "OpaqueRef:t1" not in driver.tasks  # destroyed once recorded
+    assert "OpaqueRef:t1" not in driver.task_table.refs()  # destroyed once recorded
 
 
 def test_build_whose_task_was_lost_is_rolled_back(rec, driver, agent_db, notifier):
@@ -326,7 +326,7 @@ def test_task_past_its_deadline_is_cancelled_and_timed_out(rec, driver, agent_db
     driver.add_vm(uuid, power_state.SHUTDOWN)
     driver.add_task("OpaqueRef:slow")
     run(rec)
-    assert driver.cancelled_tasks == ["OpaqueRef:slow"]
+    assert driver.task_table.cancelled == ["OpaqueRef:slow"]
     inst = agent_db.get_instance(uuid)
     assert (inst["vm_state"], inst["task_state"]) == (states.STOPPED, None)
     assert inst["fault"]["code"] == "OPERATION_TIMED_OUT"
@@ -449,11 +449,11 @@ def test_unreachable_dom0_leaves_the_instance_for_a_later_run(rec, driver, agent
                           [("OpaqueRef:t", "power_on", ts.PENDING)], power_state.SHUTDOWN)
     driver.add_vm(uuid, power_state.SHUTDOWN)
     driver.add_task("OpaqueRef:t", status=ts.SUCCESS, effect=(uuid, power_state.RUNNING))
-    driver.unavailable = 1000
+    driver.reattach_unavailable = 1000
     run(rec)
     assert agent_db.get_instance(uuid)["task_state"] == states.POWERING_ON
     assert agent_db.get_tracked_task("OpaqueRef:t")["status"] == "pending"
-    driver.unavailable = 0
+    driver.reattach_unavailable = 0
     driver.vms[uuid].power_state = power_state.RUNNING
     run(rec, reason="reconnect")
     inst = agent_db.get_instance(uuid)
@@ -466,7 +466,7 @@ def test_unavailable_blip_is_retried(rec, driver, agent_db):
                           [("OpaqueRef:t", "power_off", ts.PENDING)], power_state.RUNNING)
     driver.add_vm(uuid, power_state.SHUTDOWN)
     driver.add_task("OpaqueRef:t", status=ts.SUCCESS)
-    driver.unavailable = 1
+    driver.reattach_unavailable = 1
     run(rec)
     assert agent_db.get_instance(uuid)["vm_state"] == states.STOPPED
 
@@ -484,12 +484,9 @@ def test_task_of_a_stable_instance_is_only_recorded(rec, driver, agent_db):
 
 
 def test_driver_without_reattach_marks_tasks_lost(agent_conf, agent_db, notifier):
-    from compute_agent.driver.fake import FakeDriver
-
     plain = FakeDriver()
     plain.init_host(HOST)
-    if hasattr(plain, "reattach_task"):
-        plain.reattach_task = None  # behave like a driver without the method
+    plain.reattach_task = ComputeDriver.reattach_task.__get__(plain)  # the base: not implemented
     uuid, _ = left_behind(agent_db, states.SPAWNING, states.BUILDING,
                           [("OpaqueRef:t", "spawn", ts.PENDING)])
     r = Recovery(agent_conf, agent_db, plain, notifier, HOST)
@@ -501,3 +498,48 @@ def test_driver_without_reattach_marks_tasks_lost(agent_conf, agent_db, notifier
 def test_run_with_nothing_to_do(rec):
     result = run(rec)
     assert (result.instances, result.tasks, result.orphans) == ([], [], [])
+
+
+# --------------------------------------------------------------------------- wired into the manager
+
+
+def test_manager_recovers_on_start_and_after_a_reconnect(agent_conf, agent_db, notifier):
+    from compute_agent.context import new_context
+    from compute_agent.manager import ComputeManager
+
+    driver = FakeDriver()
+    crashed_build, _ = left_behind(agent_db, states.SPAWNING, states.BUILDING,
+                                   [("OpaqueRef:b", "spawn", ts.PENDING)])
+    driver.add_vm(crashed_build, power_state.SHUTDOWN)
+    driver.add_task("OpaqueRef:b", effect=(crashed_build, power_state.RUNNING))
+    driver.complete_task("OpaqueRef:b")
+    mgr = ComputeManager(agent_conf, agent_db, driver=driver, notifier=notifier, host=HOST)
+    mgr.init_host()
+    try:
+        assert mgr.recovery.last_run.reason == "start"
+        assert mgr.recovery.last_run.wait(WAIT)
+        assert agent_db.get_instance(crashed_build)["vm_state"] == states.ACTIVE
+
+        # An operation of this process is running when dom0 reconnects:
+        # recovery leaves it alone and settles only what nobody owns.
+        mgr.driver.add_vm(stopped := str(uuidlib.uuid4()), power_state.SHUTDOWN)
+        agent_db.create_instance({"uuid": stopped, "name": "s", "host": HOST,
+                                  "vm_state": states.STOPPED, "power_state": 4})
+        gate = driver.hold("power_on")
+        mgr.start_instance(new_context(), stopped)
+        assert gate.wait_entered(WAIT)
+        orphaned, _ = left_behind(agent_db, states.POWERING_OFF, states.ACTIVE, (),
+                                  power_state.RUNNING)
+        driver.add_vm(orphaned, power_state.SHUTDOWN)
+        driver.reconnect_listener()
+        run_ = mgr.recovery.last_run
+        assert run_.reason == "reconnect"
+        assert run_.instances == [orphaned]
+        assert run_.wait(WAIT)
+        assert agent_db.get_instance(orphaned)["vm_state"] == states.STOPPED
+        assert agent_db.get_instance(stopped)["task_state"] == states.POWERING_ON
+        gate.release()
+        assert mgr.wait_for_operations(WAIT)
+        assert agent_db.get_instance(stopped)["vm_state"] == states.ACTIVE
+    finally:
+        mgr.shutdown(WAIT)
