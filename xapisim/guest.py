@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xapisim import lifecycle
+from xapisim import domains, memory
 from xapisim.errors import XenAPIError
 from xapisim.store import now_datetime
 
@@ -37,13 +37,13 @@ def crash(sim: Simulator, vm: str) -> str:
     with store.lock:
         rec = _running_vm(sim, vm)
         action = rec["actions_after_crash"]
-        lifecycle.record_shutdown(store, vm, "crashed", "internal", action)
+        domains.record_shutdown(store, vm, "crashed", "internal", action)
         if action in _RESTARTS:
-            lifecycle.reboot(sim, vm)
+            domains.reboot(sim, vm)
         elif action == "preserve":
-            lifecycle.set_paused(sim, vm, True)
+            domains.set_paused(sim, vm, True)
         else:
-            lifecycle.halt(sim, vm)
+            domains.halt(sim, vm)
         return store.raw("VM", vm)["power_state"]
 
 
@@ -53,11 +53,11 @@ def guest_shutdown(sim: Simulator, vm: str) -> str:
     with store.lock:
         rec = _running_vm(sim, vm)
         action = rec["actions_after_shutdown"]
-        lifecycle.record_shutdown(store, vm, "halted", "internal", action)
+        domains.record_shutdown(store, vm, "halted", "internal", action)
         if action == "restart":
-            lifecycle.reboot(sim, vm)
+            domains.reboot(sim, vm)
         else:
-            lifecycle.halt(sim, vm)
+            domains.halt(sim, vm)
         return store.raw("VM", vm)["power_state"]
 
 
@@ -67,11 +67,11 @@ def guest_reboot(sim: Simulator, vm: str) -> str:
     with store.lock:
         rec = _running_vm(sim, vm)
         action = rec["actions_after_reboot"]
-        lifecycle.record_shutdown(store, vm, "rebooted", "internal", action)
+        domains.record_shutdown(store, vm, "rebooted", "internal", action)
         if action == "destroy":
-            lifecycle.halt(sim, vm)
+            domains.halt(sim, vm)
         else:
-            lifecycle.reboot(sim, vm)
+            domains.reboot(sim, vm)
         return store.raw("VM", vm)["power_state"]
 
 
@@ -90,8 +90,8 @@ def host_failed(sim: Simulator, host: str) -> list[str]:
             rec = store.raw("VM", vm)
             if rec["is_control_domain"]:
                 continue
-            lifecycle.record_shutdown(store, vm, "crashed", "internal", "destroy")
-            lifecycle.halt(sim, vm)
+            domains.record_shutdown(store, vm, "crashed", "internal", "destroy")
+            domains.halt(sim, vm)
             store.update("VM", vm, current_operations={})
             sim.refresh_allowed_operations("VM", vm)
             down.append(vm)
@@ -108,4 +108,4 @@ def host_recovered(sim: Simulator, host: str) -> None:
         sim.failed_hosts.discard(host)
         if store.has("host_metrics", h["metrics"]):
             store.update("host_metrics", h["metrics"], live=True, last_updated=now_datetime())
-        lifecycle.refresh_host_memory(store, host)
+        memory.refresh_host_memory(store, host)

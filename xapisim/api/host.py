@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from xapisim import lifecycle
+from xapisim import memory, placement
 from xapisim.api import handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -29,7 +29,7 @@ def host_get_server_localtime(ctx: CallContext, host: str) -> XDateTime:
 def host_compute_free_memory(ctx: CallContext, host: str) -> int:
     with ctx.store.lock:
         ctx.store.raw("host", host)
-        return max(lifecycle.host_free_memory_compressed(ctx.store, host), 0)
+        return max(memory.host_free_memory_compressed(ctx.store, host), 0)
 
 
 @handler("host.compute_memory_overhead")
@@ -40,7 +40,7 @@ def host_compute_memory_overhead(ctx: CallContext, host: str) -> int:
 @handler("VM.compute_memory_overhead")
 def vm_compute_memory_overhead(ctx: CallContext, vm: str) -> int:
     with ctx.store.lock:
-        return lifecycle.vm_memory_overhead(ctx.store.raw("VM", vm))
+        return memory.vm_memory_overhead(ctx.store.raw("VM", vm))
 
 
 @handler("host.disable")
@@ -55,7 +55,7 @@ def host_disable(ctx: CallContext, host: str) -> None:
 def host_enable(ctx: CallContext, host: str) -> None:
     with ctx.store.lock:
         ctx.store.raw("host", host)
-        if not lifecycle.host_live(ctx.sim, host):
+        if not placement.host_live(ctx.sim, host):
             raise XenAPIError("HOST_OFFLINE", host)
         ctx.store.update("host", host, enabled=True)
         ctx.sim.refresh_allowed_operations("host", host)
@@ -76,7 +76,7 @@ def host_get_vms_which_prevent_evacuation(ctx: CallContext, host: str) -> dict[s
             error: list[str] | None = None
             for other in others:
                 try:
-                    lifecycle.assert_can_boot_here(sim, vm, other)
+                    placement.assert_can_boot_here(sim, vm, other)
                 except XenAPIError as e:
                     error = e.description
                     continue
@@ -104,7 +104,7 @@ def host_migrate_receive(ctx: CallContext, host: str, network: str,
     with store.lock:
         store.raw("host", host)
         store.raw("network", network)
-        if not lifecycle.host_live(sim, host):
+        if not placement.host_live(sim, host):
             raise XenAPIError("HOST_OFFLINE", host)
         address = store.raw("host", host)["address"]
     base = f"{sim.scheme}://{address}:{sim.port}"
@@ -131,7 +131,7 @@ def _evacuation_plan(ctx: CallContext, host: str) -> dict[str, str]:
         error: XenAPIError | None = XenAPIError("NO_HOSTS_AVAILABLE")
         for other in others:
             try:
-                lifecycle.assert_can_boot_here(sim, vm, other)
+                placement.assert_can_boot_here(sim, vm, other)
             except XenAPIError as e:
                 error = e
                 continue
@@ -197,7 +197,7 @@ def host_reboot(ctx: CallContext, host: str) -> None:
         if store.has("VM", dom0) and store.has("VM_metrics", store.raw("VM", dom0)["metrics"]):
             store.update("VM_metrics", store.raw("VM", dom0)["metrics"], start_time=now_datetime())
         store.update("host", host, enabled=True)
-        lifecycle.refresh_host_memory(store, host)
+        memory.refresh_host_memory(store, host)
 
 
 @handler("host.shutdown")
@@ -216,7 +216,7 @@ def host_power_on(ctx: CallContext, host: str) -> None:
     from xapisim import guest
 
     with ctx.store.lock:
-        if lifecycle.host_live(ctx.sim, host):
+        if placement.host_live(ctx.sim, host):
             raise XenAPIError("HOST_IS_LIVE", host)
     guest.host_recovered(ctx.sim, host)
 
@@ -227,7 +227,7 @@ def host_declare_dead(ctx: CallContext, host: str) -> None:
     from xapisim import guest
 
     with ctx.store.lock:
-        if lifecycle.host_live(ctx.sim, host):
+        if placement.host_live(ctx.sim, host):
             raise XenAPIError("HOST_IS_LIVE", host)
     guest.host_failed(ctx.sim, host)
 
@@ -239,7 +239,7 @@ def host_destroy(ctx: CallContext, host: str) -> None:
         store.raw("host", host)
         if host == ctx.sim.master_ref:
             raise XenAPIError("HOST_CANNOT_DESTROY_SELF", host)
-        if lifecycle.host_live(ctx.sim, host):
+        if placement.host_live(ctx.sim, host):
             raise XenAPIError("HOST_IS_LIVE", host)
         guests = [v for v in store.raw("host", host)["resident_VMs"]
                   if not store.raw("VM", v)["is_control_domain"]]

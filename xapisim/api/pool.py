@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 
-from xapisim import lifecycle
+from xapisim import placement
 from xapisim.api import handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -73,13 +73,13 @@ def pool_designate_new_master(ctx: CallContext, host: str) -> None:
     with ctx.store.lock:
         ctx.store.raw("host", host)
         _assert_no_ha(ctx)
-        if not lifecycle.host_live(sim, host):
+        if not placement.host_live(sim, host):
             raise XenAPIError("HOST_OFFLINE", host)
         if host == sim.master_ref:
             return  # xapi: nothing to do on the coordinator itself
     ctx.work()
     with ctx.store.lock:
-        if not lifecycle.host_live(sim, host):
+        if not placement.host_live(sim, host):
             raise XenAPIError("HOST_OFFLINE", host)
         ctx.store.update("pool", _pool(ctx), master=host)
     sim.log.info("pool: %s is the coordinator now", sim.host_address(host))
@@ -117,7 +117,7 @@ def pool_recover_slaves(ctx: CallContext) -> list[str]:
     sim = ctx.sim
     with ctx.store.lock:
         members = [h for h in ctx.store.refs("host")
-                   if h != sim.master_ref and lifecycle.host_live(sim, h)]
+                   if h != sim.master_ref and placement.host_live(sim, h)]
     for host in members:
         _restart_member(sim, host)
     return members

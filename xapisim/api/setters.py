@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xapisim import lifecycle
+from xapisim import memory, vm_rules
 from xapisim.api import HANDLERS, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -33,7 +33,7 @@ def _set(cls: str, field: str, op: str | None):
         with ctx.store.lock:
             ctx.store.raw(cls, ref)
             if op:
-                lifecycle.assert_vm_op(ctx.store, ref, op)
+                vm_rules.assert_vm_op(ctx.store, ref, op)
             ctx.store.update(cls, ref, **{field: value})
             _refresh(ctx, cls, ref)
     return fn
@@ -61,7 +61,7 @@ def _map_add(cls: str, field: str, op: str | None):
         with ctx.store.lock:
             cur = ctx.store.raw(cls, ref)[field]
             if op:
-                lifecycle.assert_vm_op(ctx.store, ref, op)
+                vm_rules.assert_vm_op(ctx.store, ref, op)
             if key in cur:
                 raise XenAPIError("MAP_DUPLICATE_KEY", cls, field, ref, key)
             ctx.store.update(cls, ref, **{field: {**cur, key: value}})
@@ -73,7 +73,7 @@ def _map_remove(cls: str, field: str, op: str | None):
         with ctx.store.lock:
             cur = dict(ctx.store.raw(cls, ref)[field])
             if op:
-                lifecycle.assert_vm_op(ctx.store, ref, op)
+                vm_rules.assert_vm_op(ctx.store, ref, op)
             cur.pop(key, None)
             ctx.store.update(cls, ref, **{field: cur})
     return fn
@@ -119,7 +119,7 @@ def vm_set_hvm_boot_policy(ctx: CallContext, vm: str, value: str) -> None:
     with ctx.store.lock:
         ctx.store.raw("VM", vm)
         ctx.store.update("VM", vm, HVM_boot_policy=value, domain_type="hvm" if value else "pv")
-        ctx.store.update("VM", vm, memory_overhead=lifecycle.vm_memory_overhead(
+        ctx.store.update("VM", vm, memory_overhead=memory.vm_memory_overhead(
             ctx.store.raw("VM", vm)))
 
 
@@ -135,7 +135,7 @@ def vm_set_domain_type(ctx: CallContext, vm: str, value: str) -> None:
         elif value != "hvm":
             policy = ""
         ctx.store.update("VM", vm, domain_type=value, HVM_boot_policy=policy)
-        ctx.store.update("VM", vm, memory_overhead=lifecycle.vm_memory_overhead(rec))
+        ctx.store.update("VM", vm, memory_overhead=memory.vm_memory_overhead(rec))
 
 
 @handler("VM.set_actions_after_crash")
@@ -154,7 +154,7 @@ def vm_set_suspend_vdi(ctx: CallContext, vm: str, value: str) -> None:
     with ctx.store.lock:
         rec = ctx.store.raw("VM", vm)
         if rec["power_state"] != "Suspended":
-            raise lifecycle.bad_power_state(vm, ("Suspended",), rec["power_state"])
+            raise vm_rules.bad_power_state(vm, ("Suspended",), rec["power_state"])
         ctx.store.raw("VDI", value)
         ctx.store.update("VM", vm, suspend_VDI=value)
 

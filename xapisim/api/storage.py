@@ -16,8 +16,9 @@ from typing import Any
 from xapisim import vdi_data
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
+from xapisim.domains import device_name
 from xapisim.errors import XenAPIError
-from xapisim.lifecycle import assert_vdi_shareable, device_name, sr_plugged_on
+from xapisim.placement import assert_vdi_shareable, sr_plugged_on
 from xapisim.schema import NULL_REF
 from xapisim.store import Store, XDateTime, now_datetime
 

@@ -1,7 +1,7 @@
 """VM messages: create/destroy, the power-state lifecycle, clone/copy/
 snapshot/provision, migration, and the VM's allowed_operations.
 
-Each lifecycle handler checks xapi's preconditions (lifecycle.vm_op_error:
+Each lifecycle handler checks xapi's preconditions (vm_rules.vm_op_error:
 blocked, power state, concurrency, template, ...), records the operation
 in current_operations, spends the message's configured duration (where a
 task.cancel stops it with nothing changed) and then applies the effect."""
@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
 
-from xapisim import lifecycle
+from xapisim import domains, memory, placement, vm_rules
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.api.network import new_mac
 from xapisim.api.storage import clone_vdi, copy_vdi, destroy_vdi, new_vdi, pool_default_sr
@@ -29,7 +29,7 @@ EPOCH = XDateTime("19700101T00:00:00Z")
 
 @allowed_operations("VM")
 def vm_allowed(sim, ref: str) -> list[str]:
-    return lifecycle.vm_allowed_operations(sim.store, ref)
+    return vm_rules.vm_allowed_operations(sim.store, ref)
 
 
 @contextlib.contextmanager
@@ -39,7 +39,7 @@ def vm_operation(ctx: CallContext, vm: str, op: str) -> Iterator[None]:
     e.g. hard_shutdown during a clean_shutdown)."""
     store = ctx.store
     with store.lock:
-        lifecycle.assert_vm_op(store, vm, op)
+        vm_rules.assert_vm_op(store, vm, op)
         cur = dict(store.raw("VM", vm)["current_operations"])
         cur[ctx.op_ref] = op
         store.update("VM", vm, current_operations=cur)
@@ -80,7 +80,7 @@ def _cancel_others(ctx: CallContext, vm: str, ops: set[str]) -> None:
 def _expect(store, vm: str, *states: str) -> dict[str, Any]:
     rec = store.raw("VM", vm)
     if rec["power_state"] not in states:
-        raise lifecycle.bad_power_state(vm, states, rec["power_state"])
+        raise vm_rules.bad_power_state(vm, states, rec["power_state"])
     return rec
 
 
@@ -98,7 +98,7 @@ def vm_create(ctx: CallContext, record: dict[str, Any]) -> str:
     if suspended and (not record.get("last_boot_CPU_flags") or
                       not record.get("last_booted_record") or
                       record.get("suspend_VDI", NULL_REF) == NULL_REF):
-        raise lifecycle.bad_power_state(ref, ("Halted",), power)
+        raise vm_rules.bad_power_state(ref, ("Halted",), power)
     domain_type = record.get("domain_type", "unspecified")
     if domain_type == "unspecified":
         domain_type = "hvm" if record.get("HVM_boot_policy") else "pv"
@@ -130,7 +130,7 @@ def vm_create(ctx: CallContext, record: dict[str, Any]) -> str:
         except XenAPIError:
             store.destroy("VM_metrics", metrics)
             raise
-        store.update("VM", vm, memory_overhead=lifecycle.vm_memory_overhead(store.raw("VM", vm)))
+        store.update("VM", vm, memory_overhead=memory.vm_memory_overhead(store.raw("VM", vm)))
         ctx.sim.refresh_allowed_operations("VM", vm)
     return vm
 
@@ -139,7 +139,7 @@ def vm_create(ctx: CallContext, record: dict[str, Any]) -> str:
 def vm_destroy(ctx: CallContext, vm: str) -> None:
     store = ctx.store
     with store.lock:
-        lifecycle.assert_vm_op(store, vm, "destroy")
+        vm_rules.assert_vm_op(store, vm, "destroy")
         rec = store.raw("VM", vm)
         if rec["other_config"].get("default_template") == "true":
             raise XenAPIError("VM_CANNOT_DELETE_DEFAULT_TEMPLATE", vm)
@@ -168,7 +168,7 @@ def destroy_vm_records(sim, vm: str) -> None:
                 store.destroy(cls, rec[field])
         host = rec["resident_on"]
         store.destroy("VM", vm)
-        lifecycle.refresh_host_memory(store, host)
+        memory.refresh_host_memory(store, host)
 
 
 # -- start / shutdown / reboot ---------------------------------------------------------------
@@ -177,21 +177,21 @@ def destroy_vm_records(sim, vm: str) -> None:
 def _start(ctx: CallContext, vm: str, host: str | None, paused: bool, op: str) -> None:
     sim, store = ctx.sim, ctx.store
     with store.lock:
-        lifecycle.assert_vm_op(store, vm, op)
+        vm_rules.assert_vm_op(store, vm, op)
         if host is None:
-            target = lifecycle.choose_host(sim, vm)
+            target = placement.choose_host(sim, vm)
         else:
             store.raw("host", host)
-            lifecycle.assert_can_boot_here(sim, vm, host)
+            placement.assert_can_boot_here(sim, vm, host)
             target = host
-        lifecycle.assert_vbds_attachable(store, vm)
+        placement.assert_vbds_attachable(store, vm)
     with vm_operation(ctx, vm, op):
         ctx.work()
         with store.lock:
             _expect(store, vm, "Halted")
-            lifecycle.assert_can_boot_here(sim, vm, target)
-            lifecycle.assert_vbds_attachable(store, vm)
-            lifecycle.boot(sim, vm, target, paused=paused)
+            placement.assert_can_boot_here(sim, vm, target)
+            placement.assert_vbds_attachable(store, vm)
+            domains.boot(sim, vm, target, paused=paused)
 
 
 @handler("VM.start")
@@ -210,15 +210,15 @@ def _halt_running(ctx: CallContext, vm: str, op: str, states: tuple[str, ...]) -
         rec = _expect(store, vm, *states)
         if rec["power_state"] == "Suspended":
             suspend_vdi = rec["suspend_VDI"]
-            lifecycle.record_shutdown(store, vm, "halted", "external",
+            domains.record_shutdown(store, vm, "halted", "external",
                                       rec["actions_after_shutdown"])
-            lifecycle.halt(ctx.sim, vm)
+            domains.halt(ctx.sim, vm)
             store.update("VM", vm, suspend_VDI=NULL_REF)
             if store.has("VDI", suspend_vdi):
                 destroy_vdi(ctx.sim, suspend_vdi)
             return
-        lifecycle.record_shutdown(store, vm, "halted", "external", rec["actions_after_shutdown"])
-        lifecycle.halt(ctx.sim, vm)
+        domains.record_shutdown(store, vm, "halted", "external", rec["actions_after_shutdown"])
+        domains.halt(ctx.sim, vm)
 
 
 @handler("VM.clean_shutdown")
@@ -257,8 +257,8 @@ def _reboot(ctx: CallContext, vm: str, states: tuple[str, ...]) -> None:
     store = ctx.store
     with store.lock:
         rec = _expect(store, vm, *states)
-        lifecycle.record_shutdown(store, vm, "rebooted", "external", rec["actions_after_reboot"])
-        lifecycle.reboot(ctx.sim, vm)
+        domains.record_shutdown(store, vm, "rebooted", "external", rec["actions_after_reboot"])
+        domains.reboot(ctx.sim, vm)
 
 
 @handler("VM.clean_reboot")
@@ -286,7 +286,7 @@ def vm_power_state_reset(ctx: CallContext, vm: str) -> None:
             raise XenAPIError("CANNOT_RESET_CONTROL_DOMAIN", vm)
         store.update("VM", vm, current_operations={})
         if rec["power_state"] != "Halted":
-            lifecycle.halt(ctx.sim, vm)
+            domains.halt(ctx.sim, vm)
             store.update("VM", vm, suspend_VDI=NULL_REF)
         ctx.sim.refresh_allowed_operations("VM", vm)
 
@@ -300,7 +300,7 @@ def vm_pause(ctx: CallContext, vm: str) -> None:
         ctx.work()
         with ctx.store.lock:
             _expect(ctx.store, vm, "Running")
-            lifecycle.set_paused(ctx.sim, vm, True)
+            domains.set_paused(ctx.sim, vm, True)
 
 
 @handler("VM.unpause")
@@ -309,7 +309,7 @@ def vm_unpause(ctx: CallContext, vm: str) -> None:
         ctx.work()
         with ctx.store.lock:
             _expect(ctx.store, vm, "Paused")
-            lifecycle.set_paused(ctx.sim, vm, False)
+            domains.set_paused(ctx.sim, vm, False)
 
 
 def _suspend_sr(store, vm: str, rec: dict[str, Any], host: str) -> str:
@@ -320,7 +320,7 @@ def _suspend_sr(store, vm: str, rec: dict[str, Any], host: str) -> str:
         candidates += [p["suspend_image_SR"], p["default_SR"]]
     candidates.append(store.raw("host", host)["suspend_image_sr"])
     for sr in candidates:
-        if store.has("SR", sr) and lifecycle.sr_plugged_on(store, sr, host):
+        if store.has("SR", sr) and placement.sr_plugged_on(store, sr, host):
             return sr
     raise XenAPIError("VM_NO_SUSPEND_SR", vm)
 
@@ -335,30 +335,30 @@ def vm_suspend(ctx: CallContext, vm: str) -> None:
         ctx.work()
         with store.lock:
             rec = _expect(store, vm, "Running")
-            size = rec["memory_static_max"] + 8 * lifecycle.MiB
+            size = rec["memory_static_max"] + 8 * memory.MiB
             vdi = new_vdi(ctx.sim, sr, size, name_label=f"Suspend image for {rec['name_label']}",
                           vdi_type="suspend", other_config={"vm": vm})
-            lifecycle.suspend(ctx.sim, vm, vdi)
+            domains.suspend(ctx.sim, vm, vdi)
 
 
 def _resume(ctx: CallContext, vm: str, host: str | None, paused: bool, op: str) -> None:
     sim, store = ctx.sim, ctx.store
     with store.lock:
-        lifecycle.assert_vm_op(store, vm, op)
+        vm_rules.assert_vm_op(store, vm, op)
         if host is None:
-            target = lifecycle.choose_host(sim, vm)
+            target = placement.choose_host(sim, vm)
         else:
             store.raw("host", host)
-            lifecycle.assert_can_boot_here(sim, vm, host)
+            placement.assert_can_boot_here(sim, vm, host)
             target = host
-        lifecycle.assert_vbds_attachable(store, vm)
+        placement.assert_vbds_attachable(store, vm)
     with vm_operation(ctx, vm, op):
         ctx.work()
         with store.lock:
             rec = _expect(store, vm, "Suspended")
-            lifecycle.assert_can_boot_here(sim, vm, target)
+            placement.assert_can_boot_here(sim, vm, target)
             suspend_vdi = rec["suspend_VDI"]
-            lifecycle.boot(sim, vm, target, paused=paused)
+            domains.boot(sim, vm, target, paused=paused)
             if store.has("VDI", suspend_vdi):
                 destroy_vdi(sim, suspend_vdi)
 
@@ -503,7 +503,7 @@ def vm_revert(ctx: CallContext, snapshot: str) -> None:
             snap = store.raw("VM", snapshot)
             rec = store.raw("VM", vm)
             if rec["power_state"] != "Halted":
-                lifecycle.halt(sim, vm)
+                domains.halt(sim, vm)
             old_suspend = rec["suspend_VDI"]
             covered = {store.raw("VDI", store.raw("VBD", b)["VDI"])["snapshot_of"]
                        for b in snap["VBDs"] if not store.raw("VBD", b)["empty"] and
@@ -555,7 +555,7 @@ def vm_revert(ctx: CallContext, snapshot: str) -> None:
 @handler("VM.snapshot_with_quiesce")
 def vm_snapshot_with_quiesce(ctx: CallContext, vm: str, new_name: str) -> str:
     with ctx.store.lock:
-        lifecycle.assert_vm_op(ctx.store, vm, "snapshot_with_quiesce")
+        vm_rules.assert_vm_op(ctx.store, vm, "snapshot_with_quiesce")
     raise XenAPIError("VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED", vm, "VSS support removed")
 
 
@@ -613,14 +613,14 @@ def vm_provision(ctx: CallContext, vm: str) -> None:
 def vm_pool_migrate(ctx: CallContext, vm: str, host: str, options: dict[str, str]) -> None:
     sim, store = ctx.sim, ctx.store
     with store.lock:
-        lifecycle.assert_vm_op(store, vm, "pool_migrate")
+        vm_rules.assert_vm_op(store, vm, "pool_migrate")
         store.raw("host", host)
-        lifecycle.assert_can_boot_here(sim, vm, host)
+        placement.assert_can_boot_here(sim, vm, host)
     with vm_operation(ctx, vm, "pool_migrate"):
         ctx.work()
         with store.lock:
             _expect(store, vm, "Running")
-            lifecycle.assert_can_boot_here(sim, vm, host)
+            placement.assert_can_boot_here(sim, vm, host)
             _move(sim, vm, host)
 
 
@@ -629,9 +629,9 @@ def _move(sim, vm: str, host: str) -> None:
     store = sim.store
     rec = store.raw("VM", vm)
     old = rec["resident_on"]
-    store.update("VM", vm, resident_on=host, domid=lifecycle.alloc_domid(sim, host))
-    lifecycle.refresh_host_memory(store, host)
-    lifecycle.refresh_host_memory(store, old)
+    store.update("VM", vm, resident_on=host, domid=domains.alloc_domid(sim, host))
+    memory.refresh_host_memory(store, host)
+    memory.refresh_host_memory(store, old)
     sim.refresh_allowed_operations("VM", vm)
 
 
@@ -645,7 +645,7 @@ def _dest_host(store, dest: dict[str, str]) -> str:
 def _check_migrate(ctx: CallContext, vm: str, dest: dict[str, str], vdi_map: dict[str, str],
                    vif_map: dict[str, str]) -> str:
     store = ctx.store
-    lifecycle.assert_vm_op(store, vm, "migrate_send")
+    vm_rules.assert_vm_op(store, vm, "migrate_send")
     host = _dest_host(store, dest)
     rec = store.raw("VM", vm)
     for sr in vdi_map.values():
@@ -657,12 +657,12 @@ def _check_migrate(ctx: CallContext, vm: str, dest: dict[str, str], vdi_map: dic
         if b["empty"] or not store.has("VDI", b["VDI"]):
             continue
         sr = vdi_map.get(b["VDI"], store.raw("VDI", b["VDI"])["SR"])
-        if not lifecycle.sr_plugged_on(store, sr, host):
+        if not placement.sr_plugged_on(store, sr, host):
             raise XenAPIError("VDI_NOT_IN_MAP", b["VDI"])
     if rec["power_state"] == "Running":
         if len(rec["snapshots"]) > 1 and host != rec["resident_on"]:
             pass  # xapi refuses many snapshots only cross-pool; here the pool is one
-        lifecycle.assert_enough_memory(store, vm, host)
+        memory.assert_enough_memory(store, vm, host)
     return host
 
 
@@ -708,8 +708,8 @@ def _check_migrate_again(ctx, vm, dest, vdi_map, vif_map) -> str:
     # Inside our own operation the concurrency check would see ourselves.
     store = ctx.store
     rec = store.raw("VM", vm)
-    if rec["power_state"] not in lifecycle.POWER_STATES_FOR_OP["migrate_send"]:
-        raise lifecycle.bad_power_state(vm, lifecycle.POWER_STATES_FOR_OP["migrate_send"],
+    if rec["power_state"] not in vm_rules.POWER_STATES_FOR_OP["migrate_send"]:
+        raise vm_rules.bad_power_state(vm, vm_rules.POWER_STATES_FOR_OP["migrate_send"],
                                         rec["power_state"])
     return _dest_host(store, dest)
 
@@ -720,7 +720,7 @@ def _check_migrate_again(ctx, vm, dest, vdi_map, vif_map) -> str:
 @handler("VM.assert_operation_valid")
 def vm_assert_operation_valid(ctx: CallContext, vm: str, op: str) -> None:
     with ctx.store.lock:
-        lifecycle.assert_vm_op(ctx.store, vm, op)
+        vm_rules.assert_vm_op(ctx.store, vm, op)
 
 
 @handler("VM.update_allowed_operations")
@@ -734,7 +734,7 @@ def vm_update_allowed_operations(ctx: CallContext, vm: str) -> None:
 def vm_assert_can_boot_here(ctx: CallContext, vm: str, host: str) -> None:
     with ctx.store.lock:
         ctx.store.raw("host", host)
-        lifecycle.assert_can_boot_here(ctx.sim, vm, host)
+        placement.assert_can_boot_here(ctx.sim, vm, host)
 
 
 @handler("VM.get_possible_hosts")
@@ -744,7 +744,7 @@ def vm_get_possible_hosts(ctx: CallContext, vm: str) -> list[str]:
         ctx.store.raw("VM", vm)
         for host in ctx.store.refs("host"):
             try:
-                lifecycle.assert_can_boot_here(ctx.sim, vm, host)
+                placement.assert_can_boot_here(ctx.sim, vm, host)
             except XenAPIError:
                 continue
             out.append(host)
@@ -771,7 +771,7 @@ def vm_set_is_a_template(ctx: CallContext, vm: str, value: bool) -> None:
     with store.lock:
         rec = store.raw("VM", vm)
         if value and not rec["is_a_template"]:
-            lifecycle.assert_vm_op(store, vm, "make_into_template")
+            vm_rules.assert_vm_op(store, vm, "make_into_template")
         store.update("VM", vm, is_a_template=value)
         if not value:
             store.update("VM", vm, is_default_template=False)
@@ -781,7 +781,7 @@ def vm_set_is_a_template(ctx: CallContext, vm: str, value: bool) -> None:
 def _set_memory(ctx: CallContext, vm: str, op: str, **values: int) -> None:
     store = ctx.store
     with store.lock:
-        lifecycle.assert_vm_op(store, vm, op)
+        vm_rules.assert_vm_op(store, vm, op)
         rec = store.raw("VM", vm)
         m = {k: values.get(k, rec[k]) for k in ("memory_static_min", "memory_dynamic_min",
                                                 "memory_dynamic_max", "memory_static_max")}
@@ -790,7 +790,7 @@ def _set_memory(ctx: CallContext, vm: str, op: str, **values: int) -> None:
             raise XenAPIError("MEMORY_CONSTRAINT_VIOLATION",
                               "static_min <= dynamic_min <= dynamic_max <= static_max")
         store.update("VM", vm, **values)
-        store.update("VM", vm, memory_overhead=lifecycle.vm_memory_overhead(rec))
+        store.update("VM", vm, memory_overhead=memory.vm_memory_overhead(rec))
         ctx.sim.refresh_allowed_operations("VM", vm)
 
 
@@ -843,7 +843,7 @@ def vm_set_memory_dynamic_min(ctx: CallContext, vm: str, value: int) -> None:
 def vm_set_vcpus_max(ctx: CallContext, vm: str, value: int) -> None:
     store = ctx.store
     with store.lock:
-        lifecycle.assert_vm_op(store, vm, "changing_VCPUs")
+        vm_rules.assert_vm_op(store, vm, "changing_VCPUs")
         if value < 1:
             raise XenAPIError("INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs_at_startup "
                               "≤ VCPUs_max", str(value))
@@ -851,14 +851,14 @@ def vm_set_vcpus_max(ctx: CallContext, vm: str, value: int) -> None:
             raise XenAPIError("VALUE_NOT_SUPPORTED", "VCPUs_max", str(value),
                               "value less than VCPUs_at_startup")
         store.update("VM", vm, VCPUs_max=value)
-        store.update("VM", vm, memory_overhead=lifecycle.vm_memory_overhead(store.raw("VM", vm)))
+        store.update("VM", vm, memory_overhead=memory.vm_memory_overhead(store.raw("VM", vm)))
 
 
 @handler("VM.set_VCPUs_at_startup")
 def vm_set_vcpus_at_startup(ctx: CallContext, vm: str, value: int) -> None:
     store = ctx.store
     with store.lock:
-        lifecycle.assert_vm_op(store, vm, "changing_VCPUs")
+        vm_rules.assert_vm_op(store, vm, "changing_VCPUs")
         if value < 1 or value > store.raw("VM", vm)["VCPUs_max"]:
             raise XenAPIError("VALUE_NOT_SUPPORTED", "VCPUs_at_startup", str(value),
                               "value must be between 1 and VCPUs_max")
@@ -869,7 +869,7 @@ def vm_set_vcpus_at_startup(ctx: CallContext, vm: str, value: int) -> None:
 def vm_set_vcpus_number_live(ctx: CallContext, vm: str, nvcpu: int) -> None:
     store = ctx.store
     with store.lock:
-        lifecycle.assert_vm_op(store, vm, "changing_VCPUs_live")
+        vm_rules.assert_vm_op(store, vm, "changing_VCPUs_live")
         rec = store.raw("VM", vm)
         if nvcpu < 1 or nvcpu > rec["VCPUs_max"]:
             raise XenAPIError("VALUE_NOT_SUPPORTED", "nvcpu", str(nvcpu),
@@ -899,13 +899,13 @@ def vm_set_memory_target_live(ctx: CallContext, vm: str, target: int) -> None:
 @handler("VM.wait_memory_target_live")
 def vm_wait_memory_target_live(ctx: CallContext, vm: str) -> None:
     with ctx.store.lock:
-        lifecycle.assert_vm_op(ctx.store, vm, "awaiting_memory_live")
+        vm_rules.assert_vm_op(ctx.store, vm, "awaiting_memory_live")
 
 
 @handler("VM.send_sysrq", "VM.send_trigger")
 def vm_send_key(ctx: CallContext, vm: str, key: str) -> None:
     with ctx.store.lock:
-        lifecycle.assert_vm_op(ctx.store, vm, ctx.method.split(".")[1])
+        vm_rules.assert_vm_op(ctx.store, vm, ctx.method.split(".")[1])
 
 
 @handler("VM.maximise_memory")
@@ -917,19 +917,19 @@ def vm_maximise_memory(ctx: CallContext, vm: str, total: int, approximate: bool)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         rec["memory_static_max"] = mid
-        if mid + lifecycle.vm_memory_overhead(rec) <= total:
+        if mid + memory.vm_memory_overhead(rec) <= total:
             lo = mid
         else:
             hi = mid - 1
     if approximate:
-        lo -= lo % lifecycle.MiB
+        lo -= lo % memory.MiB
     return lo
 
 
 @handler("VM.add_to_VCPUs_params_live")
 def vm_add_to_vcpus_params_live(ctx: CallContext, vm: str, key: str, value: str) -> None:
     with ctx.store.lock:
-        lifecycle.assert_vm_op(ctx.store, vm, "changing_VCPUs_live")
+        vm_rules.assert_vm_op(ctx.store, vm, "changing_VCPUs_live")
         params = dict(ctx.store.raw("VM", vm)["VCPUs_params"])
         params[key] = value
         ctx.store.update("VM", vm, VCPUs_params=params)
@@ -938,7 +938,7 @@ def vm_add_to_vcpus_params_live(ctx: CallContext, vm: str, key: str, value: str)
 @handler("VM.set_shadow_multiplier_live")
 def vm_set_shadow_multiplier_live(ctx: CallContext, vm: str, multiplier: float) -> None:
     with ctx.store.lock:
-        lifecycle.assert_vm_op(ctx.store, vm, "changing_shadow_memory_live")
+        vm_rules.assert_vm_op(ctx.store, vm, "changing_shadow_memory_live")
         if multiplier < 1.0:
             raise XenAPIError("INVALID_VALUE", "multiplier", str(multiplier))
         ctx.store.update("VM", vm, HVM_shadow_multiplier=multiplier)
@@ -949,7 +949,7 @@ def vm_assert_agile(ctx: CallContext, vm: str) -> None:
     """A VM is agile when every disk is on a shared SR."""
     store = ctx.store
     with store.lock:
-        for sr in lifecycle.vm_srs(store, vm, with_suspend=False):
+        for sr in placement.vm_srs(store, vm, with_suspend=False):
             if not store.raw("SR", sr)["shared"]:
                 raise XenAPIError("HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED", sr)
 
@@ -970,7 +970,7 @@ def vm_query_data_source(ctx: CallContext, vm: str, data_source: str) -> float:
     with ctx.store.lock:
         rec = ctx.store.raw("VM", vm)
         if rec["power_state"] != "Running":
-            raise lifecycle.bad_power_state(vm, ("Running",), rec["power_state"])
+            raise vm_rules.bad_power_state(vm, ("Running",), rec["power_state"])
         if data_source == "memory" and ctx.store.has("VM_metrics", rec["metrics"]):
             return float(ctx.store.raw("VM_metrics", rec["metrics"])["memory_actual"])
     return 0.0
