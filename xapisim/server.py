@@ -195,9 +195,17 @@ class Simulator:
                 LOG.exception("housekeeping failed")
 
     def _reconcile_after_boot(self) -> None:
-        """After a reload from disk: no task survives, no session either."""
+        """After a reload from disk: no task survives, no session either,
+        and (as xapi's start-up cancel_tasks does) no object keeps in its
+        current_operations an operation of a task that is gone."""
         self.tasks.forget_all()
         self.sessions.forget_all()
+        with self.store.lock:
+            for cls, table in self.store.tables.items():
+                for ref, rec in list(table.items()):
+                    if rec.get("current_operations"):
+                        self.store.update(cls, ref, current_operations={})
+                        self.refresh_allowed_operations(cls, ref)
 
     # -- what clients see ----------------------------------------------------------
     @property
