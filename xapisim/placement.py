@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from xapisim.errors import XenAPIError
 from xapisim.memory import assert_enough_memory
+from xapisim.sr_state import sr_plugged_on
 
 if TYPE_CHECKING:
     from xapisim.server import Simulator
@@ -39,16 +40,6 @@ def vm_srs(store: Store, vm: str, with_suspend: bool = True) -> list[str]:
         if sr not in srs:
             srs.append(sr)
     return srs
-
-
-def sr_plugged_on(store: Store, sr: str, host: str) -> bool:
-    if not store.has("SR", sr):
-        return False
-    for pbd in store.raw("SR", sr)["PBDs"]:
-        p = store.raw("PBD", pbd)
-        if p["host"] == host and p["currently_attached"]:
-            return True
-    return False
 
 
 def validate_basic(store: Store, vm: str) -> None:

@@ -18,11 +18,12 @@ from typing import Any
 from xapisim import domains, memory, placement, vm_rules
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.api.network import new_mac
-from xapisim.api.storage import clone_vdi, copy_vdi, destroy_vdi, new_vdi, pool_default_sr
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
 from xapisim.schema import NULL_REF
+from xapisim.sr_state import pool_default_sr, sr_plugged_on
 from xapisim.store import XDateTime, new_ref, now_datetime
+from xapisim.vdi_records import clone_vdi, copy_vdi, destroy_vdi, new_vdi
 
 EPOCH = XDateTime("19700101T00:00:00Z")
 
@@ -320,7 +321,7 @@ def _suspend_sr(store, vm: str, rec: dict[str, Any], host: str) -> str:
         candidates += [p["suspend_image_SR"], p["default_SR"]]
     candidates.append(store.raw("host", host)["suspend_image_sr"])
     for sr in candidates:
-        if store.has("SR", sr) and placement.sr_plugged_on(store, sr, host):
+        if store.has("SR", sr) and sr_plugged_on(store, sr, host):
             return sr
     raise XenAPIError("VM_NO_SUSPEND_SR", vm)
 
@@ -657,7 +658,7 @@ def _check_migrate(ctx: CallContext, vm: str, dest: dict[str, str], vdi_map: dic
         if b["empty"] or not store.has("VDI", b["VDI"]):
             continue
         sr = vdi_map.get(b["VDI"], store.raw("VDI", b["VDI"])["SR"])
-        if not placement.sr_plugged_on(store, sr, host):
+        if not sr_plugged_on(store, sr, host):
             raise XenAPIError("VDI_NOT_IN_MAP", b["VDI"])
     if rec["power_state"] == "Running":
         if len(rec["snapshots"]) > 1 and host != rec["resident_on"]:

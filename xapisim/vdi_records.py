@@ -1,0 +1,100 @@
+"""VDI records as VM and VDI messages make them: new, cloned or
+snapshotted, copied to another SR, destroyed. Each keeps its SR's space
+totals right, and the VDI's contents (xapisim.vdi_data) follow clones and
+copies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xapisim import vdi_data
+from xapisim.errors import XenAPIError
+from xapisim.schema import NULL_REF
+from xapisim.sr_state import assert_space, refresh_sr_usage
+from xapisim.store import XDateTime, now_datetime
+
+EPOCH = XDateTime("19700101T00:00:00Z")
+
+
+def new_vdi(sim, sr: str, size: int, *, name_label: str = "", name_description: str = "",
+            vdi_type: str = "user", sharable: bool = False, read_only: bool = False,
+            other_config: dict[str, str] | None = None, sm_config: dict[str, str] | None = None,
+            xenstore_data: dict[str, str] | None = None, tags: list[str] | None = None,
+            extra: dict[str, Any] | None = None) -> str:
+    store = sim.store
+    with store.lock:
+        if size < 0:
+            raise XenAPIError("INVALID_VALUE", "virtual_size", str(size))
+        assert_space(store, sr, size)
+        fields = {
+            "name_label": name_label, "name_description": name_description, "SR": sr,
+            "virtual_size": size, "physical_utilisation": size, "type": vdi_type,
+            "sharable": sharable, "read_only": read_only, "other_config": other_config or {},
+            "sm_config": sm_config or {}, "xenstore_data": xenstore_data or {},
+            "tags": tags or [], "managed": True, "missing": False,
+            "storage_lock": False, "parent": NULL_REF, "snapshot_of": NULL_REF,
+            "is_a_snapshot": False, "snapshot_time": EPOCH, "on_boot": "persist",
+            **(extra or {}),
+        }
+        vdi = store.create("VDI", fields)
+        if not fields.get("location"):
+            store.update("VDI", vdi, location=store.raw("VDI", vdi)["uuid"])
+        refresh_sr_usage(store, sr)
+        sim.refresh_allowed_operations("VDI", vdi)
+        _copy_data_hook(sim, None, vdi)
+        return vdi
+
+
+def _copy_data_hook(sim, src: str | None, dst: str) -> None:
+    """VDI contents (files kept by xapisim.vdi_data) follow clones and copies."""
+    if src is not None:
+        vdi_data.copy_by_ref(sim, src, dst)
+
+
+def clone_vdi(sim, vdi: str, snapshot: bool = False, name_label: str | None = None) -> str:
+    store = sim.store
+    with store.lock:
+        src = store.raw("VDI", vdi)
+        extra = {"is_a_snapshot": snapshot, "snapshot_of": vdi if snapshot else NULL_REF,
+                 "snapshot_time": now_datetime() if snapshot else EPOCH}
+        new = new_vdi(sim, src["SR"], src["virtual_size"],
+                      name_label=src["name_label"] if name_label is None else name_label,
+                      name_description=src["name_description"], vdi_type=src["type"],
+                      sharable=src["sharable"], read_only=src["read_only"],
+                      other_config=dict(src["other_config"]),
+                      sm_config=dict(src["sm_config"]), xenstore_data=dict(src["xenstore_data"]),
+                      tags=list(src["tags"]), extra=extra)
+        _copy_data_hook(sim, vdi, new)
+        return new
+
+
+def copy_vdi(sim, vdi: str, sr: str) -> str:
+    store = sim.store
+    with store.lock:
+        src = store.raw("VDI", vdi)
+        store.raw("SR", sr)
+        new = new_vdi(sim, sr, src["virtual_size"], name_label=src["name_label"],
+                      name_description=src["name_description"], vdi_type=src["type"],
+                      sharable=src["sharable"], read_only=src["read_only"],
+                      other_config=dict(src["other_config"]), sm_config={},
+                      xenstore_data=dict(src["xenstore_data"]), tags=list(src["tags"]))
+        _copy_data_hook(sim, vdi, new)
+        return new
+
+
+def destroy_vdi(sim, vdi: str, force: bool = False) -> None:
+    """VDI.destroy's effect: the VDI and its VBDs go, SR totals shrink."""
+    store = sim.store
+    with store.lock:
+        rec = store.raw("VDI", vdi)
+        sr = rec["SR"]
+        for vbd in list(rec["VBDs"]):
+            if store.has("VBD", vbd):
+                store.destroy("VBD", vbd)
+        for vm in store.find("VM", suspend_VDI=vdi):
+            store.update("VM", vm, suspend_VDI=NULL_REF)
+        uuid = rec["uuid"]
+        store.destroy("VDI", vdi)
+        if store.has("SR", sr):
+            refresh_sr_usage(store, sr)
+        vdi_data.delete(sim, uuid)
