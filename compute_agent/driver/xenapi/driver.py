@@ -101,6 +101,7 @@ class XenAPIDriver(ComputeDriver):
         self.vmops = VMOps(
             self.pool, self.runner, storage, Networking(self.pool), host,
             CONF.xenserver.vm_template or "",
+            cleanup_timeout=float(CONF.tasks.destroy_timeout),
         )
         self.host_info = HostInfo(self.pool, storage)
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",

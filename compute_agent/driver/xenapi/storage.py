@@ -125,11 +125,9 @@ class Storage:
             return None
         sr = self.find_sr()
         vdi = self.runner.run(op, "VDI.create", root_vdi_record(instance, sr, self.agent_host))
-        try:
-            self.pool.call("VBD.create", vbd_record(vm_ref, vdi, ROOT_USERDEVICE, True))
-        except Exception:
-            self.destroy_vdis(op, [vdi])
-            raise
+        # If the VBD cannot be made, the VDI is still marked as the
+        # instance's: the build's clean-up (marked_vdis) removes it.
+        self.pool.call("VBD.create", vbd_record(vm_ref, vdi, ROOT_USERDEVICE, True))
         return vdi
 
     def vm_disks(self, vm_record: dict[str, Any], instance_uuid: str) -> list[str]:

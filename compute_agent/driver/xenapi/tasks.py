@@ -214,6 +214,8 @@ class OperationState:
     cancelled: bool = False
     task_ref: str | None = None
     depth: int = 1
+    # Cleaning up after a failure: not cancellable, own deadline.
+    shielded: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def remaining(self) -> float:
@@ -268,11 +270,32 @@ class TaskRunner:
         if state is None:
             return False
         with state.lock:
+            if state.shielded:
+                return True  # cleaning up already; the operation ends cancelled
             state.cancelled = True
             ref = state.task_ref
         if ref is not None:
             self._send_cancel(ref)
         return True
+
+    @contextlib.contextmanager
+    def cleanup(self, op: Operation, timeout: float) -> Iterator[None]:
+        """Scope for undoing a failed, cancelled or timed-out operation's
+        work: its steps run even though the operation was cancelled or ran
+        out of time, under a deadline of their own, and cannot be cancelled
+        (half-undone work would be the worst outcome)."""
+        state = self._state_for(op)
+        with state.lock:
+            saved = (state.cancelled, state.deadline, state.timeout, state.shielded)
+            state.cancelled, state.shielded = False, True
+            state.deadline = time.monotonic() + timeout
+            state.timeout = timeout
+        try:
+            yield
+        finally:
+            with state.lock:
+                cancelled, state.deadline, state.timeout, state.shielded = saved
+                state.cancelled = cancelled or state.cancelled
 
     def _state_for(self, op: Operation) -> OperationState:
         with self._lock:

@@ -116,6 +116,7 @@ class VMOps:
         networking: Networking,
         agent_host: str,
         template: str = "",
+        cleanup_timeout: float = 300.0,
     ):
         self.pool = pool
         self.runner = runner
@@ -123,6 +124,7 @@ class VMOps:
         self.networking = networking
         self.agent_host = agent_host
         self.template = template
+        self.cleanup_timeout = cleanup_timeout
         # instance uuid -> VM ref; checked before use, rebuilt on a miss.
         self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -217,7 +219,8 @@ class VMOps:
         except BaseException:
             LOG.warning("Build of %s failed; removing what was created", instance["uuid"])
             try:
-                self.destroy(op, instance, vm_hint=created_vm)
+                with self.runner.cleanup(op, self.cleanup_timeout):
+                    self.destroy(op, instance, vm_hint=created_vm)
             except Exception:
                 LOG.exception("Clean-up after the failed build of %s failed",
                               instance["uuid"])
@@ -241,7 +244,8 @@ class VMOps:
             self.pool.call("VM.set_is_a_template", vm, False)
             self._apply_flavor(vm, instance["flavor"])
         except BaseException:
-            self._destroy_vm_record(op, vm)
+            with self.runner.cleanup(op, self.cleanup_timeout):
+                self._destroy_vm_record(op, vm)
             raise
         return vm
 

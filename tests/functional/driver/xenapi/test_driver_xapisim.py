@@ -334,3 +334,33 @@ def test_cleanup_host_logs_out(sim, make_driver, xapi):
     driver.cleanup_host()
     driver.cleanup_host()  # twice is fine
     assert _session_count(xapi) < with_driver
+
+
+def test_cancelled_or_timed_out_build_leaves_nothing(ctl, driver, xapi):
+    before = counts(xapi)
+    ctl.set_duration("VM.start", 30.0)
+    inst = make_instance()
+    errors: list[BaseException] = []
+
+    def spawn() -> None:
+        try:
+            driver.spawn(op_for(inst, "spawn"), inst)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=spawn)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not any(r["name_label"] == "Async.VM.start"
+                  for r in xapi.xenapi.task.get_all_records().values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert driver.cancel(inst["uuid"])
+    t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], exceptions.OperationCancelled)
+    assert counts(xapi) == before
+
+    inst = make_instance()
+    with pytest.raises(exceptions.OperationTimedOut):
+        driver.spawn(op_for(inst, "spawn", timeout=1.0), inst)
+    assert counts(xapi) == before
