@@ -208,6 +208,11 @@ class VMOps:
             if rec.get("power_state") != "Running":
                 self._start(op, ref, rec)
             return self.get_info(instance)
+        if (instance.get("image") or {}).get("url"):
+            # Image download arrives with a later issue; until then every
+            # root disk is blank, whatever the request names.
+            LOG.warning("Instance %s names an image; images are not supported yet, "
+                        "its root disk will be blank", instance["uuid"])
         created_vm: str | None = None
         try:
             created_vm = self._create_vm(op, instance)
