@@ -211,6 +211,17 @@ def reboot(sim: Simulator, vm: str) -> None:
         boot(sim, vm, host)
 
 
+def move(sim: Simulator, vm: str, host: str) -> None:
+    """The domain now lives on ``host`` under a new domid."""
+    store = sim.store
+    rec = store.raw("VM", vm)
+    old = rec["resident_on"]
+    store.update("VM", vm, resident_on=host, domid=alloc_domid(sim, host))
+    refresh_host_memory(store, host)
+    refresh_host_memory(store, old)
+    sim.refresh_allowed_operations("VM", vm)
+
+
 def record_shutdown(store: Store, vm: str, reason: str, initiator: str, action: str) -> None:
     """xapi's record_shutdown_details: four other_config keys, replaced on
     every shutdown or reboot. reason is halted|rebooted|crashed|suspended,

@@ -13,6 +13,7 @@ from xapisim.store import now_datetime
 if TYPE_CHECKING:
     from xapisim.server import Simulator
 
+
 def drop_guest_metrics(sim: Simulator, vm: str) -> None:
     store = sim.store
     gm = store.raw("VM", vm)["guest_metrics"]

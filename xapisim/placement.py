@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from xapisim.server import Simulator
     from xapisim.store import Store
 
+
 def host_live(sim: Simulator, host: str) -> bool:
     store = sim.store
     if host in sim.failed_hosts:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from xapisim import memory, placement
+from xapisim import domains, memory, placement
 from xapisim.api import handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -152,8 +152,6 @@ def host_assert_can_evacuate(ctx: CallContext, host: str) -> None:
 @handler("host.evacuate")
 def host_evacuate(ctx: CallContext, host: str, network: str, evacuate_batch_size: int) -> None:
     """Move every guest elsewhere (live migration), as xapi's evacuate."""
-    from xapisim.api.vm import _move
-
     store = ctx.store
     with store.lock:
         _evacuation_plan(ctx, host)  # refuse before any time is spent
@@ -161,7 +159,7 @@ def host_evacuate(ctx: CallContext, host: str, network: str, evacuate_batch_size
     with store.lock:
         for vm, target in _evacuation_plan(ctx, host).items():
             if store.raw("VM", vm)["power_state"] in ("Running", "Paused"):
-                _move(ctx.sim, vm, target)
+                domains.move(ctx.sim, vm, target)
 
 
 @handler("host.get_management_interface")
