@@ -387,6 +387,19 @@ def watch(api: ComputeAPI, host: str | None, uuid: str,
         time.sleep(step)
 
 
+def finished_actions(db: Database, uuid: str, count: int) -> list[tuple[str, str]]:
+    """(action, result) of the instance's ``count`` actions, once all are
+    finished: the agent records an action's end just after the instance's
+    new state, so a reader may see the state first."""
+    def check() -> list[tuple[str, str]] | None:
+        actions = db.list_actions(uuid)
+        if len(actions) >= count and all(a["result"] for a in actions):
+            return [(a["action"], a["result"]) for a in actions]
+        return None
+
+    return wait_until(check, SETTLE_S, f"{count} finished actions of {uuid}")
+
+
 # --------------------------------------------------------------------------- dom0 vs database
 
 

@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 
 from .conftest import Pair
-from .stack import BIN, SETTLE_S, assert_dom0_matches_db, wait_until, watch
+from .stack import (
+    BIN,
+    SETTLE_S,
+    assert_dom0_matches_db,
+    finished_actions,
+    wait_until,
+    watch,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -126,8 +133,8 @@ def test_lifecycle_commands_with_json_and_wait(pair):
     assert deleted.json["vm_state"] == "deleted"
     assert cli(pair, "show", uuid).json["vm_state"] == "deleted"
     assert uuid not in [i["uuid"] for i in cli(pair, "list").json]
-    actions = [a["action"] for a in pair.db.list_actions(uuid)]
-    assert actions == ["create", "stop", "start", "reboot", "reboot", "stop", "start", "delete"]
+    assert [a for a, _ in finished_actions(pair.db, uuid, 8)] == [
+        "create", "stop", "start", "reboot", "reboot", "stop", "start", "delete"]
     assert_dom0_matches_db(pair.sims[0], pair.db, host)
 
 
