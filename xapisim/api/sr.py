@@ -1,5 +1,6 @@
 """SR and PBD messages: creating, introducing, forgetting and destroying
-SRs, plugging their PBDs, and the SR's allowed_operations."""
+SRs, plugging their PBDs, and the SR's allowed_operations. Plain field
+setters (SR.set_name_label, PBD.set_device_config, ...) are api/setters.py's."""
 
 from __future__ import annotations
 
@@ -182,34 +183,6 @@ def sr_destroy(ctx: CallContext, sr: str) -> None:
         store.destroy("SR", sr)
 
 
-@handler("SR.set_name_label")
-def sr_set_name_label(ctx: CallContext, sr: str, value: str) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("SR", sr)
-        ctx.store.update("SR", sr, name_label=value)
-
-
-@handler("SR.set_name_description")
-def sr_set_name_description(ctx: CallContext, sr: str, value: str) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("SR", sr)
-        ctx.store.update("SR", sr, name_description=value)
-
-
-@handler("SR.set_shared")
-def sr_set_shared(ctx: CallContext, sr: str, value: bool) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("SR", sr)
-        ctx.store.update("SR", sr, shared=value)
-
-
-@handler("SR.set_physical_size")
-def sr_set_physical_size(ctx: CallContext, sr: str, value: int) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("SR", sr)
-        ctx.store.update("SR", sr, physical_size=value)
-
-
 @handler("PBD.create")
 def pbd_create(ctx: CallContext, record: dict[str, Any]) -> str:
     store = ctx.store
@@ -276,10 +249,3 @@ def pbd_unplug(ctx: CallContext, pbd: str) -> None:
         ctx.sim.refresh_allowed_operations("SR", sr)
         for vdi in store.raw("SR", sr)["VDIs"]:
             ctx.sim.refresh_allowed_operations("VDI", vdi)
-
-
-@handler("PBD.set_device_config")
-def pbd_set_device_config(ctx: CallContext, pbd: str, value: dict[str, str]) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("PBD", pbd)
-        ctx.store.update("PBD", pbd, device_config=value)

@@ -1,4 +1,6 @@
-"""VDI messages with xapi's state errors and the VDI's allowed_operations."""
+"""VDI messages with xapi's state errors and the VDI's allowed_operations.
+Plain field setters (VDI.set_name_label, set_sharable, ...) are
+api/setters.py's."""
 
 from __future__ import annotations
 
@@ -230,34 +232,6 @@ def vdi_resize_online(ctx: CallContext, vdi: str, size: int) -> None:
 def vdi_update(ctx: CallContext, vdi: str) -> None:
     with ctx.store.lock:
         ctx.store.raw("VDI", vdi)
-
-
-@handler("VDI.set_name_label")
-def vdi_set_name_label(ctx: CallContext, vdi: str, value: str) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("VDI", vdi)
-        ctx.store.update("VDI", vdi, name_label=value)
-
-
-@handler("VDI.set_name_description")
-def vdi_set_name_description(ctx: CallContext, vdi: str, value: str) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("VDI", vdi)
-        ctx.store.update("VDI", vdi, name_description=value)
-
-
-@handler("VDI.set_read_only")
-def vdi_set_read_only(ctx: CallContext, vdi: str, value: bool) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("VDI", vdi)
-        ctx.store.update("VDI", vdi, read_only=value)
-
-
-@handler("VDI.set_sharable")
-def vdi_set_sharable(ctx: CallContext, vdi: str, value: bool) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("VDI", vdi)
-        ctx.store.update("VDI", vdi, sharable=value)
 
 
 @handler("VDI.introduce")
