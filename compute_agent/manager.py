@@ -153,15 +153,21 @@ class ComputeManager:
         self.driver.set_reconnect_listener(lambda: self._recover("reconnect"))
         self.report_host(get_admin_context())
 
-    def _recover(self, reason: str) -> None:
+    def _recover(self, reason: str, ctxt: RequestContext | None = None) -> None:
         if self._stopping.is_set():
             return
-        ctxt = get_admin_context()
         try:
-            self.recovery.start(ctxt, reason=reason)
+            self.recovery.start(ctxt or get_admin_context(), reason=reason)
         except Exception:
-            # The agent serves anyway; the next reconnect or start retries.
+            # The agent serves anyway; the next run retries.
             LOG.exception("Recovery (%s) failed", reason)
+
+    def recover(self, ctxt: RequestContext) -> None:
+        """Periodic backstop: settle what no operation of this process owns
+        (e.g. a dom0 task still running after its operation timed out and
+        was settled) and report orphan VMs, without waiting for a restart or
+        a reconnect."""
+        self._recover("periodic", ctxt)
 
     def shutdown(self, timeout: float | None) -> list[str]:
         """Stop taking work, hand back builds that have not started in the

@@ -4,7 +4,7 @@
 oslo.service's threading launcher): database, driver, manager, RPC server on
 topic ``[DEFAULT] compute_topic`` / server ``[DEFAULT] host``, and the
 periodic jobs (heartbeat + host resources every ``report_interval``, power
-state sync every ``sync_power_state_interval``).
+state sync and the recovery backstop every ``sync_power_state_interval``).
 
 ``stop`` (SIGTERM) stops consuming RPC messages first, then lets running
 operations finish and hands back builds that have not started, all within
@@ -129,6 +129,7 @@ class ComputeService(os_service.ServiceBase):
         self.periodic.add("report_host", conf.report_interval, self.manager.report_host)
         self.periodic.add("sync_power_states", conf.sync_power_state_interval,
                           self.manager.sync_power_states)
+        self.periodic.add("recover", conf.sync_power_state_interval, self.manager.recover)
         self.periodic.start()
         LOG.info("compute-agent serving %s.%s (backend %s, driver %s)", conf.compute_topic,
                  conf.host, conf.concurrency_backend, type(self.manager.driver).__name__)

@@ -543,3 +543,20 @@ def test_manager_recovers_on_start_and_after_a_reconnect(agent_conf, agent_db, n
         assert agent_db.get_instance(stopped)["vm_state"] == states.ACTIVE
     finally:
         mgr.shutdown(WAIT)
+
+
+def test_periodic_recovery_picks_up_a_task_left_after_a_timeout(manager, fake_driver,
+                                                               agent_db):
+    # A task still running in dom0 after its operation timed out and was
+    # settled: the periodic run records how it ended, without a restart.
+    uuid, _ = left_behind(agent_db, None, states.STOPPED,
+                          [("OpaqueRef:late", "power_on", ts.PENDING)], power_state.SHUTDOWN)
+    fake_driver.add_vm(uuid, power_state.SHUTDOWN)
+    fake_driver.add_task("OpaqueRef:late", status=ts.CANCELLED)
+    from compute_agent.context import new_context
+
+    manager.recover(new_context())
+    assert manager.recovery.last_run.reason == "periodic"
+    assert manager.recovery.last_run.wait(WAIT)
+    assert agent_db.get_tracked_task("OpaqueRef:late")["status"] == "cancelled"
+    assert agent_db.get_instance(uuid)["vm_state"] == states.STOPPED
