@@ -142,7 +142,8 @@ class SimProcess:
 
 
 class AgentProcess:
-    def __init__(self, workdir: Path, db_url: str, sim_url: str, **tasks: Any):
+    def __init__(self, workdir: Path, db_url: str, sim_url: str,
+                 defaults: dict[str, Any] | None = None, **tasks: Any):
         tag = uuidlib.uuid4().hex[:10]
         self.host = f"ca-crash-{tag}"
         self.exchange = f"ca_crash_{tag}"
@@ -152,6 +153,7 @@ class AgentProcess:
         self.log_file = workdir / f"agent-{tag}.log"
         self.config = workdir / f"agent-{tag}.conf"
         task_lines = "\n".join(f"{k} = {v}" for k, v in tasks.items())
+        default_lines = "\n".join(f"{k} = {v}" for k, v in (defaults or {}).items())
         self.config.write_text(f"""[DEFAULT]
 host = {self.host}
 compute_driver = xenapi
@@ -164,6 +166,7 @@ sync_power_state_interval = 600
 graceful_shutdown_timeout = 10
 log_file = {self.log_file}
 debug = true
+{default_lines}
 [database]
 connection = {db_url}
 [xenserver]
@@ -245,10 +248,11 @@ class Notifications:
 class Env:
     """A simulator, an agent on it, a client and the agent's database."""
 
-    def __init__(self, workdir: Path, backend: str, task_duration: float, **tasks: Any):
+    def __init__(self, workdir: Path, backend: str, task_duration: float,
+                 defaults: dict[str, Any] | None = None, **tasks: Any):
         self.db_url, self._drop_db = make_migrated_database_url(backend)
         self.sim = SimProcess(workdir, task_duration)
-        self.agent = AgentProcess(workdir, self.db_url, self.sim.url, **tasks)
+        self.agent = AgentProcess(workdir, self.db_url, self.sim.url, defaults, **tasks)
         conf = client_conf(self.agent)
         self.transport = oslo_messaging.get_rpc_transport(
             conf, allowed_remote_exmods=["compute_agent.rpc.errors"])
@@ -305,8 +309,9 @@ class Env:
 def make_env(tmp_path) -> Iterator[Callable[..., Env]]:
     made: list[Env] = []
 
-    def make(backend: str = "sqlite", task_duration: float = 0.2, **tasks: Any) -> Env:
-        env = Env(tmp_path, backend, task_duration, **tasks)
+    def make(backend: str = "sqlite", task_duration: float = 0.2,
+             defaults: dict[str, Any] | None = None, **tasks: Any) -> Env:
+        env = Env(tmp_path, backend, task_duration, defaults, **tasks)
         made.append(env)
         return env.start()
 
@@ -376,14 +381,15 @@ def starting_vms(env: Env) -> int:
                for recs in vms.values() for rec in recs)
 
 
-@pytest.mark.parametrize("backend, dom0_restart", [
-    ("sqlite", None),
-    ("postgresql", None),
-    ("sqlite", "process"),
-    ("postgresql", "xapi"),
+@pytest.mark.parametrize("backend, dom0_restart, concurrency", [
+    ("sqlite", None, "threading"),
+    ("postgresql", None, "threading"),
+    ("sqlite", "process", "threading"),
+    ("postgresql", "xapi", "threading"),
+    ("postgresql", None, "eventlet"),
 ])
-def test_kill9_mid_build_every_instance_recovers(make_env, backend, dom0_restart):
-    env = make_env(backend, task_duration=3)
+def test_kill9_mid_build_every_instance_recovers(make_env, backend, dom0_restart, concurrency):
+    env = make_env(backend, task_duration=3, defaults={"concurrency_backend": concurrency})
     bodies = [env.build(f"crash-{i:02d}") for i in range(BUILDS)]
     uuids = [b["uuid"] for b in bodies]
     host = env.agent.host
@@ -415,7 +421,8 @@ def test_kill9_mid_build_every_instance_recovers(make_env, backend, dom0_restart
     took = time.monotonic() - restarted
     counts = assert_db_and_dom0_agree(env, uuids)
     assert env.db.list_tracked_tasks(agent_host=host) == [], "tracked tasks left pending"
-    print(f"\n[{backend}, dom0 restart {dom0_restart}] {len(busy)} busy / {len(in_flight)} "
+    print(f"\n[{backend}, {concurrency}, dom0 restart {dom0_restart}] {len(busy)} busy / "
+          f"{len(in_flight)} "
           f"tasks in flight at the kill; settled {took:.1f} s after the restart: {counts}")
     # The agent serves normally afterwards: an instance recovered as active
     # can be stopped.
@@ -571,3 +578,57 @@ def test_sim_restarted_from_disk_keeps_no_operation_of_a_lost_task(tmp_path):
         assert "start" in rec["allowed_operations"]
     finally:
         again.stop()
+
+
+# --------------------------------------------------------------------------- orphans
+
+
+def make_orphan(session: XenAPI.Session, agent_host: str) -> tuple[str, str]:
+    """A VM marked as the agent's for an instance the database never heard
+    of (e.g. a database restored from an old backup). -> (instance uuid, VM ref)"""
+    owner = str(uuidlib.uuid4())
+    vm = session.xenapi.VM.create({
+        "name_label": "orphan", "name_description": "", "user_version": "1",
+        "is_a_template": False, "affinity": "OpaqueRef:NULL",
+        "memory_static_max": str(256 << 20), "memory_dynamic_max": str(256 << 20),
+        "memory_dynamic_min": str(256 << 20), "memory_static_min": str(256 << 20),
+        "VCPUs_params": {}, "VCPUs_max": "1", "VCPUs_at_startup": "1",
+        "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",
+        "actions_after_crash": "destroy", "PV_bootloader": "", "PV_kernel": "",
+        "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "",
+        "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "dc"},
+        "platform": {}, "PCI_bus": "", "recommendations": "",
+        "other_config": {"compute_agent_instance_uuid": owner,
+                         "compute_agent_host": agent_host},
+    })
+    return owner, vm
+
+
+@pytest.mark.parametrize("reap", [False, True])
+def test_orphan_vms_are_reported_and_reaped_on_request(make_env, reap):
+    env = make_env("sqlite", task_duration=0.1, defaults={"reap_orphans": reap})
+    kept = env.build("kept")
+    env.settled(kept["uuid"], "active")
+    session = env.sim.session()
+    try:
+        owner, vm = make_orphan(session, env.agent.host)
+        env.agent.kill9()
+        env.agent.start()
+        env.agent.wait_serving(env.api)
+
+        def vm_gone() -> bool:
+            return vm not in session.xenapi.VM.get_all()
+
+        def reported() -> bool:
+            return f"VM of instance {owner}" in env.agent.log_tail(100000)
+
+        if reap:
+            wait_until(vm_gone, 20, "the orphan VM to be removed", 0.1)
+        else:
+            wait_until(reported, 20, "the orphan VM to be reported", 0.1)
+            assert not vm_gone()
+        vms, _ = dom0_state(session, env.agent.host)
+    finally:
+        session.xenapi.session.logout()
+    assert list(vms) == [kept["uuid"]] if reap else sorted(vms) == sorted([kept["uuid"], owner])
+    assert env.db.get_instance(kept["uuid"])["vm_state"] == "active"
