@@ -15,7 +15,6 @@ SDK session.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -23,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +38,7 @@ from compute_agent.db.api import Database
 from compute_agent.rpc import transport as rpc_transport
 from compute_agent.rpc.rpcapi import ComputeAPI
 from tests.functional.db_fixtures import make_migrated_database_url
+from xapisim.control_client import SimControl
 
 RABBIT = os.environ.get("CA_TEST_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
 BIN = Path(sys.executable).parent
@@ -116,12 +115,9 @@ class SimProcess:
         except OSError:
             return False
 
-    def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        req = urllib.request.Request(
-            f"{self.url}/_sim/{path}", data=json.dumps(body or {}).encode(),
-            headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())
+    @property
+    def control(self) -> SimControl:
+        return SimControl(self.url, timeout=10)
 
     def session(self) -> XenAPI.Session:
         s = XenAPI.Session(self.url)
@@ -131,7 +127,7 @@ class SimProcess:
     def crash_and_restart(self) -> None:
         """xapi dies hard (its object database flushed first, as xapi's redo
         log would have it) and comes back: every task is gone."""
-        self.control("save")
+        self.control.save()
         assert self.proc is not None
         kill_group(self.proc)
         self.start()
@@ -406,7 +402,7 @@ def test_kill9_mid_build_every_instance_recovers(make_env, backend, dom0_restart
     if dom0_restart == "process":
         env.sim.crash_and_restart()
     elif dom0_restart == "xapi":
-        env.sim.control("restart_xapi")
+        env.sim.control.restart_xapi()
 
     restarted = time.monotonic()
     env.agent.start()
@@ -448,7 +444,8 @@ def test_guest_power_changes_reach_the_database_within_a_second(make_env):
     measured = {}
 
     def guest(event: str, expect: Callable[[dict], bool]) -> dict:
-        env.sim.control(f"vm/{event}", {"vm": vm})
+        {"shutdown": env.sim.control.guest_shutdown, "crash": env.sim.control.crash_vm,
+         "reboot": env.sim.control.guest_reboot}[event](vm)
         sent = time.monotonic()
         inst = wait_until(lambda: (lambda i: i if expect(i) else None)(
             env.db.get_instance(uuid, internal=True)), EVENT_LIMIT_S,
@@ -496,7 +493,7 @@ def wait_for_dom0_op(env: Env, uuid: str, op: str) -> None:
 def test_cancel_operation_during_a_long_build_and_a_long_start(make_env):
     env = make_env("sqlite", task_duration=0.1)
     host = env.agent.host
-    env.sim.control("duration", {"method": "VM.start", "seconds": 60})
+    env.sim.control.set_duration("VM.start", 60)
     body = env.build("cancel-me")
     uuid = body["uuid"]
     wait_for_dom0_op(env, uuid, "start")
@@ -510,12 +507,12 @@ def test_cancel_operation_during_a_long_build_and_a_long_start(make_env):
     assert "cancelled" in statuses and "pending" not in statuses
 
     # A start: cancelled, the instance is back where it was (stopped).
-    env.sim.control("clear")
+    env.sim.control.clear()
     other = env.build("cancel-start")
     env.settled(other["uuid"], "active")
     env.api.stop_instance(host, other["uuid"], confirm=True)
     env.settled(other["uuid"], "stopped")
-    env.sim.control("duration", {"method": "VM.start", "seconds": 60})
+    env.sim.control.set_duration("VM.start", 60)
     env.api.start_instance(host, other["uuid"], confirm=True)
     wait_for_dom0_op(env, other["uuid"], "start")
     assert env.api.cancel_operation(host, other["uuid"])["cancelled"] is True
@@ -535,7 +532,7 @@ def test_timeout_cancels_the_task_and_records_a_fault(make_env):
     env.settled(uuid, "active")
     env.api.stop_instance(host, uuid, confirm=True)
     env.settled(uuid, "stopped")
-    env.sim.control("duration", {"method": "VM.start", "seconds": 60})
+    env.sim.control.set_duration("VM.start", 60)
     started = time.monotonic()
     env.api.start_instance(host, uuid, confirm=True)
     inst = env.settled(uuid, timeout=30)
