@@ -282,9 +282,9 @@ class Rpc:
     are deleted on close()."""
 
     def __init__(self, tag: str, with_notifications: bool = False):
-        self.exchange = f"ca_e2e_{tag}"
-        self.topic = f"ca_e2e_compute_{tag}"
-        self.notify_topic = f"ca_e2e_notify_{tag}" if with_notifications else None
+        self.exchange = f"ca_e2emod_{tag}"
+        self.topic = f"ca_e2emod_compute_{tag}"
+        self.notify_topic = f"ca_e2emod_notify_{tag}" if with_notifications else None
         self.hosts: list[str] = []
         conf = cfg.ConfigOpts()
         default_opts.register_opts(conf)
@@ -321,8 +321,10 @@ class Rpc:
         if self.notify_topic:
             queues += [f"{self.notify_topic}.{p}" for p in ("info", "error", "warn", "debug",
                                                             "critical", "audit", "sample")]
+        # kombu names the transport amqp://, oslo.messaging rabbit://.
+        url = "amqp://" + RABBIT.split("://", 1)[1]
         try:
-            with kombu.Connection(RABBIT, connect_timeout=5) as conn:
+            with kombu.Connection(url, connect_timeout=5) as conn:
                 channel = conn.channel()
                 for name in queues:
                     with contextlib.suppress(Exception):
