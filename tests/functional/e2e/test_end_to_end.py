@@ -55,10 +55,6 @@ def dom0_vm(stack: Stack, uuid: str) -> dict:
     return vm
 
 
-def from_host(stack: Stack):
-    return lambda data: data.get("host") == stack.host
-
-
 def of_instance(stack: Stack, uuid: str):
     return lambda data: (data.get("host") == stack.host
                          and (data.get("instance") or {}).get("uuid") == uuid)
