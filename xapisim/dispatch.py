@@ -50,10 +50,11 @@ class Dispatcher:
         delay = sim.faults.latency(method)
         if delay > 0:
             time.sleep(delay)
-        sim.faults.before_call(method)
-
         is_async = method.startswith("Async.")
         name = method[6:] if is_async else method
+        # Rules on "Async.X" fail the call itself; a rule on the plain name
+        # fails a synchronous call, or the task of an Async one.
+        sim.faults.before_call(method)
 
         if name in (LOGIN, LOCAL_LOGIN) and not is_async:
             return self._login(host_ref, name, params)
@@ -84,7 +85,7 @@ class Dispatcher:
             raise XenAPIError("NOT_IMPLEMENTED", name)
         ctx = CallContext(sim, name, session, host_ref)
         if is_async:
-            return sim.tasks.spawn(ctx, fn, args)
+            return sim.tasks.spawn(ctx, _failing_first(sim, name, fn), args)
         return fn(ctx, *args)
 
     def _login(self, host_ref: str, name: str, params: list[Any]) -> str:
@@ -113,3 +114,11 @@ def _fill_defaults(name: str, params: list[Any], expected: int) -> list[Any]:
     if not defaults or missing <= 0 or missing > len(defaults):
         return params
     return [*params, *defaults[len(defaults) - missing:]]
+
+
+def _failing_first(sim: Simulator, name: str, fn):
+    def run(ctx: CallContext, *args: Any) -> Any:
+        sim.faults.before_task(name)
+        return fn(ctx, *args)
+
+    return run

@@ -68,6 +68,8 @@ class Faults:
 
     def add_rule(self, method: str, kind: str, count: int, error: list[str] | None = None,
                  seconds: float = 0.0) -> None:
+        if count <= 0:
+            return
         with self.lock:
             self.rules.setdefault(method or "*", []).append(
                 _Rule(count, list(error or []), kind, seconds)
@@ -80,19 +82,20 @@ class Faults:
             self.durations.clear()
             self.time_scale = 1.0
 
-    def take(self, method: str) -> _Rule | None:
-        """Consume one matching rule for this call, if any."""
+    def take(self, method: str, kinds: tuple[str, ...] = ("fail", "drop", "hang"),
+             wildcard: bool = True) -> _Rule | None:
+        """Consume one matching rule of one of ``kinds`` for this call."""
         with self.lock:
-            for key in (method, "*"):
+            for key in (method, "*") if wildcard else (method,):
                 rules = self.rules.get(key)
-                while rules:
-                    rule = rules[0]
-                    if rule.count <= 0:
-                        rules.pop(0)
+                if not rules:
+                    continue
+                for i, rule in enumerate(rules):
+                    if rule.kind not in kinds:
                         continue
                     rule.count -= 1
                     if rule.count <= 0:
-                        rules.pop(0)
+                        rules.pop(i)
                     return rule
         return None
 
@@ -105,5 +108,16 @@ class Faults:
             raise DropConnection()
         if rule.kind == "hang":
             raise HangConnection(rule.seconds)
-        code, *params = rule.error or ["INTERNAL_ERROR", "injected fault"]
-        raise XenAPIError(code, *params)
+        raise _injected(rule)
+
+    def before_task(self, method: str) -> None:
+        """Inside an Async task: a ``fail`` rule armed for the plain message
+        name fails the task (its error_info), as a real failure would."""
+        rule = self.take(method, kinds=("fail",), wildcard=False)
+        if rule is not None:
+            raise _injected(rule)
+
+
+def _injected(rule: _Rule) -> XenAPIError:
+    code, *params = rule.error or ["INTERNAL_ERROR", "injected fault"]
+    return XenAPIError(code, *params)
