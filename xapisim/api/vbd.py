@@ -3,11 +3,11 @@ allowed_operations."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
+from xapisim import current_operations
 from xapisim.api import allowed_operations, handler
 from xapisim.context import CallContext
 from xapisim.domains import device_name
@@ -87,23 +87,14 @@ def _assert_vbd_op(store: Store, vbd: str, op: str) -> None:
         raise err
 
 
-@contextlib.contextmanager
-def vbd_operation(ctx: CallContext, vbd: str, op: str) -> Iterator[None]:
-    store = ctx.store
-    with store.lock:
-        _assert_vbd_op(store, vbd, op)
-        store.update("VBD", vbd, current_operations={ctx.op_ref: op})
-        ctx.sim.refresh_allowed_operations("VBD", vbd)
-    try:
-        yield
-    finally:
-        with store.lock:
-            if store.has("VBD", vbd):
-                store.update("VBD", vbd, current_operations={})
-                ctx.sim.refresh_allowed_operations("VBD", vbd)
-                vdi = store.raw("VBD", vbd)["VDI"]
-                if store.has("VDI", vdi):
-                    ctx.sim.refresh_allowed_operations("VDI", vdi)
+def vbd_operation(ctx: CallContext, vbd: str, op: str) -> AbstractContextManager[None]:
+    def refresh_vdi() -> None:
+        # The VDI's allowed operations depend on its VBDs' operations.
+        vdi = ctx.store.raw("VBD", vbd)["VDI"]
+        if ctx.store.has("VDI", vdi):
+            ctx.sim.refresh_allowed_operations("VDI", vdi)
+
+    return current_operations.hold(ctx, "VBD", vbd, op, _assert_vbd_op, on_release=refresh_vdi)
 
 
 @handler("VBD.create")

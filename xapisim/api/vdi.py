@@ -4,11 +4,10 @@ api/setters.py's."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
-from xapisim import vdi_data
+from xapisim import current_operations, vdi_data
 from xapisim.api import allowed_operations, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -87,24 +86,8 @@ def _assert_vdi_op(store: Store, vdi: str, op: str) -> None:
         raise err
 
 
-@contextlib.contextmanager
-def vdi_operation(ctx: CallContext, vdi: str, op: str) -> Iterator[None]:
-    store = ctx.store
-    with store.lock:
-        _assert_vdi_op(store, vdi, op)
-        cur = dict(store.raw("VDI", vdi)["current_operations"])
-        cur[ctx.op_ref] = op
-        store.update("VDI", vdi, current_operations=cur)
-        ctx.sim.refresh_allowed_operations("VDI", vdi)
-    try:
-        yield
-    finally:
-        with store.lock:
-            if store.has("VDI", vdi):
-                cur = dict(store.raw("VDI", vdi)["current_operations"])
-                cur.pop(ctx.op_ref, None)
-                store.update("VDI", vdi, current_operations=cur)
-                ctx.sim.refresh_allowed_operations("VDI", vdi)
+def vdi_operation(ctx: CallContext, vdi: str, op: str) -> AbstractContextManager[None]:
+    return current_operations.hold(ctx, "VDI", vdi, op, _assert_vdi_op)
 
 
 @handler("VDI.create")

@@ -5,12 +5,11 @@ work is done."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid as uuidlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
-from xapisim import memory, vm_rules
+from xapisim import current_operations, memory, vm_rules
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -23,27 +22,11 @@ def vm_allowed(sim, ref: str) -> list[str]:
     return vm_rules.vm_allowed_operations(sim.store, ref)
 
 
-@contextlib.contextmanager
-def vm_operation(ctx: CallContext, vm: str, op: str) -> Iterator[None]:
+def vm_operation(ctx: CallContext, vm: str, op: str) -> AbstractContextManager[None]:
     """Hold ``op`` in the VM's current_operations, refusing it first with
     xapi's checks (several operations may run at once where xapi allows it,
     e.g. hard_shutdown during a clean_shutdown)."""
-    store = ctx.store
-    with store.lock:
-        vm_rules.assert_vm_op(store, vm, op)
-        cur = dict(store.raw("VM", vm)["current_operations"])
-        cur[ctx.op_ref] = op
-        store.update("VM", vm, current_operations=cur)
-        ctx.sim.refresh_allowed_operations("VM", vm)
-    try:
-        yield
-    finally:
-        with store.lock:
-            if store.has("VM", vm):
-                cur = dict(store.raw("VM", vm)["current_operations"])
-                cur.pop(ctx.op_ref, None)
-                store.update("VM", vm, current_operations=cur)
-                ctx.sim.refresh_allowed_operations("VM", vm)
+    return current_operations.hold(ctx, "VM", vm, op, vm_rules.assert_vm_op)
 
 
 def expect_power_state(store, vm: str, *states: str) -> dict[str, Any]:
