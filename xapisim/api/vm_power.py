@@ -47,7 +47,9 @@ def _cancel_others(ctx: CallContext, vm: str, ops: set[str]) -> None:
 # -- start / shutdown / reboot ---------------------------------------------------------------
 
 
-def _start(ctx: CallContext, vm: str, host: str | None, paused: bool, op: str) -> None:
+def _boot_target(ctx: CallContext, vm: str, host: str | None, op: str) -> str:
+    """Where start/resume (``host`` None) or start_on/resume_on will put the
+    domain, refusing before any time is spent."""
     sim, store = ctx.sim, ctx.store
     with store.lock:
         vm_rules.assert_vm_op(store, vm, op)
@@ -58,6 +60,12 @@ def _start(ctx: CallContext, vm: str, host: str | None, paused: bool, op: str) -
             placement.assert_can_boot_here(sim, vm, host)
             target = host
         placement.assert_vbds_attachable(store, vm)
+    return target
+
+
+def _start(ctx: CallContext, vm: str, host: str | None, paused: bool, op: str) -> None:
+    sim, store = ctx.sim, ctx.store
+    target = _boot_target(ctx, vm, host, op)
     with vm_operation(ctx, vm, op):
         ctx.work()
         with store.lock:
@@ -81,17 +89,15 @@ def _halt_running(ctx: CallContext, vm: str, op: str, states: tuple[str, ...]) -
     store = ctx.store
     with store.lock:
         rec = expect_power_state(store, vm, *states)
-        if rec["power_state"] == "Suspended":
-            suspend_vdi = rec["suspend_VDI"]
-            domains.record_shutdown(store, vm, "halted", "external",
-                                      rec["actions_after_shutdown"])
-            domains.halt(ctx.sim, vm)
+        suspended = rec["power_state"] == "Suspended"
+        suspend_vdi = rec["suspend_VDI"]
+        domains.record_shutdown(store, vm, "halted", "external", rec["actions_after_shutdown"])
+        domains.halt(ctx.sim, vm)
+        if suspended:
+            # the saved memory image is of no use any more
             store.update("VM", vm, suspend_VDI=NULL_REF)
             if store.has("VDI", suspend_vdi):
                 destroy_vdi(ctx.sim, suspend_vdi)
-            return
-        domains.record_shutdown(store, vm, "halted", "external", rec["actions_after_shutdown"])
-        domains.halt(ctx.sim, vm)
 
 
 @handler("VM.clean_shutdown")
@@ -216,15 +222,7 @@ def vm_suspend(ctx: CallContext, vm: str) -> None:
 
 def _resume(ctx: CallContext, vm: str, host: str | None, paused: bool, op: str) -> None:
     sim, store = ctx.sim, ctx.store
-    with store.lock:
-        vm_rules.assert_vm_op(store, vm, op)
-        if host is None:
-            target = placement.choose_host(sim, vm)
-        else:
-            store.raw("host", host)
-            placement.assert_can_boot_here(sim, vm, host)
-            target = host
-        placement.assert_vbds_attachable(store, vm)
+    target = _boot_target(ctx, vm, host, op)
     with vm_operation(ctx, vm, op):
         ctx.work()
         with store.lock:
