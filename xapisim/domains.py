@@ -148,28 +148,10 @@ def _replace_console(sim: Simulator, vm: str, host: str | None) -> None:
                  location=f"{sim.scheme}://{address}:{sim.port}/console?uuid={uuid}")
 
 
-def halt(sim: Simulator, vm: str) -> None:
-    """The domain is gone: Halted, no host, devices detached."""
-    store = sim.store
-    with store.lock:
-        rec = store.raw("VM", vm)
-        host = rec["resident_on"]
-        drop_guest_metrics(sim, vm)
-        metrics = rec["metrics"]
-        if store.has("VM_metrics", metrics):
-            store.update("VM_metrics", metrics, memory_actual=0, VCPUs_utilisation={},
-                         VCPUs_CPU={}, state=[], current_domain_type="unspecified",
-                         last_updated=now_datetime())
-        store.update("VM", vm, power_state="Halted", resident_on=NULL_REF,
-                     scheduled_to_be_resident_on=NULL_REF, domid=-1, requires_reboot=False)
-        _set_devices_attached(sim, vm, False)
-        _replace_console(sim, vm, None)
-        refresh_host_memory(store, host)
-        sim.refresh_allowed_operations("VM", vm)
-
-
-def suspend(sim: Simulator, vm: str, suspend_vdi: str) -> None:
-    """The domain's memory went to ``suspend_vdi``; devices stay attached."""
+def _end_domain(sim: Simulator, vm: str, vm_fields: dict[str, Any],
+                metrics_fields: dict[str, Any], detach_devices: bool) -> None:
+    """The domain stops running (destroyed or saved): guest metrics, console
+    and the host's memory go with it; ``vm_fields`` say what the VM is now."""
     store = sim.store
     with store.lock:
         rec = store.raw("VM", vm)
@@ -178,13 +160,33 @@ def suspend(sim: Simulator, vm: str, suspend_vdi: str) -> None:
         metrics = rec["metrics"]
         if store.has("VM_metrics", metrics):
             store.update("VM_metrics", metrics, memory_actual=0, state=[],
-                         last_updated=now_datetime())
-        store.update("VM", vm, power_state="Suspended", resident_on=NULL_REF, domid=-1,
-                     suspend_VDI=suspend_vdi, last_booted_record=rec["last_booted_record"] or
-                     f"<simulated boot record of {rec['uuid']}>")
+                         last_updated=now_datetime(), **metrics_fields)
+        store.update("VM", vm, resident_on=NULL_REF, domid=-1, **vm_fields)
+        if detach_devices:
+            _set_devices_attached(sim, vm, False)
         _replace_console(sim, vm, None)
         refresh_host_memory(store, host)
         sim.refresh_allowed_operations("VM", vm)
+
+
+def halt(sim: Simulator, vm: str) -> None:
+    """The domain is gone: Halted, no host, devices detached."""
+    _end_domain(sim, vm,
+                {"power_state": "Halted", "scheduled_to_be_resident_on": NULL_REF,
+                 "requires_reboot": False},
+                {"VCPUs_utilisation": {}, "VCPUs_CPU": {}, "current_domain_type": "unspecified"},
+                detach_devices=True)
+
+
+def suspend(sim: Simulator, vm: str, suspend_vdi: str) -> None:
+    """The domain's memory went to ``suspend_vdi``; devices stay attached."""
+    with sim.store.lock:
+        rec = sim.store.raw("VM", vm)
+        boot_record = rec["last_booted_record"] or f"<simulated boot record of {rec['uuid']}>"
+        _end_domain(sim, vm,
+                    {"power_state": "Suspended", "suspend_VDI": suspend_vdi,
+                     "last_booted_record": boot_record},
+                    {}, detach_devices=False)
 
 
 def set_paused(sim: Simulator, vm: str, paused: bool) -> None:

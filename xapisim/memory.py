@@ -61,20 +61,22 @@ def _footprint(store: Store, vm: str) -> tuple[int, int]:
     return actual + overhead, min(actual, rec["memory_dynamic_min"]) + overhead
 
 
-def host_free_memory(store: Store, host: str) -> int:
+def _host_free(store: Store, host: str, shrunk: bool) -> int:
     h = store.raw("host", host)
     total = store.raw("host_metrics", h["metrics"])["memory_total"]
-    used = sum(_footprint(store, vm)[0] for vm in h["resident_VMs"] if store.has("VM", vm))
+    used = sum(_footprint(store, vm)[1 if shrunk else 0] for vm in h["resident_VMs"]
+               if store.has("VM", vm))
     return total - h["memory_overhead"] - used
+
+
+def host_free_memory(store: Store, host: str) -> int:
+    return _host_free(store, host, shrunk=False)
 
 
 def host_free_memory_compressed(store: Store, host: str) -> int:
     """Free memory if every guest ballooned down to dynamic_min (xapi's
     host.compute_free_memory)."""
-    h = store.raw("host", host)
-    total = store.raw("host_metrics", h["metrics"])["memory_total"]
-    used = sum(_footprint(store, vm)[1] for vm in h["resident_VMs"] if store.has("VM", vm))
-    return total - h["memory_overhead"] - used
+    return _host_free(store, host, shrunk=True)
 
 
 def refresh_host_memory(store: Store, host: str) -> None:
