@@ -145,19 +145,20 @@ def sr_forget(ctx: CallContext, sr: str) -> None:
             for vbd in list(store.raw("VDI", vdi)["VBDs"]):
                 store.destroy("VBD", vbd)
             store.destroy("VDI", vdi)
-        for pbd in list(rec["PBDs"]):
-            store.destroy("PBD", pbd)
-        _forget_pool_refs(store, sr)
-        store.destroy("SR", sr)
+        _remove_sr(store, sr)
 
 
-def _forget_pool_refs(store: Store, sr: str) -> None:
+def _remove_sr(store: Store, sr: str) -> None:
+    """The SR record goes, with its PBDs and the pool's references to it."""
+    for pbd in list(store.raw("SR", sr)["PBDs"]):
+        store.destroy("PBD", pbd)
     for pool in store.refs("pool"):
         p = store.raw("pool", pool)
         upd = {k: NULL_REF for k in ("default_SR", "suspend_image_SR", "crash_dump_SR")
                if p[k] == sr}
         if upd:
             store.update("pool", pool, **upd)
+    store.destroy("SR", sr)
 
 
 @handler("SR.destroy")
@@ -177,10 +178,7 @@ def sr_destroy(ctx: CallContext, sr: str) -> None:
         for vdi in list(rec["VDIs"]):
             if store.has("VDI", vdi):
                 destroy_vdi(ctx.sim, vdi)
-        for pbd in list(rec["PBDs"]):
-            store.destroy("PBD", pbd)
-        _forget_pool_refs(store, sr)
-        store.destroy("SR", sr)
+        _remove_sr(store, sr)
 
 
 @handler("PBD.create")
@@ -220,11 +218,7 @@ def pbd_plug(ctx: CallContext, pbd: str) -> None:
         if rec["currently_attached"]:
             return  # xapi: plugging a plugged PBD is a no-op
     ctx.work()
-    with store.lock:
-        store.update("PBD", pbd, currently_attached=True)
-        ctx.sim.refresh_allowed_operations("SR", rec["SR"])
-        for vdi in store.raw("SR", rec["SR"])["VDIs"]:
-            ctx.sim.refresh_allowed_operations("VDI", vdi)
+    _set_attached(ctx, pbd, rec["SR"], True)
 
 
 @handler("PBD.unplug")
@@ -244,8 +238,13 @@ def pbd_unplug(ctx: CallContext, pbd: str) -> None:
                         store.raw("VM", vm)["resident_on"] in (rec["host"], NULL_REF):
                     raise XenAPIError("VDI_IN_USE", vdi, "unplug")
     ctx.work()
-    with store.lock:
-        store.update("PBD", pbd, currently_attached=False)
+    _set_attached(ctx, pbd, sr, False)
+
+
+def _set_attached(ctx: CallContext, pbd: str, sr: str, attached: bool) -> None:
+    """What the SR and its VDIs allow depends on where the SR is attached."""
+    with ctx.store.lock:
+        ctx.store.update("PBD", pbd, currently_attached=attached)
         ctx.sim.refresh_allowed_operations("SR", sr)
-        for vdi in store.raw("SR", sr)["VDIs"]:
+        for vdi in ctx.store.raw("SR", sr)["VDIs"]:
             ctx.sim.refresh_allowed_operations("VDI", vdi)
