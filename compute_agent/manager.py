@@ -335,11 +335,14 @@ class ComputeManager:
         name = instance.get("name")
         with self._locks.hold(uuid):
             try:
+                # Created as a build that never started; it turns to error
+                # only once its fault and action are written, so nobody
+                # sees an error without its reason.
                 self.db.create_instance({
                     "uuid": uuid,
                     "name": name if isinstance(name, str) else "",
                     "host": self.host,
-                    "vm_state": states.ERROR,
+                    "vm_state": states.BUILDING,
                     "task_state": None,
                     "power_state": power_state.NOSTATE,
                 })
@@ -348,6 +351,7 @@ class ComputeManager:
             self.db.add_instance_fault(uuid, exc.code, exc.params, exc.message)
             self._action_start(ctxt, uuid, "build")
             self._action_finish(ctxt, uuid, "error", exc.message)
+            self.db.update_instance(uuid, {"vm_state": states.ERROR})
 
     def _run_build(self, ctxt: RequestContext, uuid: str, spec: dict[str, Any]) -> None:
         op = self._operation(ctxt, uuid, "spawn", self.conf.tasks.spawn_timeout)
@@ -584,6 +588,10 @@ class ComputeManager:
     def _succeed(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
                  values: dict[str, Any]) -> None:
         values = {**values, "task_state": None}
+        # The action is finished before the instance settles, so whoever
+        # sees the settled instance also sees how its request ended.
+        self._event_finish(ctxt, uuid, request, "success")
+        self._action_finish(ctxt, uuid, "success")
         try:
             inst = self.db.update_instance(uuid, values, expected_task_state=task_state)
         except exceptions.ComputeAgentError as exc:
@@ -592,8 +600,6 @@ class ComputeManager:
             inst = self.db.get_instance(uuid)
         finally:
             self._mark_busy(uuid, False)
-        self._event_finish(ctxt, uuid, request, "success")
-        self._action_finish(ctxt, uuid, "success")
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.END, inst)
         LOG.info("%s of %s done: vm_state %s, power_state %s", request, uuid,
                  inst["vm_state"], power_state.name(inst["power_state"]))
@@ -610,6 +616,10 @@ class ComputeManager:
             LOG.error("%s of %s failed unexpectedly", request, uuid,
                       exc_info=(type(exc), exc, exc.__traceback__))
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        # Fault and action first, state last: a reader that sees the
+        # instance settled in error also sees why.
+        self._event_finish(ctxt, uuid, request, "error", tb)
+        self._action_finish(ctxt, uuid, "error", f"{error.code} {error.params}")
         inst = None
         try:
             current = self.db.get_instance(uuid, internal=True)
@@ -624,8 +634,6 @@ class ComputeManager:
             LOG.exception("Could not record the failure of %s of %s", request, uuid)
         finally:
             self._mark_busy(uuid, False)
-        self._event_finish(ctxt, uuid, request, "error", tb)
-        self._action_finish(ctxt, uuid, "error", f"{error.code} {error.params}")
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.ERROR, inst, error.to_dict())
 
     # ------------------------------------------------------------------ periodic jobs

@@ -6,8 +6,8 @@ versioned_notifications`` to publish on RabbitMQ; the default driver sends
 nothing).
 
 event_type ``instance.<action>.<phase>`` with phase ``start`` / ``end``
-(priority INFO) or ``error`` (priority ERROR); ``instance.update`` (INFO) when
-the hypervisor changes an instance's power state on its own. The payload is a
+(priority INFO) or ``error`` (priority ERROR); ``instance.power_state.update``
+(INFO) when the hypervisor changes an instance's power state on its own. The payload is a
 versioned object::
 
     {"compute_agent_object.name": "InstanceActionPayload",
@@ -33,7 +33,6 @@ LOG = logging.getLogger(__name__)
 
 NAMESPACE = "compute_agent"
 ACTION_PAYLOAD = ("InstanceActionPayload", "1.0")
-UPDATE_PAYLOAD = ("InstanceUpdatePayload", "1.0")
 POWER_STATE_PAYLOAD = ("InstancePowerStatePayload", "1.0")
 
 START = "start"
@@ -100,23 +99,6 @@ class Notifier:
         event_type = f"instance.{action}.{phase}"
         self._send(ctxt, "error" if phase == ERROR else "info", event_type,
                    versioned(ACTION_PAYLOAD, data))
-
-    def instance_update(
-        self,
-        ctxt: Any,
-        instance: dict[str, Any],
-        old_power_state: int | None,
-        old_vm_state: str | None,
-        reason: str | None,
-    ) -> None:
-        data = {
-            "instance": instance,
-            "old_power_state": old_power_state,
-            "old_vm_state": old_vm_state,
-            "reason": reason,
-            "host": self.host,
-        }
-        self._send(ctxt, "info", "instance.update", versioned(UPDATE_PAYLOAD, data))
 
     def power_state_update(
         self,

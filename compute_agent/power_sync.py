@@ -47,6 +47,7 @@ from typing import Any
 from compute_agent import exceptions, states
 from compute_agent import notifications as notif
 from compute_agent.context import RequestContext, clear_current, get_admin_context
+from compute_agent.db.api import instance_to_dict
 from compute_agent.db.types import parse_time, utcnow
 from compute_agent.driver import power_state
 from compute_agent.driver.base import ComputeDriver, InstanceInfo
@@ -55,7 +56,6 @@ from compute_agent.locks import InstanceLocks
 LOG = logging.getLogger(__name__)
 
 EVENT_TYPE = "instance.power_state.update"
-PAYLOAD = ("InstancePowerStatePayload", "1.0")
 MARKER_KEY = "last_shutdown_time"
 
 # power state -> (vm_states it moves from, vm_state it moves to)
@@ -270,21 +270,4 @@ class PowerStateSync:
                 old_vm: str, reason: str | None) -> None:
         """``instance.power_state.update``: the instance as it is now (its
         fault included), the old power state and vm_state, the reason."""
-        public = _public(inst)
-        send = getattr(self.notifier, "power_state_update", None)
-        if send is not None:
-            send(ctxt, public, old_power, old_vm, reason)
-            return
-        # A Notifier without the method (older notifications module).
-        data = {"instance": public, "old_power_state": old_power, "old_vm_state": old_vm,
-                "reason": reason, "host": self.host}
-        self.notifier._send(ctxt, "info", EVENT_TYPE, notif.versioned(PAYLOAD, data))
-
-
-_PUBLIC_KEYS = ("uuid", "name", "host", "vm_state", "task_state", "power_state", "progress",
-                "fault", "created_at", "updated_at", "launched_at", "flavor", "image")
-
-
-def _public(inst: dict[str, Any]) -> dict[str, Any]:
-    """The RPC instance dict out of an internal one."""
-    return {k: inst.get(k) for k in _PUBLIC_KEYS}
+        self.notifier.power_state_update(ctxt, instance_to_dict(inst), old_power, old_vm, reason)
