@@ -41,45 +41,42 @@ def new_vdi(sim, sr: str, size: int, *, name_label: str = "", name_description: 
             store.update("VDI", vdi, location=store.raw("VDI", vdi)["uuid"])
         refresh_sr_usage(store, sr)
         sim.refresh_allowed_operations("VDI", vdi)
-        _copy_data_hook(sim, None, vdi)
         return vdi
 
 
-def _copy_data_hook(sim, src: str | None, dst: str) -> None:
-    """VDI contents (files kept by xapisim.vdi_data) follow clones and copies."""
-    if src is not None:
-        vdi_data.copy_by_ref(sim, src, dst)
-
-
-def clone_vdi(sim, vdi: str, snapshot: bool = False, name_label: str | None = None) -> str:
+def _duplicate(sim, vdi: str, sr: str, *, name_label: str | None = None,
+               sm_config: dict[str, str], extra: dict[str, Any] | None = None) -> str:
+    """A new VDI on ``sr`` with ``vdi``'s settings and contents."""
     store = sim.store
     with store.lock:
         src = store.raw("VDI", vdi)
-        extra = {"is_a_snapshot": snapshot, "snapshot_of": vdi if snapshot else NULL_REF,
-                 "snapshot_time": now_datetime() if snapshot else EPOCH}
-        new = new_vdi(sim, src["SR"], src["virtual_size"],
+        new = new_vdi(sim, sr, src["virtual_size"],
                       name_label=src["name_label"] if name_label is None else name_label,
                       name_description=src["name_description"], vdi_type=src["type"],
                       sharable=src["sharable"], read_only=src["read_only"],
-                      other_config=dict(src["other_config"]),
-                      sm_config=dict(src["sm_config"]), xenstore_data=dict(src["xenstore_data"]),
-                      tags=list(src["tags"]), extra=extra)
-        _copy_data_hook(sim, vdi, new)
+                      other_config=dict(src["other_config"]), sm_config=sm_config,
+                      xenstore_data=dict(src["xenstore_data"]), tags=list(src["tags"]),
+                      extra=extra)
+        vdi_data.copy_by_ref(sim, vdi, new)
         return new
+
+
+def clone_vdi(sim, vdi: str, snapshot: bool = False, name_label: str | None = None) -> str:
+    """A clone or snapshot of ``vdi`` on its own SR."""
+    with sim.store.lock:
+        src = sim.store.raw("VDI", vdi)
+        extra = {"is_a_snapshot": snapshot, "snapshot_of": vdi if snapshot else NULL_REF,
+                 "snapshot_time": now_datetime() if snapshot else EPOCH}
+        return _duplicate(sim, vdi, src["SR"], name_label=name_label,
+                          sm_config=dict(src["sm_config"]), extra=extra)
 
 
 def copy_vdi(sim, vdi: str, sr: str) -> str:
-    store = sim.store
-    with store.lock:
-        src = store.raw("VDI", vdi)
-        store.raw("SR", sr)
-        new = new_vdi(sim, sr, src["virtual_size"], name_label=src["name_label"],
-                      name_description=src["name_description"], vdi_type=src["type"],
-                      sharable=src["sharable"], read_only=src["read_only"],
-                      other_config=dict(src["other_config"]), sm_config={},
-                      xenstore_data=dict(src["xenstore_data"]), tags=list(src["tags"]))
-        _copy_data_hook(sim, vdi, new)
-        return new
+    """A full copy of ``vdi`` on ``sr``; the source SR's sm_config stays behind."""
+    with sim.store.lock:
+        sim.store.raw("VDI", vdi)
+        sim.store.raw("SR", sr)
+        return _duplicate(sim, vdi, sr, sm_config={})
 
 
 def destroy_vdi(sim, vdi: str, force: bool = False) -> None:
