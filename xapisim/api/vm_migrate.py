@@ -77,7 +77,7 @@ def vm_migrate_send(ctx: CallContext, vm: str, dest: dict[str, str], live: bool,
     with vm_operation(ctx, vm, "migrate_send"):
         ctx.work()
         with store.lock:
-            host = _check_migrate_again(ctx, vm, dest, vdi_map, vif_map)
+            host = _check_migrate_again(ctx, vm, dest)
             rec = store.raw("VM", vm)
             for vbd in rec["VBDs"]:
                 b = store.raw("VBD", vbd)
@@ -97,11 +97,7 @@ def vm_migrate_send(ctx: CallContext, vm: str, dest: dict[str, str], live: bool,
     return vm
 
 
-def _check_migrate_again(ctx, vm, dest, vdi_map, vif_map) -> str:
+def _check_migrate_again(ctx: CallContext, vm: str, dest: dict[str, str]) -> str:
     # Inside our own operation the concurrency check would see ourselves.
-    store = ctx.store
-    rec = store.raw("VM", vm)
-    if rec["power_state"] not in vm_rules.POWER_STATES_FOR_OP["migrate_send"]:
-        raise vm_rules.bad_power_state(vm, vm_rules.POWER_STATES_FOR_OP["migrate_send"],
-                                        rec["power_state"])
-    return _dest_host(store, dest)
+    expect_power_state(ctx.store, vm, *vm_rules.POWER_STATES_FOR_OP["migrate_send"])
+    return _dest_host(ctx.store, dest)
