@@ -50,6 +50,7 @@ from compute_agent.driver import load_driver, power_state
 from compute_agent.driver.base import REBOOT_HARD, REBOOT_TYPES, ComputeDriver
 from compute_agent.driver.base import Operation as DriverOperation
 from compute_agent.locks import InstanceLocks
+from compute_agent.operations import REQUESTS, SETTLED_VM_STATE, driver_view, timeout_of
 from compute_agent.power_sync import PowerStateSync
 from compute_agent.recovery import Recovery
 from compute_agent.task_listener import TrackedTaskListener
@@ -59,24 +60,6 @@ LOG = logging.getLogger(__name__)
 
 RPC_API_VERSION = "1.1"
 SERVICE_BINARY = "compute-agent"
-
-# Request -> (action record name, action event name, driver operation name).
-REQUESTS: dict[str, tuple[str, str, str]] = {
-    "build": ("create", "compute_build_instance", "spawn"),
-    "start": ("start", "compute_start_instance", "power_on"),
-    "stop": ("stop", "compute_stop_instance", "power_off"),
-    "reboot": ("reboot", "compute_reboot_instance", "reboot"),
-    "terminate": ("delete", "compute_terminate_instance", "destroy"),
-}
-
-# Power state -> the stable vm_state it implies after an interrupted operation.
-_SETTLED_VM_STATE = {
-    power_state.RUNNING: states.ACTIVE,
-    power_state.SHUTDOWN: states.STOPPED,
-    power_state.PAUSED: states.PAUSED,
-    power_state.SUSPENDED: states.SUSPENDED,
-}
-
 
 class ServiceStopping(exceptions.ComputeAgentError):
     """The agent is shutting down and takes no new work. params: host."""
@@ -354,7 +337,7 @@ class ComputeManager:
             self.db.update_instance(uuid, {"vm_state": states.ERROR})
 
     def _run_build(self, ctxt: RequestContext, uuid: str, spec: dict[str, Any]) -> None:
-        op = self._operation(ctxt, uuid, "spawn", self.conf.tasks.spawn_timeout)
+        op = self._operation(ctxt, uuid, "spawn", timeout_of(self.conf, "spawn"))
         self._event_start(ctxt, uuid, "build")
         try:
             self._wait_build_slot(uuid)
@@ -505,18 +488,12 @@ class ComputeManager:
 
     def _run_operation(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
                        call: Callable[[DriverOperation, dict], None]) -> None:
-        driver_op = REQUESTS[request][2]
-        timeout = {
-            "power_on": self.conf.tasks.power_timeout,
-            "power_off": self.conf.tasks.power_timeout,
-            "reboot": self.conf.tasks.reboot_timeout,
-            "destroy": self.conf.tasks.destroy_timeout,
-        }.get(driver_op, self.conf.tasks.default_timeout)
-        op = self._operation(ctxt, uuid, driver_op, timeout)
+        driver_op = REQUESTS[request].driver_op
+        op = self._operation(ctxt, uuid, driver_op, timeout_of(self.conf, driver_op))
         self._event_start(ctxt, uuid, request)
         try:
             inst = self.db.get_instance(uuid, internal=True)
-            call(op, self._driver_view(inst))
+            call(op, driver_view(inst))
             info = None if request == "terminate" else self.driver.get_info(inst)
         except BaseException as exc:
             self._fail(ctxt, uuid, request, exc, settle=self._settler(request))
@@ -547,7 +524,7 @@ class ComputeManager:
                 # itself may have left the VM half way (reboot).
                 vm_state = states.ERROR if request == "reboot" else inst["vm_state"]
                 return vm_state, None
-            return _SETTLED_VM_STATE.get(info.power_state, states.ERROR), info.power_state
+            return SETTLED_VM_STATE.get(info.power_state, states.ERROR), info.power_state
 
         return settle
 
@@ -623,7 +600,7 @@ class ComputeManager:
         inst = None
         try:
             current = self.db.get_instance(uuid, internal=True)
-            vm_state, new_power = settle(self._driver_view(current))
+            vm_state, new_power = settle(driver_view(current))
             values: dict[str, Any] = {"vm_state": vm_state, "task_state": None}
             if new_power is not None:
                 values["power_state"] = new_power
@@ -667,14 +644,6 @@ class ComputeManager:
             raise ServiceStopping(self.host)
 
     @staticmethod
-    def _driver_view(inst: dict[str, Any]) -> dict[str, Any]:
-        """What a driver gets: the instance with networks and metadata."""
-        view = dict(inst)
-        view["networks"] = inst.get("networks") or []
-        view["metadata"] = inst.get("metadata") or {}
-        return view
-
-    @staticmethod
     def _operation(ctxt: RequestContext, uuid: str, name: str,
                    timeout: float | None) -> DriverOperation:
         return DriverOperation(instance_uuid=uuid, name=name, request_id=ctxt.request_id,
@@ -703,7 +672,7 @@ class ComputeManager:
 
     def _action_start(self, ctxt: RequestContext, uuid: str, request: str) -> None:
         try:
-            self.db.action_start(uuid, REQUESTS[request][0], ctxt.request_id)
+            self.db.action_start(uuid, REQUESTS[request].action, ctxt.request_id)
         except Exception:
             LOG.exception("Could not record action %s of %s", request, uuid)
 
@@ -716,14 +685,14 @@ class ComputeManager:
 
     def _event_start(self, ctxt: RequestContext, uuid: str, request: str) -> None:
         try:
-            self.db.action_event_start(uuid, ctxt.request_id, REQUESTS[request][1])
+            self.db.action_event_start(uuid, ctxt.request_id, REQUESTS[request].event)
         except Exception:
             LOG.exception("Could not record event of %s", request)
 
     def _event_finish(self, ctxt: RequestContext, uuid: str, request: str, result: str,
                       tb: str | None = None) -> None:
         try:
-            self.db.action_event_finish(uuid, ctxt.request_id, REQUESTS[request][1], result, tb)
+            self.db.action_event_finish(uuid, ctxt.request_id, REQUESTS[request].event, result, tb)
         except Exception:
             LOG.exception("Could not finish event of %s", request)
 

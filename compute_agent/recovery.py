@@ -47,6 +47,13 @@ from compute_agent.driver import power_state
 from compute_agent.driver import task_state as ts
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation
 from compute_agent.locks import InstanceLocks
+from compute_agent.operations import (
+    REQUESTS,
+    SETTLED_VM_STATE,
+    Request,
+    driver_view,
+    timeout_of,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -66,39 +73,15 @@ class OperationInterrupted(exceptions.ComputeAgentError):
                "completed (agent restart or lost dom0 task)")
 
 
-@dataclass(frozen=True)
-class Kind:
-    """How an interrupted operation is named: the request, its action event,
-    the driver operation and the [tasks] option with its timeout."""
-
-    request: str
-    event: str
-    driver_op: str
-    timeout_opt: str
-
-
-# task_state -> what was running. Names match the manager's so that the
-# recovered request finishes the same action record and notifications.
-KINDS: dict[str, Kind] = {
-    states.SPAWNING: Kind("build", "compute_build_instance", "spawn", "spawn_timeout"),
-    states.POWERING_ON: Kind("start", "compute_start_instance", "power_on", "power_timeout"),
-    states.POWERING_OFF: Kind("stop", "compute_stop_instance", "power_off", "power_timeout"),
-    states.REBOOTING: Kind("reboot", "compute_reboot_instance", "reboot", "reboot_timeout"),
-    states.REBOOTING_HARD: Kind("reboot", "compute_reboot_instance", "reboot",
-                                "reboot_timeout"),
-    states.DELETING: Kind("terminate", "compute_terminate_instance", "destroy",
-                          "destroy_timeout"),
-}
-TIMEOUT_OPTS = {"spawn": "spawn_timeout", "power_on": "power_timeout",
-                "power_off": "power_timeout", "reboot": "reboot_timeout",
-                "destroy": "destroy_timeout"}
-
-# Power state -> the stable vm_state it means when nothing else is known.
-SETTLED = {
-    power_state.RUNNING: states.ACTIVE,
-    power_state.SHUTDOWN: states.STOPPED,
-    power_state.PAUSED: states.PAUSED,
-    power_state.SUSPENDED: states.SUSPENDED,
+# task_state -> the request that set it, so that the recovered request
+# finishes the same action record and notifications.
+KINDS: dict[str, Request] = {
+    states.SPAWNING: REQUESTS["build"],
+    states.POWERING_ON: REQUESTS["start"],
+    states.POWERING_OFF: REQUESTS["stop"],
+    states.REBOOTING: REQUESTS["reboot"],
+    states.REBOOTING_HARD: REQUESTS["reboot"],
+    states.DELETING: REQUESTS["terminate"],
 }
 
 
@@ -131,7 +114,7 @@ def decide(task_state: str, info: InstanceInfo | None, tasks_succeeded: bool) ->
         return Decision(states.ERROR, power_state.NOSTATE, False, destroy=True)
     if info is None:
         return Decision(states.ERROR, power_state.NOSTATE, False)
-    settled = SETTLED.get(power, states.ERROR)  # type: ignore[arg-type]
+    settled = SETTLED_VM_STATE.get(power, states.ERROR)  # type: ignore[arg-type]
     if task_state == states.POWERING_ON:
         return Decision(settled, power, power == power_state.RUNNING)
     if task_state == states.POWERING_OFF:
@@ -289,16 +272,13 @@ class Recovery:
         except Exception:
             LOG.exception("Recovery of task %s failed", task["ref"])
 
-    def _timeout_of(self, op_name: str) -> float:
-        return float(getattr(self.conf.tasks, TIMEOUT_OPTS.get(op_name, "default_timeout")))
-
     def _remaining(self, task: dict[str, Any]) -> float:
         """Seconds left of the task's operation deadline (0 when past)."""
         if task.get("deadline"):
             deadline = parse_time(task["deadline"])
         else:
             deadline = parse_time(task["created_at"]) + dt.timedelta(
-                seconds=self._timeout_of(task.get("operation") or ""))
+                seconds=timeout_of(self.conf, task.get("operation") or ""))
         return max(0.0, (deadline - utcnow()).total_seconds())
 
     def _reattach(self, task: dict[str, Any]) -> ts.TaskState | None:
@@ -356,7 +336,7 @@ class Recovery:
         give_up = time.monotonic() + UNAVAILABLE_RETRY_S
         while True:
             try:
-                return self.driver.get_info(_driver_view(inst))
+                return self.driver.get_info(driver_view(inst))
             except exceptions.InstanceNotFound:
                 return None
             except exceptions.HypervisorUnavailable:
@@ -397,11 +377,11 @@ class Recovery:
         decision = decide(task_state, info, succeeded)
         error: exceptions.ComputeAgentError | None = None
         if not decision.finished:
-            timeout = self._timeout_of(op_name)
+            timeout = timeout_of(self.conf, op_name)
             error = cause(uuid, task_state, op_name, outcomes, timeout)
         if decision.destroy:
             op = Operation(uuid, "destroy", request_id or rctxt.request_id,
-                           timeout=self._timeout_of("destroy"))
+                           timeout=timeout_of(self.conf, "destroy"))
             try:
                 self._destroy(op, inst)
             except exceptions.ComputeAgentError as exc:
@@ -409,7 +389,7 @@ class Recovery:
                 decision = Decision(states.ERROR, None, False)
                 error = error or exc
                 try:
-                    info = self.driver.get_info(_driver_view(inst))
+                    info = self.driver.get_info(driver_view(inst))
                     decision.power = info.power_state
                 except exceptions.InstanceNotFound:
                     decision.power = power_state.NOSTATE
@@ -437,7 +417,7 @@ class Recovery:
             return None
         self._finish_action(rctxt, uuid, request_id, kind, error)
         if kind is not None:
-            action = notif.ACTIONS[kind.request]
+            action = notif.ACTIONS[kind.name]
             if error is None:
                 self.notifier.action(rctxt, action, notif.END, updated)
             else:
@@ -454,7 +434,7 @@ class Recovery:
         give_up = time.monotonic() + BUSY_VM_WAIT_S
         while True:
             try:
-                self.driver.destroy(op, _driver_view(inst))
+                self.driver.destroy(op, driver_view(inst))
                 return
             except exceptions.HypervisorError as exc:
                 if exc.code != "OTHER_OPERATION_IN_PROGRESS" or self._stop.is_set() or \
@@ -480,7 +460,7 @@ class Recovery:
         return None
 
     def _finish_action(self, ctxt: RequestContext, uuid: str, request_id: str | None,
-                       kind: Kind | None, error: exceptions.ComputeAgentError | None) -> None:
+                       kind: Request | None, error: exceptions.ComputeAgentError | None) -> None:
         if request_id is None:
             return
         result = "success" if error is None else "error"
@@ -528,7 +508,7 @@ class Recovery:
     def _reap(self, ctxt: RequestContext, uuid: str) -> None:
         try:
             op = Operation(uuid, "destroy", ctxt.request_id,
-                           timeout=self._timeout_of("destroy"))
+                           timeout=timeout_of(self.conf, "destroy"))
             self.driver.destroy(op, {"uuid": uuid, "name": None, "networks": [],
                                      "metadata": {}})
         except Exception:
@@ -536,9 +516,3 @@ class Recovery:
         finally:
             self._release(uuid)
 
-
-def _driver_view(inst: dict[str, Any]) -> dict[str, Any]:
-    view = dict(inst)
-    view["networks"] = inst.get("networks") or []
-    view["metadata"] = inst.get("metadata") or {}
-    return view
