@@ -15,230 +15,30 @@ SDK session.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import oslo_messaging
 import pytest
-import XenAPI
-from oslo_config import cfg
 
 from compute_agent import exceptions
-from compute_agent.conf import default as default_opts
 from compute_agent.db.api import Database
-from compute_agent.rpc import transport as rpc_transport
-from compute_agent.rpc.rpcapi import ComputeAPI
 from tests.functional.db_fixtures import make_migrated_database_url
-from xapisim.control_client import SimControl
+from tests.functional.harness import (
+    AgentProcess,
+    Rpc,
+    SimProcess,
+    sdk_session,
+    wait_until,
+)
 
-RABBIT = os.environ.get("CA_TEST_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
-BIN = Path(sys.executable).parent
-USER, PASSWORD = "root", "password"
 BUILDS = 20
 RECOVERY_LIMIT_S = 30.0  # the issue's bound, from the restart
 EVENT_LIMIT_S = 1.0  # the issue's bound for a guest's power change to reach the DB
-START_LIMIT_S = 40.0  # bound for a process to come up; never a speed assertion
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-
-
-def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-# --------------------------------------------------------------------------- processes
-
-
-class SimProcess:
-    """``xapi-sim`` as a subprocess on a fixed free port, persisting its
-    object database in ``state_dir`` so it can be restarted."""
-
-    def __init__(self, workdir: Path, task_duration: float):
-        self.port = free_port()
-        self.task_duration = task_duration
-        self.state_dir = workdir / "sim-state"
-        self.state_dir.mkdir(exist_ok=True)
-        self.log = workdir / "sim.log"
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(BIN / "xapi-sim"), "--listen", f"127.0.0.1:{self.port}",
-                 "--task-duration", str(self.task_duration),
-                 "--state-dir", str(self.state_dir), "--persist"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(self._up, START_LIMIT_S, "xapi-sim to serve", 0.1)
-
-    def _up(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            pytest.fail(f"xapi-sim exited: {self.log.read_text()[-3000:]}")
-        try:
-            self.session().xenapi.session.logout()
-            return True
-        except OSError:
-            return False
-
-    @property
-    def control(self) -> SimControl:
-        return SimControl(self.url, timeout=10)
-
-    def session(self) -> XenAPI.Session:
-        s = XenAPI.Session(self.url)
-        s.xenapi.login_with_password(USER, PASSWORD, "2.0", "crash-test")
-        return s
-
-    def crash_and_restart(self) -> None:
-        """xapi dies hard (its object database flushed first, as xapi's redo
-        log would have it) and comes back: every task is gone."""
-        self.control.save()
-        assert self.proc is not None
-        kill_group(self.proc)
-        self.start()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            kill_group(self.proc, signal.SIGTERM)
-
-
-class AgentProcess:
-    def __init__(self, workdir: Path, db_url: str, sim_url: str,
-                 defaults: dict[str, Any] | None = None, **tasks: Any):
-        tag = uuidlib.uuid4().hex[:10]
-        self.host = f"ca-crash-{tag}"
-        self.exchange = f"ca_crash_{tag}"
-        self.topic = f"ca_compute_{tag}"
-        self.notify_topic = f"ca_notify_{tag}"
-        self.db_url = db_url
-        self.log_file = workdir / f"agent-{tag}.log"
-        self.config = workdir / f"agent-{tag}.conf"
-        task_lines = "\n".join(f"{k} = {v}" for k, v in tasks.items())
-        default_lines = "\n".join(f"{k} = {v}" for k, v in (defaults or {}).items())
-        self.config.write_text(f"""[DEFAULT]
-host = {self.host}
-compute_driver = xenapi
-transport_url = {RABBIT}
-control_exchange = {self.exchange}
-compute_topic = {self.topic}
-max_concurrent_builds = 10
-report_interval = 5
-sync_power_state_interval = 600
-graceful_shutdown_timeout = 10
-log_file = {self.log_file}
-debug = true
-{default_lines}
-[database]
-connection = {db_url}
-[xenserver]
-connection_url = {sim_url}
-connection_username = {USER}
-connection_password = {PASSWORD}
-connection_concurrent = 10
-login_timeout = 5
-[tasks]
-{task_lines}
-[oslo_messaging_notifications]
-driver = messagingv2
-topics = {self.notify_topic}
-""")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(BIN / "compute-agent"), "--config-file", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def wait_serving(self, api: ComputeAPI) -> None:
-        def pong() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"agent exited {self.proc.returncode}: {self.log_tail()}")
-            try:
-                api.ping(self.host, timeout=2)
-                return True
-            except exceptions.ComputeAgentError:
-                return False
-
-        wait_until(pong, START_LIMIT_S, "the agent to serve", 0.1)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        kill_group(self.proc, signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            kill_group(self.proc, signal.SIGTERM)
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_file.read_text()[-n:]
-        except OSError:
-            return ""
-
-
-def client_conf(agent: AgentProcess) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    default_opts.register_opts(conf)
-    rpc_transport.register_opts(conf)
-    conf([], project="compute-agent-crash-test", default_config_files=[])
-    conf.set_override("transport_url", RABBIT)
-    conf.set_override("control_exchange", agent.exchange)
-    conf.set_override("compute_topic", agent.topic)
-    return conf
-
-
-class Notifications:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict]] = []
-        self.cond = threading.Condition()
-
-    def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        with self.cond:
-            self.seen.append((event_type, payload.get("compute_agent_object.data", {})))
-            self.cond.notify_all()
-
-    error = info
-
-    def of(self, event_type: str, uuid: str) -> list[dict]:
-        with self.cond:
-            return [d for e, d in self.seen
-                    if e == event_type and (d.get("instance") or {}).get("uuid") == uuid]
 
 
 class Env:
@@ -247,20 +47,21 @@ class Env:
     def __init__(self, workdir: Path, backend: str, task_duration: float,
                  defaults: dict[str, Any] | None = None, **tasks: Any):
         self.db_url, self._drop_db = make_migrated_database_url(backend)
-        self.sim = SimProcess(workdir, task_duration)
-        self.agent = AgentProcess(workdir, self.db_url, self.sim.url, defaults, **tasks)
-        conf = client_conf(self.agent)
-        self.transport = oslo_messaging.get_rpc_transport(
-            conf, allowed_remote_exmods=["compute_agent.rpc.errors"])
-        self.api = ComputeAPI(conf, rpc_transport=self.transport, timeout=15)
-        self.notes = Notifications()
-        self.listener = oslo_messaging.get_notification_listener(
-            oslo_messaging.get_notification_transport(conf),
-            [oslo_messaging.Target(topic=self.agent.notify_topic)], [self.notes])
+        self.sim = SimProcess(workdir, task_duration=task_duration)
+        self.rpc = Rpc("ca_crash", with_notifications=True)
+        host = f"ca-crash-{uuidlib.uuid4().hex[:10]}"
+        self.rpc.hosts.append(host)
+        self.agent = AgentProcess(
+            workdir, host=host, db_url=self.db_url, sim_url=self.sim.url,
+            exchange=self.rpc.exchange, topic=self.rpc.topic,
+            notify_topic=self.rpc.notify_topic,
+            options={"DEFAULT": {"max_concurrent_builds": 10, **(defaults or {})},
+                     "xenserver": {"connection_concurrent": 10}, "tasks": tasks})
+        self.api = self.rpc.api
+        self.notes = self.rpc.notes
         self.db = Database(self.db_url)
 
     def start(self) -> Env:
-        self.listener.start()
         self.sim.start()
         self.agent.start()
         self.agent.wait_serving(self.api)
@@ -271,9 +72,7 @@ class Env:
         if self.agent.proc is not None:
             self.agent.kill9()
         self.sim.stop()
-        self.listener.stop()
-        self.listener.wait()
-        self.transport.cleanup()
+        self.rpc.close()
         self.db.dispose()
         self._drop_db()
 
@@ -319,17 +118,17 @@ def make_env(tmp_path) -> Iterator[Callable[..., Env]]:
 # --------------------------------------------------------------------------- dom0 vs database
 
 
-def dom0_state(session: XenAPI.Session, agent_host: str) -> tuple[dict[str, list], dict]:
+def dom0_state(xenapi: Any, agent_host: str) -> tuple[dict[str, list], dict]:
     """(instance uuid -> [VM record], instance uuid -> [VDI uuid]) of what
     the agent marked as its own in dom0."""
     vms: dict[str, list] = {}
-    for rec in session.xenapi.VM.get_all_records().values():
+    for rec in xenapi.VM.get_all_records().values():
         other = rec["other_config"]
         if rec["is_control_domain"] or other.get("compute_agent_host") != agent_host:
             continue
         vms.setdefault(other.get("compute_agent_instance_uuid", ""), []).append(rec)
     vdis: dict[str, list] = {}
-    for rec in session.xenapi.VDI.get_all_records().values():
+    for rec in xenapi.VDI.get_all_records().values():
         owner = rec["other_config"].get("compute_agent_instance_uuid")
         if owner:
             vdis.setdefault(owner, []).append(rec["uuid"])
@@ -337,11 +136,8 @@ def dom0_state(session: XenAPI.Session, agent_host: str) -> tuple[dict[str, list
 
 
 def assert_db_and_dom0_agree(env: Env, uuids: list[str]) -> dict[str, int]:
-    session = env.sim.session()
-    try:
-        vms, vdis = dom0_state(session, env.agent.host)
-    finally:
-        session.xenapi.session.logout()
+    with env.sim.session() as xenapi:
+        vms, vdis = dom0_state(xenapi, env.agent.host)
     counts = {"active": 0, "error": 0}
     for uuid in uuids:
         inst = env.db.get_instance(uuid, internal=True)
@@ -368,11 +164,8 @@ def assert_db_and_dom0_agree(env: Env, uuids: list[str]) -> dict[str, int]:
 
 
 def starting_vms(env: Env) -> int:
-    session = env.sim.session()
-    try:
-        vms, _ = dom0_state(session, env.agent.host)
-    finally:
-        session.xenapi.session.logout()
+    with env.sim.session() as xenapi:
+        vms, _ = dom0_state(xenapi, env.agent.host)
     return sum("start" in rec["current_operations"].values()
                for recs in vms.values() for rec in recs)
 
@@ -480,11 +273,8 @@ def test_guest_power_changes_reach_the_database_within_a_second(make_env):
 
 def wait_for_dom0_op(env: Env, uuid: str, op: str) -> None:
     def running() -> bool:
-        session = env.sim.session()
-        try:
-            vms, _ = dom0_state(session, env.agent.host)
-        finally:
-            session.xenapi.session.logout()
+        with env.sim.session() as xenapi:
+            vms, _ = dom0_state(xenapi, env.agent.host)
         return any(op in rec["current_operations"].values() for rec in vms.get(uuid, []))
 
     wait_until(running, 20, f"dom0 to run {op} for {uuid}", 0.1)
@@ -542,11 +332,8 @@ def test_timeout_cancels_the_task_and_records_a_fault(make_env):
     assert inst["fault"]["params"][:2] == ["power_on", uuid]
     tasks = env.db.list_tracked_tasks(status=None, instance_uuid=uuid)
     assert tasks[-1]["status"] == "cancelled"
-    session = env.sim.session()
-    try:
-        vms, _ = dom0_state(session, host)
-    finally:
-        session.xenapi.session.logout()
+    with env.sim.session() as xenapi:
+        vms, _ = dom0_state(xenapi, host)
     assert vms[uuid][0]["power_state"] == "Halted"
     assert vms[uuid][0]["current_operations"] == {}
     print(f"\nstart with a 3 s power_timeout settled after {took:.1f} s")
@@ -565,12 +352,8 @@ def test_sim_restarted_from_disk_keeps_no_operation_of_a_lost_task(tmp_path):
         sim.stop()
     again = Simulator(task_duration=0.0, state_dir=str(tmp_path), persist=True).start()
     try:
-        session = XenAPI.Session(again.url)
-        session.xenapi.login_with_password(USER, PASSWORD, "2.0", "crash-test")
-        try:
+        with sdk_session(again.url, "crash-test") as session:
             rec = session.xenapi.VM.get_record(vm)
-        finally:
-            session.xenapi.session.logout()
         assert rec["current_operations"] == {}
         assert "start" in rec["allowed_operations"]
     finally:
@@ -580,11 +363,11 @@ def test_sim_restarted_from_disk_keeps_no_operation_of_a_lost_task(tmp_path):
 # --------------------------------------------------------------------------- orphans
 
 
-def make_orphan(session: XenAPI.Session, agent_host: str) -> tuple[str, str]:
+def make_orphan(xenapi: Any, agent_host: str) -> tuple[str, str]:
     """A VM marked as the agent's for an instance the database never heard
     of (e.g. a database restored from an old backup). -> (instance uuid, VM ref)"""
     owner = str(uuidlib.uuid4())
-    vm = session.xenapi.VM.create({
+    vm = xenapi.VM.create({
         "name_label": "orphan", "name_description": "", "user_version": "1",
         "is_a_template": False, "affinity": "OpaqueRef:NULL",
         "memory_static_max": str(256 << 20), "memory_dynamic_max": str(256 << 20),
@@ -606,15 +389,14 @@ def test_orphan_vms_are_reported_and_reaped_on_request(make_env, reap):
     env = make_env("sqlite", task_duration=0.1, defaults={"reap_orphans": reap})
     kept = env.build("kept")
     env.settled(kept["uuid"], "active")
-    session = env.sim.session()
-    try:
-        owner, vm = make_orphan(session, env.agent.host)
+    with env.sim.session() as xenapi:
+        owner, vm = make_orphan(xenapi, env.agent.host)
         env.agent.kill9()
         env.agent.start()
         env.agent.wait_serving(env.api)
 
         def vm_gone() -> bool:
-            return vm not in session.xenapi.VM.get_all()
+            return vm not in xenapi.VM.get_all()
 
         def reported() -> bool:
             return f"VM of instance {owner}" in env.agent.log_tail(100000)
@@ -624,8 +406,6 @@ def test_orphan_vms_are_reported_and_reaped_on_request(make_env, reap):
         else:
             wait_until(reported, 20, "the orphan VM to be reported", 0.1)
             assert not vm_gone()
-        vms, _ = dom0_state(session, env.agent.host)
-    finally:
-        session.xenapi.session.logout()
+        vms, _ = dom0_state(xenapi, env.agent.host)
     assert list(vms) == [kept["uuid"]] if reap else sorted(vms) == sorted([kept["uuid"], owner])
     assert env.db.get_instance(kept["uuid"])["vm_state"] == "active"

@@ -1,6 +1,7 @@
 """Fixtures of the end-to-end tests: real ``xapi-sim`` and ``compute-agent``
 processes, real RabbitMQ, and SQLite, PostgreSQL and MariaDB databases
-migrated by ``compute-agent-manage db sync``. See stack.py for the parts.
+migrated by ``compute-agent-manage db sync``. See tests/functional/harness.py
+for the parts.
 
 ``matrix``     (module) one simulator and six agents on it, one per
                (database, concurrency backend) pair, each on its own new
@@ -25,8 +26,17 @@ import pytest
 from compute_agent.db.api import Database
 from compute_agent.rpc.rpcapi import ComputeAPI
 from tests.functional.db_fixtures import make_database_url
+from tests.functional.harness import (
+    RABBIT,
+    AgentProcess,
+    Notifications,
+    Rpc,
+    SimProcess,
+    tail,
+    write_config,
+)
 
-from .stack import RABBIT, AgentProcess, Notifications, Rpc, SimProcess, tail
+RPC_PREFIX = "ca_e2emod"
 
 DATABASES = ("sqlite", "postgresql", "mysql")
 BACKENDS = ("threading", "eventlet")
@@ -106,7 +116,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str,
         sim = SimProcess(workdir)
         cleanups.add(sim.stop)
         sim.start()
-        rpc = Rpc(tag, with_notifications=True)
+        rpc = Rpc(RPC_PREFIX, tag, with_notifications=True)
         cleanups.add(rpc.close)
         stacks: dict[tuple[str, str], Stack] = {}
         agents = []
@@ -140,7 +150,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         sim = SimProcess(tmp_path, name=f"sim-{tag}")
         cleanups.add(sim.stop)
         sim.start()
-        rpc = Rpc(tag, with_notifications=False)
+        rpc = Rpc(RPC_PREFIX, tag, with_notifications=False)
         cleanups.add(rpc.close)
         url = _new_database(database, cleanups)
         agent = AgentProcess(tmp_path, host=f"e2e-own-{database}-{backend}-{tag}",
@@ -172,16 +182,11 @@ class Pair:
     def client_config(self) -> Path:
         """A config file for compute-agent-client: transport, exchange,
         topic and the shared database."""
-        path = self.workdir / "client.conf"
-        path.write_text(f"""[DEFAULT]
-transport_url = {RABBIT}
-control_exchange = {self.rpc.exchange}
-compute_topic = {self.rpc.topic}
-service_down_time = 60
-[database]
-connection = {self.db_url}
-""")
-        return path
+        return write_config(self.workdir / "client.conf", {
+            "DEFAULT": {"transport_url": RABBIT, "control_exchange": self.rpc.exchange,
+                        "compute_topic": self.rpc.topic, "service_down_time": 60},
+            "database": {"connection": self.db_url},
+        })
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +195,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     tag = uuidlib.uuid4().hex[:10]
     cleanups = _Cleanups()
     try:
-        rpc = Rpc(tag)
+        rpc = Rpc(RPC_PREFIX, tag)
         cleanups.add(rpc.close)
         url = _new_database("postgresql", cleanups)
         sims, agents = [], []
@@ -201,7 +206,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             sims.append(sim)
             agent = AgentProcess(workdir, host=f"e2e-cli{i}-{backend}-{tag}", backend=backend,
                                  db_url=url, sim_url=sim.url, exchange=rpc.exchange,
-                                 topic=rpc.topic, report_interval=1)
+                                 topic=rpc.topic,
+                                 options={"DEFAULT": {"report_interval": 1}})
             rpc.hosts.append(agent.host)
             agents.append(agent)
         # One database: db sync once (the second would be a no-op).

@@ -1,55 +1,28 @@
-"""The real parts of the end-to-end tests, as processes and clients.
+"""The end-to-end tests' view of instances and of dom0 (the processes and
+the RPC client are in tests/functional/harness.py).
 
-- :class:`SimProcess`: ``xapi-sim`` on a free port, its object database
-  persisted in a state dir so it can be stopped (dom0 unreachable) and
-  started again on the same address.
-- :class:`AgentProcess`: ``compute-agent`` with ``compute_driver = xenapi``,
-  its database created empty and migrated by the real
-  ``compute-agent-manage db sync``.
-- :class:`Rpc`: ComputeAPI over RabbitMQ on the module's own exchange and
-  topic, optionally with a listener for the agents' notifications; on close
-  it deletes the queues and the exchange it made the broker keep.
+- :func:`instance_spec` / :func:`watch` / :func:`finished_actions`: builds
+  and what they go through, read over RPC and from the database.
 - :func:`dom0_inventory` / :func:`assert_dom0_matches_db`: what dom0 holds,
   read through a separate XenAPI SDK session over HTTP, against the database.
 
-Every wait polls with a deadline; every process is started in a session of
-its own and killed (group) if it does not stop.
+Every wait polls with a deadline.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import oslo_messaging
 import pytest
-import XenAPI
-from oslo_config import cfg
 
 from compute_agent import exceptions
-from compute_agent.conf import default as default_opts
 from compute_agent.db.api import Database
-from compute_agent.rpc import transport as rpc_transport
 from compute_agent.rpc.rpcapi import ComputeAPI
-from xapisim.control_client import SimControl
-
-RABBIT = os.environ.get("CA_TEST_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
-BIN = Path(sys.executable).parent
-USER, PASSWORD = "root", "password"
-TASK_DURATION = 0.2  # seconds each dom0 task takes in the simulator
-START_LIMIT_S = 40.0  # bound for a process to come up; never a speed assertion
-SETTLE_S = 30.0  # bound for an operation to settle; never a speed assertion
+from tests.functional.harness import SETTLE_S, SimProcess, wait_until
 
 # Keys the agent writes into the other_config of what it creates in dom0
 # (compute_agent/driver/xenapi/ownership.py); spelled out here on purpose:
@@ -60,279 +33,6 @@ NULL_REF = "OpaqueRef:NULL"
 
 # power_state numbers of the RPC contract and the xapi power state each means.
 XAPI_POWER = {1: "Running", 3: "Paused", 4: "Halted", 7: "Suspended"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy (returned) or fail
-    the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-
-
-def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL, wait: float = 15) -> None:
-    """Signal the process group of ``proc`` and reap it; SIGKILL if it
-    outlives ``wait`` seconds."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-    try:
-        proc.wait(wait)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-def tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-# --------------------------------------------------------------------------- xapi-sim
-
-
-class SimProcess:
-    """``xapi-sim`` as a subprocess on a fixed free port."""
-
-    def __init__(self, workdir: Path, name: str = "sim", task_duration: float = TASK_DURATION):
-        self.name = name
-        self.port = free_port()
-        self.task_duration = task_duration
-        self.state_dir = workdir / f"{name}-state"
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.log = workdir / f"{name}.log"
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.control = SimControl(self.url, timeout=10)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> SimProcess:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(BIN / "xapi-sim"), "--listen", f"127.0.0.1:{self.port}",
-                 "--task-duration", str(self.task_duration),
-                 "--user", USER, "--password", PASSWORD,
-                 "--state-dir", str(self.state_dir), "--persist"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(self._up, START_LIMIT_S, f"{self.name} to serve", 0.05)
-        return self
-
-    def _up(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            pytest.fail(f"xapi-sim exited {self.proc.returncode}: {tail(self.log)}")
-        try:
-            with self.session():
-                return True
-        except OSError:
-            return False
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Any]:
-        """A XenAPI SDK session of the test's own (not the agent's)."""
-        s = XenAPI.Session(self.url)
-        s.xenapi.login_with_password(USER, PASSWORD, "2.0", "e2e-test")
-        try:
-            yield s.xenapi
-        finally:
-            with contextlib.suppress(Exception):
-                s.xenapi.session.logout()
-            with contextlib.suppress(Exception):
-                s.close()
-
-    def stop(self) -> None:
-        """SIGTERM: the simulator saves its object database (--persist) and
-        exits; its port refuses connections until start() again."""
-        if self.proc is not None and self.proc.poll() is None:
-            kill_group(self.proc, signal.SIGTERM)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-# --------------------------------------------------------------------------- compute-agent
-
-
-class AgentProcess:
-    """``compute-agent`` with the XenAPI driver, on a database of its own
-    (or a shared one) migrated by ``compute-agent-manage db sync``."""
-
-    def __init__(self, workdir: Path, *, host: str, backend: str, db_url: str, sim_url: str,
-                 exchange: str, topic: str, notify_topic: str | None = None,
-                 report_interval: int = 5):
-        self.host = host
-        self.backend = backend
-        self.db_url = db_url
-        self.log_file = workdir / f"{host}.log"
-        self.config = workdir / f"{host}.conf"
-        notifications = (f"driver = messagingv2\ntopics = {notify_topic}" if notify_topic
-                         else "driver = noop")
-        self.config.write_text(f"""[DEFAULT]
-host = {host}
-compute_driver = xenapi
-concurrency_backend = {backend}
-transport_url = {RABBIT}
-control_exchange = {exchange}
-compute_topic = {topic}
-report_interval = {report_interval}
-sync_power_state_interval = 600
-graceful_shutdown_timeout = 10
-log_file = {self.log_file}
-debug = true
-[database]
-connection = {db_url}
-[xenserver]
-connection_url = {sim_url}
-connection_username = {USER}
-connection_password = {PASSWORD}
-connection_concurrent = 5
-login_timeout = 5
-[oslo_messaging_notifications]
-{notifications}
-""")
-        self.proc: subprocess.Popen | None = None
-
-    def db_sync(self) -> str:
-        """Migrate the database with the real command; returns its output."""
-        done = subprocess.run(
-            [str(BIN / "compute-agent-manage"), "--config-file", str(self.config), "db", "sync"],
-            capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, f"db sync failed: {done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def start(self) -> None:
-        # A session of its own: the launcher signals its process group.
-        self.proc = subprocess.Popen(
-            [str(BIN / "compute-agent"), "--config-file", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-
-    def wait_serving(self, api: ComputeAPI, timeout: float = START_LIMIT_S) -> dict:
-        def pong() -> dict | None:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                pytest.fail(f"agent {self.host} exited {self.proc.returncode}: {err[-2000:]}"
-                            f"\n{tail(self.log_file)}")
-            try:
-                return api.ping(self.host, timeout=2)
-            except exceptions.ComputeAgentError:
-                return None
-
-        return wait_until(pong, timeout, f"agent {self.host} to answer ping", 0.1)
-
-    def stop(self) -> int | None:
-        """SIGTERM (graceful), SIGKILL after 20 s; returns the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            kill_group(self.proc, signal.SIGTERM, wait=20)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-        return self.proc.returncode
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-# --------------------------------------------------------------------------- RPC client
-
-
-class Notifications:
-    """Notifications the agents sent, as (event_type, payload data)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict]] = []
-        self.cond = threading.Condition()
-
-    def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        with self.cond:
-            self.seen.append((event_type, payload.get("compute_agent_object.data", payload)))
-            self.cond.notify_all()
-
-    error = info
-
-    def wait_for(self, event_type: str, match: Callable[[dict], bool],
-                 timeout: float = SETTLE_S) -> dict:
-        def found() -> dict | None:
-            return next((d for e, d in self.seen if e == event_type and match(d)), None)
-
-        with self.cond:
-            if not self.cond.wait_for(lambda: found() is not None, timeout):
-                pytest.fail(f"no {event_type} notification within {timeout} s; saw "
-                            f"{[e for e, _ in self.seen][-20:]}")
-            return found()  # type: ignore[return-value]
-
-
-class Rpc:
-    """ComputeAPI on one exchange and topic; the broker objects it implies
-    are deleted on close()."""
-
-    def __init__(self, tag: str, with_notifications: bool = False):
-        self.exchange = f"ca_e2emod_{tag}"
-        self.topic = f"ca_e2emod_compute_{tag}"
-        self.notify_topic = f"ca_e2emod_notify_{tag}" if with_notifications else None
-        self.hosts: list[str] = []
-        conf = cfg.ConfigOpts()
-        default_opts.register_opts(conf)
-        rpc_transport.register_opts(conf)
-        conf([], project="compute-agent-e2e", default_config_files=[])
-        conf.set_override("transport_url", RABBIT)
-        conf.set_override("control_exchange", self.exchange)
-        conf.set_override("compute_topic", self.topic)
-        self.conf = conf
-        self.transport = oslo_messaging.get_rpc_transport(
-            conf, allowed_remote_exmods=["compute_agent.rpc.errors"])
-        self.api = ComputeAPI(conf, rpc_transport=self.transport, timeout=15)
-        self.notes = Notifications()
-        self._listener = None
-        if self.notify_topic:
-            self._listener = oslo_messaging.get_notification_listener(
-                oslo_messaging.get_notification_transport(conf),
-                [oslo_messaging.Target(topic=self.notify_topic)], [self.notes])
-            self._listener.start()
-
-    def close(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener.wait()
-        self.transport.cleanup()
-        self._delete_broker_objects()
-
-    def _delete_broker_objects(self) -> None:
-        """The RPC and notification queues are durable: without this every
-        run would leave them (and the exchange) in the broker."""
-        import kombu
-
-        queues = [self.topic] + [f"{self.topic}.{h}" for h in self.hosts]
-        if self.notify_topic:
-            queues += [f"{self.notify_topic}.{p}" for p in ("info", "error", "warn", "debug",
-                                                            "critical", "audit", "sample")]
-        # kombu names the transport amqp://, oslo.messaging rabbit://.
-        url = "amqp://" + RABBIT.split("://", 1)[1]
-        try:
-            with kombu.Connection(url, connect_timeout=5) as conn:
-                channel = conn.channel()
-                for name in queues:
-                    with contextlib.suppress(Exception):
-                        channel.queue_delete(name)
-                with contextlib.suppress(Exception):
-                    channel.exchange_delete(self.exchange)
-        except Exception:  # housekeeping only: never fail a test over it
-            pass
 
 
 # --------------------------------------------------------------------------- instances

@@ -19,15 +19,10 @@ from typing import Any
 
 import pytest
 
+from tests.functional.harness import BIN, SETTLE_S, wait_until
+
 from .conftest import Pair
-from .stack import (
-    BIN,
-    SETTLE_S,
-    assert_dom0_matches_db,
-    finished_actions,
-    wait_until,
-    watch,
-)
+from .stack import assert_dom0_matches_db, finished_actions, watch
 
 pytestmark = pytest.mark.timeout(120)
 

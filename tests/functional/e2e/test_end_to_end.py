@@ -18,17 +18,10 @@ import uuid as uuidlib
 import pytest
 
 from compute_agent import exceptions
+from tests.functional.harness import SETTLE_S, wait_until
 
 from .conftest import Stack
-from .stack import (
-    SETTLE_S,
-    assert_dom0_matches_db,
-    finished_actions,
-    instance_spec,
-    state_of,
-    wait_until,
-    watch,
-)
+from .stack import assert_dom0_matches_db, finished_actions, instance_spec, state_of, watch
 
 pytestmark = pytest.mark.timeout(120)
 

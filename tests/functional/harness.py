@@ -1,0 +1,418 @@
+"""Process plumbing shared by the functional tests.
+
+- :func:`wait_until`: poll with a deadline, fail the test at it.
+- :func:`free_port`: a port nothing listens on (bound, then released).
+- :func:`write_config` / :func:`manage` / :func:`db_sync`: an agent config
+  file and the real ``compute-agent-manage`` on it.
+- :func:`running_simulator` / :func:`sdk_session`: an in-process simulator
+  and the official XenAPI SDK logged in to one.
+- :class:`SimProcess`: ``xapi-sim`` as a subprocess on a free port, its
+  object database persisted so it can be stopped and started again.
+- :class:`AgentProcess`: ``compute-agent`` as a subprocess.
+- :class:`Rpc`: ComputeAPI over RabbitMQ on an exchange and topics of its
+  own, optionally listening to the agents' notifications; on close it
+  deletes the queues and the exchange it made the broker keep.
+
+Every process is started in a session of its own and killed (group) if it
+does not stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import oslo_messaging
+import pytest
+import XenAPI
+from oslo_config import cfg
+
+from compute_agent import exceptions
+from compute_agent.conf import default as default_opts
+from compute_agent.rpc import transport as rpc_transport
+from compute_agent.rpc.rpcapi import ComputeAPI
+from xapisim.control_client import SimControl
+from xapisim.server import Simulator
+
+RABBIT = os.environ.get("CA_TEST_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
+BIN = Path(sys.executable).parent
+USER, PASSWORD = "root", "password"
+TASK_DURATION = 0.2  # seconds each dom0 task takes in a SimProcess by default
+START_LIMIT_S = 40.0  # bound for a process to come up; never a speed assertion
+SETTLE_S = 30.0  # bound for an operation to settle; never a speed assertion
+
+
+def free_port() -> int:
+    """A free local port: bound to find it, released for the caller (so it
+    is also a port where a connection is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str = "the condition",
+               step: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy (returned) or fail
+    the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL, wait: float = 15) -> None:
+    """Signal the process group of ``proc`` and reap it; SIGKILL if it
+    outlives ``wait`` seconds."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------- config and manage
+
+
+Sections = Mapping[str, Mapping[str, Any]]
+
+
+def write_config(path: Path, sections: Sections) -> Path:
+    """Write an oslo.config file: group -> option -> value; an option whose
+    value is None is left out (the option's default applies)."""
+    lines: list[str] = []
+    for group, options in sections.items():
+        lines.append(f"[{group}]")
+        lines += [f"{key} = {value}" for key, value in options.items() if value is not None]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def merge_sections(base: Sections, extra: Sections | None) -> dict[str, dict[str, Any]]:
+    merged = {group: dict(options) for group, options in base.items()}
+    for group, options in (extra or {}).items():
+        merged.setdefault(group, {}).update(options)
+    return merged
+
+
+def manage(config: Path, *args: str, timeout: float = 60,
+           env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``compute-agent-manage --config-file config args...``, output captured."""
+    return subprocess.run(
+        [str(BIN / "compute-agent-manage"), "--config-file", str(config), *args],
+        capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def db_sync(config: Path) -> str:
+    """Migrate the configured database with the real command; returns its output."""
+    done = manage(config, "db", "sync", timeout=120)
+    assert done.returncode == 0, f"db sync failed: {done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+@contextlib.contextmanager
+def running_simulator(**kwargs: Any) -> Iterator[Simulator]:
+    """An in-process simulator, started, stopped on exit."""
+    sim = Simulator(**kwargs).start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@contextlib.contextmanager
+def sdk_session(url: str, originator: str, user: str = USER,
+                password: str = PASSWORD) -> Iterator[XenAPI.Session]:
+    """The official SDK logged in to ``url``; logged out (if it still can
+    be: the test may have restarted xapi or logged out itself) on exit."""
+    session = XenAPI.Session(url)
+    session.xenapi.login_with_password(user, password, "2.0", originator)
+    try:
+        yield session
+    finally:
+        with contextlib.suppress(Exception):
+            session.xenapi.session.logout()
+        with contextlib.suppress(Exception):
+            session.close()
+
+
+class SimProcess:
+    """``xapi-sim`` as a subprocess on a fixed free port."""
+
+    def __init__(self, workdir: Path, name: str = "sim", task_duration: float = TASK_DURATION):
+        self.name = name
+        self.port = free_port()
+        self.task_duration = task_duration
+        self.state_dir = workdir / f"{name}-state"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log = workdir / f"{name}.log"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.control = SimControl(self.url, timeout=10)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> SimProcess:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "xapi-sim"), "--listen", f"127.0.0.1:{self.port}",
+                 "--task-duration", str(self.task_duration),
+                 "--user", USER, "--password", PASSWORD,
+                 "--state-dir", str(self.state_dir), "--persist"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(self._up, START_LIMIT_S, f"{self.name} to serve", 0.05)
+        return self
+
+    def _up(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"xapi-sim exited {self.proc.returncode}: {tail(self.log)}")
+        try:
+            with self.session():
+                return True
+        except OSError:
+            return False
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Any]:
+        """A XenAPI SDK session of the test's own (not the agent's): its
+        ``xenapi`` proxy."""
+        with sdk_session(self.url, "functional-test") as s:
+            yield s.xenapi
+
+    def stop(self) -> None:
+        """SIGTERM: the simulator saves its object database (--persist) and
+        exits; its port refuses connections until start() again."""
+        if self.proc is not None and self.proc.poll() is None:
+            kill_group(self.proc, signal.SIGTERM)
+
+    def crash_and_restart(self) -> None:
+        """xapi dies hard (its object database flushed first, as xapi's redo
+        log would have it) and comes back: every task is gone."""
+        self.control.save()
+        assert self.proc is not None
+        kill_group(self.proc)
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+# --------------------------------------------------------------------------- compute-agent
+
+
+class AgentProcess:
+    """``compute-agent`` as a subprocess, its config written from the
+    arguments; ``options`` (group -> option -> value, None to leave one
+    out) adds to or overrides the defaults below."""
+
+    def __init__(self, workdir: Path, *, host: str, db_url: str, exchange: str, topic: str,
+                 driver: str = "xenapi", backend: str | None = None,
+                 sim_url: str | None = None, notify_topic: str | None = None,
+                 options: Sections | None = None):
+        self.host = host
+        self.backend = backend
+        self.db_url = db_url
+        self.exchange = exchange
+        self.topic = topic
+        self.log_file = workdir / f"{host}.log"
+        self.stderr_file = workdir / f"{host}.stderr"
+        self.config = workdir / f"{host}.conf"
+        sections: dict[str, dict[str, Any]] = {
+            "DEFAULT": {
+                "host": host, "compute_driver": driver, "concurrency_backend": backend,
+                "transport_url": RABBIT, "control_exchange": exchange, "compute_topic": topic,
+                "report_interval": 5, "sync_power_state_interval": 600,
+                "graceful_shutdown_timeout": 10, "log_file": self.log_file, "debug": "true",
+            },
+            "database": {"connection": db_url},
+        }
+        if sim_url is not None:
+            sections["xenserver"] = {
+                "connection_url": sim_url, "connection_username": USER,
+                "connection_password": PASSWORD, "connection_concurrent": 5,
+                "login_timeout": 5,
+            }
+        sections["oslo_messaging_notifications"] = (
+            {"driver": "messagingv2", "topics": notify_topic} if notify_topic
+            else {"driver": "noop"})
+        write_config(self.config, merge_sections(sections, options))
+        self.proc: subprocess.Popen | None = None
+
+    def db_sync(self) -> str:
+        return db_sync(self.config)
+
+    def start(self) -> None:
+        # A session of its own: the launcher signals its process group.
+        # stderr to a file: a pipe nobody reads could fill and block it.
+        with open(self.stderr_file, "ab") as err:
+            self.proc = subprocess.Popen(
+                [str(BIN / "compute-agent"), "--config-file", str(self.config)],
+                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+    def wait_serving(self, api: ComputeAPI, timeout: float = START_LIMIT_S) -> dict:
+        """Poll ping until the agent answers (returned); fail if it exits."""
+        def pong() -> dict | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"agent {self.host} exited {self.proc.returncode}: "
+                            f"{tail(self.stderr_file, 2000)}\n{tail(self.log_file)}")
+            try:
+                return api.ping(self.host, timeout=2)
+            except exceptions.ComputeAgentError:
+                return None
+
+        return wait_until(pong, timeout, f"agent {self.host} to answer ping", 0.1)
+
+    def stop(self, wait: float = 30) -> int | None:
+        """SIGTERM (graceful), SIGKILL after ``wait`` s; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            kill_group(self.proc, signal.SIGTERM, wait=wait)
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        kill_group(self.proc, signal.SIGKILL)
+
+    def log_tail(self, n: int = 4000) -> str:
+        return tail(self.log_file, n)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+# --------------------------------------------------------------------------- RPC client
+
+
+class Notifications:
+    """Notifications the agents sent, as (event_type, payload data)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict]] = []
+        self.cond = threading.Condition()
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        with self.cond:
+            self.seen.append((event_type, payload.get("compute_agent_object.data", payload)))
+            self.cond.notify_all()
+
+    error = info
+
+    def of(self, event_type: str, uuid: str) -> list[dict]:
+        """The notifications ``event_type`` about instance ``uuid`` so far."""
+        with self.cond:
+            return [d for e, d in self.seen
+                    if e == event_type and (d.get("instance") or {}).get("uuid") == uuid]
+
+    def wait_for(self, event_type: str, match: Callable[[dict], bool] | str,
+                 timeout: float = SETTLE_S) -> dict:
+        """The first ``event_type`` notification ``match`` accepts (a
+        predicate on its data, or an instance uuid); fail at the deadline."""
+        def accept(d: dict) -> bool:
+            if callable(match):
+                return match(d)
+            return (d.get("instance") or {}).get("uuid") == match
+
+        def found() -> dict | None:
+            return next((d for e, d in self.seen if e == event_type and accept(d)), None)
+
+        with self.cond:
+            if not self.cond.wait_for(lambda: found() is not None, timeout):
+                pytest.fail(f"no {event_type} notification within {timeout} s; saw "
+                            f"{[e for e, _ in self.seen][-20:]}")
+            return found()  # type: ignore[return-value]
+
+
+def client_conf(exchange: str, topic: str) -> cfg.ConfigOpts:
+    """The options a ComputeAPI client needs, on ``exchange`` and ``topic``."""
+    conf = cfg.ConfigOpts()
+    default_opts.register_opts(conf)
+    rpc_transport.register_opts(conf)
+    conf([], project="compute-agent-test", default_config_files=[])
+    conf.set_override("transport_url", RABBIT)
+    conf.set_override("control_exchange", exchange)
+    conf.set_override("compute_topic", topic)
+    return conf
+
+
+class Rpc:
+    """ComputeAPI on an exchange and topic named ``<prefix>_<tag>``,
+    ``<prefix>_compute_<tag>`` (and ``<prefix>_notify_<tag>`` for the
+    notifications); the broker objects they imply are deleted on close().
+    Append each agent's host to ``hosts`` so its queue is deleted too."""
+
+    def __init__(self, prefix: str, tag: str | None = None, with_notifications: bool = False,
+                 timeout: int = 15):
+        tag = tag or uuidlib.uuid4().hex[:10]
+        self.exchange = f"{prefix}_{tag}"
+        self.topic = f"{prefix}_compute_{tag}"
+        self.notify_topic = f"{prefix}_notify_{tag}" if with_notifications else None
+        self.hosts: list[str] = []
+        self.conf = client_conf(self.exchange, self.topic)
+        self.transport = oslo_messaging.get_rpc_transport(
+            self.conf, allowed_remote_exmods=["compute_agent.rpc.errors"])
+        self.api = ComputeAPI(self.conf, rpc_transport=self.transport, timeout=timeout)
+        self.notes = Notifications()
+        self._listener = None
+        if self.notify_topic:
+            self._listener = oslo_messaging.get_notification_listener(
+                oslo_messaging.get_notification_transport(self.conf),
+                [oslo_messaging.Target(topic=self.notify_topic)], [self.notes])
+            self._listener.start()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener.wait()
+        self.transport.cleanup()
+        self._delete_broker_objects()
+
+    def _delete_broker_objects(self) -> None:
+        """The RPC and notification queues are durable: without this every
+        run would leave them (and the exchange) in the broker."""
+        import kombu
+
+        queues = [self.topic] + [f"{self.topic}.{h}" for h in self.hosts]
+        if self.notify_topic:
+            queues += [f"{self.notify_topic}.{p}" for p in ("info", "error", "warn", "debug",
+                                                            "critical", "audit", "sample")]
+        # kombu names the transport amqp://, oslo.messaging rabbit://.
+        url = "amqp://" + RABBIT.split("://", 1)[1]
+        try:
+            with kombu.Connection(url, connect_timeout=5) as conn:
+                channel = conn.channel()
+                for name in queues:
+                    with contextlib.suppress(Exception):
+                        channel.queue_delete(name)
+                with contextlib.suppress(Exception):
+                    channel.exchange_delete(self.exchange)
+        except Exception:  # housekeeping only: never fail a test over it
+            pass
