@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 from compute_agent import exceptions, states
 from compute_agent import notifications as notif
+from compute_agent.build_slots import BuildSlots
 from compute_agent.context import RequestContext, get_admin_context
 from compute_agent.db.types import utcnow
 from compute_agent.driver import load_driver, power_state
@@ -51,10 +50,12 @@ from compute_agent.driver.base import REBOOT_HARD, REBOOT_TYPES, ComputeDriver
 from compute_agent.driver.base import Operation as DriverOperation
 from compute_agent.locks import InstanceLocks
 from compute_agent.operations import REQUESTS, SETTLED_VM_STATE, driver_view, timeout_of
+from compute_agent.outcomes import Outcomes, Settler
 from compute_agent.power_sync import PowerStateSync
 from compute_agent.recovery import Recovery
 from compute_agent.task_listener import TrackedTaskListener
 from compute_agent.validation import validate_instance, validate_uuid
+from compute_agent.workers import Workers
 
 LOG = logging.getLogger(__name__)
 
@@ -111,18 +112,12 @@ class ComputeManager:
         self.power_sync = PowerStateSync(db, driver, self.notifier, self.host,
                                          locks=self._locks)
         self.driver.set_power_state_listener(self.power_sync.on_event)
+        self._workers = Workers()
         self.recovery = Recovery(conf, db, driver, self.notifier, self.host,
                                  locks=self._locks, busy=self.busy_instances)
-        self._build_slots = threading.BoundedSemaphore(conf.max_concurrent_builds)
-        self._builds_running = 0
-        self._counter_lock = threading.Lock()
-        self._workers: set[threading.Thread] = set()
-        self._workers_lock = threading.Lock()
-        self._all_done = threading.Condition(self._workers_lock)
         self._stopping = threading.Event()
-        self._busy: set[str] = set()  # task_state set by this process, not settled yet
-        self._queued_builds: set[str] = set()  # builds waiting for a slot
-        self._queued_cancel: set[str] = set()  # ...of which these are cancelled
+        self._build_slots = BuildSlots(conf.max_concurrent_builds, self._stopping, self.host)
+        self._outcomes = Outcomes(db, self.notifier, release=self._workers.release)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,14 +154,7 @@ class ComputeManager:
         uuids of operations still running at the deadline; their dom0 tasks
         stay in tracked_tasks for the next start to resolve."""
         self._stopping.set()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._all_done:
-            while self._workers:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._all_done.wait(remaining if remaining is not None else 1.0)
-            left = sorted(t.name for t in self._workers)
+        left = self._workers.drain(timeout)
         if left:
             LOG.warning("Shutting down with operations still running: %s", ", ".join(left))
         self.recovery.stop()
@@ -180,33 +168,17 @@ class ComputeManager:
     def wait_for_operations(self, timeout: float | None = None) -> bool:
         """Block until no operation runs (True) or ``timeout`` passes (False).
         For tests, the demo and the shutdown path."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._all_done:
-            while self._workers:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._all_done.wait(remaining)
-        return True
+        return not self._workers.drain(timeout)
 
     def busy_instances(self) -> set[str]:
         """Uuids whose task_state this process set and has not settled yet
         (from before the guarded update until the outcome is recorded), so
         recovery can leave them alone."""
-        with self._counter_lock:
-            return set(self._busy)
-
-    def _mark_busy(self, uuid: str, busy: bool) -> None:
-        with self._counter_lock:
-            if busy:
-                self._busy.add(uuid)
-            else:
-                self._busy.discard(uuid)
+        return self._workers.busy()
 
     def operations_in_flight(self) -> list[str]:
         """Names ('<request>-<uuid>') of the operations running now."""
-        with self._workers_lock:
-            return sorted(t.name for t in self._workers)
+        return self._workers.names()
 
     @property
     def stopping(self) -> bool:
@@ -251,9 +223,8 @@ class ComputeManager:
         for inst in self.db.list_instances(host=self.host):
             counts[inst["vm_state"]] = counts.get(inst["vm_state"], 0) + 1
         status["instances"] = counts
-        with self._counter_lock:
-            running = self._builds_running
-        status["builds"] = {"max": self.conf.max_concurrent_builds, "running": running}
+        status["builds"] = {"max": self.conf.max_concurrent_builds,
+                            "running": self._build_slots.running}
         return status
 
     # ------------------------------------------------------------------ RPC: build
@@ -276,7 +247,7 @@ class ComputeManager:
                 LOG.info("Build of known instance %s ignored (vm_state %s)", uuid,
                          existing["vm_state"])
                 return existing
-            self._mark_busy(uuid, True)
+            self._workers.claim(uuid)
             try:
                 created = self.db.create_instance({
                     **spec,
@@ -288,18 +259,15 @@ class ComputeManager:
                 })
             except exceptions.InstanceExists:
                 # Another agent sharing the database created it first.
-                self._mark_busy(uuid, False)
+                self._workers.release(uuid)
                 return self.db.get_instance(uuid)
             except BaseException:
-                self._mark_busy(uuid, False)
+                self._workers.release(uuid)
                 raise
-            self._action_start(ctxt, uuid, "build")
-            with self._counter_lock:
-                # Queued from acceptance on, so a cancel that arrives before
-                # the worker thread runs is not lost.
-                self._queued_builds.add(uuid)
+            self._outcomes.action_start(ctxt, uuid, "build")
+            self._build_slots.queue(uuid)
         self.notifier.action(ctxt, "create", notif.START, created)
-        self._spawn_worker(ctxt, uuid, "build", self._run_build, spec)
+        self._workers.spawn(ctxt, uuid, "build", self._run_build, spec)
         return created
 
     def _record_invalid_build(self, ctxt: RequestContext, instance: Any,
@@ -332,60 +300,26 @@ class ComputeManager:
             except exceptions.InstanceExists:
                 return  # a known instance is never touched by a bad build
             self.db.add_instance_fault(uuid, exc.code, exc.params, exc.message)
-            self._action_start(ctxt, uuid, "build")
-            self._action_finish(ctxt, uuid, "error", exc.message)
+            self._outcomes.action_start(ctxt, uuid, "build")
+            self._outcomes.action_finish(ctxt, uuid, "error", exc.message)
             self.db.update_instance(uuid, {"vm_state": states.ERROR})
 
     def _run_build(self, ctxt: RequestContext, uuid: str, spec: dict[str, Any]) -> None:
         op = self._operation(ctxt, uuid, "spawn", timeout_of(self.conf, "spawn"))
-        self._event_start(ctxt, uuid, "build")
+        self._outcomes.event_start(ctxt, uuid, "build")
         try:
-            self._wait_build_slot(uuid)
-            try:
-                with self._counter_lock:
-                    self._builds_running += 1
+            with self._build_slots.slot(uuid):
                 info = self.driver.spawn(op, spec)
-            finally:
-                with self._counter_lock:
-                    self._builds_running -= 1
-                self._build_slots.release()
         except BaseException as exc:
-            self._fail(ctxt, uuid, "build", exc, settle=lambda inst: (states.ERROR, None))
+            self._outcomes.fail(ctxt, uuid, "build", exc, settle=lambda inst: (states.ERROR, None))
             return
-        self._succeed(ctxt, uuid, "build", states.SPAWNING, {
+        self._outcomes.succeed(ctxt, uuid, "build", states.SPAWNING, {
             "vm_state": states.ACTIVE,
             "power_state": info.power_state,
             "vm_ref": info.vm_ref,
             "progress": 100,
             "launched_at": utcnow(),
         })
-
-    def _wait_build_slot(self, uuid: str) -> None:
-        """Wait for one of max_concurrent_builds slots. While queued, the
-        build can still be handed back (shutdown) or cancelled without ever
-        reaching dom0; both flags are checked under the same lock that
-        cancel_operation uses, so a cancel is either seen here or sent to
-        the driver, never lost in between."""
-        acquired = False
-        try:
-            while not acquired:
-                acquired = self._build_slots.acquire(timeout=0.2)
-                with self._counter_lock:
-                    cancelled = uuid in self._queued_cancel
-                    if acquired or cancelled or self._stopping.is_set():
-                        self._queued_builds.discard(uuid)
-                        self._queued_cancel.discard(uuid)
-                if cancelled:
-                    raise exceptions.OperationCancelled("spawn", uuid)
-                if self._stopping.is_set():
-                    raise exceptions.ComputeAgentError(
-                        uuid, self.host, code="BUILD_ABORTED",
-                        message=f"Build of {uuid} handed back: the agent on {self.host} "
-                        "is shutting down and had not started it")
-        except BaseException:
-            if acquired:
-                self._build_slots.release()
-            raise
 
     # ------------------------------------------------------------------ RPC: power, delete
 
@@ -432,13 +366,13 @@ class ComputeManager:
             self._refuse_if_stopping()
             uuid = validate_uuid(instance_uuid)
         except exceptions.ComputeAgentError as exc:
-            self._refused(ctxt, None, request, exc)
+            self._outcomes.refused(ctxt, None, request, exc)
             raise
         with self._locks.hold(uuid):
             try:
                 inst = self.db.get_instance(uuid, internal=True)
                 self._check_can_start(inst, rule)
-                self._mark_busy(uuid, True)
+                self._workers.claim(uuid)
                 try:
                     updated = self.db.update_instance(
                         uuid, {"task_state": task_state, "progress": 0},
@@ -446,13 +380,13 @@ class ComputeManager:
                 except exceptions.UnexpectedTaskState as exc:
                     raise exceptions.InstanceBusy(uuid, exc.params[-1]) from None
             except BaseException as exc:
-                self._mark_busy(uuid, False)
+                self._workers.release(uuid)
                 if isinstance(exc, exceptions.ComputeAgentError):
-                    self._refused(ctxt, uuid, request, exc)
+                    self._outcomes.refused(ctxt, uuid, request, exc)
                 raise
-            self._action_start(ctxt, uuid, request)
+            self._outcomes.action_start(ctxt, uuid, request)
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.START, updated)
-        self._spawn_worker(ctxt, uuid, request, self._run_operation, request, task_state, call)
+        self._workers.spawn(ctxt, uuid, request, self._run_operation, request, task_state, call)
         return updated
 
     def _check_can_start(self, inst: dict[str, Any], rule: str) -> None:
@@ -468,35 +402,20 @@ class ComputeManager:
 
     def _invalid(self, ctxt: RequestContext, request: str, field: str, reason: str) -> None:
         exc = exceptions.InvalidInput(field, reason)
-        self._refused(ctxt, None, request, exc)
+        self._outcomes.refused(ctxt, None, request, exc)
         raise exc
-
-    def _refused(self, ctxt: RequestContext, uuid: str | None, request: str,
-                 exc: exceptions.ComputeAgentError) -> None:
-        """Record a refused request: for a cast this is the only trace."""
-        LOG.info("Refused %s of %s: %s", request, uuid, exc.message)
-        inst = None
-        if uuid is not None and not isinstance(exc, exceptions.InstanceNotFound):
-            try:
-                inst = self.db.get_instance(uuid)
-            except exceptions.ComputeAgentError:
-                inst = None
-        if inst is not None:
-            self._action_start(ctxt, uuid, request)
-            self._action_finish(ctxt, uuid, "error", f"{exc.code} {exc.params}")
-        self.notifier.action(ctxt, notif.ACTIONS[request], notif.ERROR, inst, exc.to_dict())
 
     def _run_operation(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
                        call: Callable[[DriverOperation, dict], None]) -> None:
         driver_op = REQUESTS[request].driver_op
         op = self._operation(ctxt, uuid, driver_op, timeout_of(self.conf, driver_op))
-        self._event_start(ctxt, uuid, request)
+        self._outcomes.event_start(ctxt, uuid, request)
         try:
             inst = self.db.get_instance(uuid, internal=True)
             call(op, driver_view(inst))
             info = None if request == "terminate" else self.driver.get_info(inst)
         except BaseException as exc:
-            self._fail(ctxt, uuid, request, exc, settle=self._settler(request))
+            self._outcomes.fail(ctxt, uuid, request, exc, settle=self._settler(request))
             return
         values: dict[str, Any] = {"progress": 100}
         if request == "terminate":
@@ -506,9 +425,9 @@ class ComputeManager:
             assert info is not None
             values.update(power_state=info.power_state, shutdown_reason=info.shutdown_reason,
                           vm_state=states.STOPPED if request == "stop" else states.ACTIVE)
-        self._succeed(ctxt, uuid, request, task_state, values)
+        self._outcomes.succeed(ctxt, uuid, request, task_state, values)
 
-    def _settler(self, request: str) -> Callable[[dict], tuple[str, int | None]]:
+    def _settler(self, request: str) -> Settler:
         """How an instance settles after ``request`` failed: (vm_state,
         power_state or None to keep it)."""
 
@@ -544,10 +463,7 @@ class ComputeManager:
         if task_state is None:
             return result
         self.notifier.action(ctxt, "cancel", notif.START, inst)
-        with self._counter_lock:
-            queued = uuid in self._queued_builds
-            if queued:
-                self._queued_cancel.add(uuid)
+        queued = self._build_slots.cancel_queued(uuid)
         try:
             sent = True if queued else self.driver.cancel(uuid)
         except NotImplementedError:
@@ -559,59 +475,6 @@ class ComputeManager:
                  "sent" if sent else "nothing to cancel")
         self.notifier.action(ctxt, "cancel", notif.END, self.db.get_instance(uuid))
         return result
-
-    # ------------------------------------------------------------------ outcomes
-
-    def _succeed(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
-                 values: dict[str, Any]) -> None:
-        values = {**values, "task_state": None}
-        # The action is finished before the instance settles, so whoever
-        # sees the settled instance also sees how its request ended.
-        self._event_finish(ctxt, uuid, request, "success")
-        self._action_finish(ctxt, uuid, "success")
-        try:
-            inst = self.db.update_instance(uuid, values, expected_task_state=task_state)
-        except exceptions.ComputeAgentError as exc:
-            # Someone else resolved the instance meanwhile (e.g. recovery).
-            LOG.warning("Could not record the end of %s of %s: %s", request, uuid, exc.message)
-            inst = self.db.get_instance(uuid)
-        finally:
-            self._mark_busy(uuid, False)
-        self.notifier.action(ctxt, notif.ACTIONS[request], notif.END, inst)
-        LOG.info("%s of %s done: vm_state %s, power_state %s", request, uuid,
-                 inst["vm_state"], power_state.name(inst["power_state"]))
-
-    def _fail(self, ctxt: RequestContext, uuid: str, request: str, exc: BaseException,
-              settle: Callable[[dict], tuple[str, int | None]]) -> None:
-        if isinstance(exc, exceptions.ComputeAgentError):
-            error = exc
-            LOG.warning("%s of %s failed: %s %s", request, uuid, error.code, error.params)
-        else:
-            error = exceptions.ComputeAgentError(
-                type(exc).__name__, str(exc),
-                message=f"Internal error during {request}: {type(exc).__name__}: {exc}")
-            LOG.error("%s of %s failed unexpectedly", request, uuid,
-                      exc_info=(type(exc), exc, exc.__traceback__))
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        # Fault and action first, state last: a reader that sees the
-        # instance settled in error also sees why.
-        self._event_finish(ctxt, uuid, request, "error", tb)
-        self._action_finish(ctxt, uuid, "error", f"{error.code} {error.params}")
-        inst = None
-        try:
-            current = self.db.get_instance(uuid, internal=True)
-            vm_state, new_power = settle(driver_view(current))
-            values: dict[str, Any] = {"vm_state": vm_state, "task_state": None}
-            if new_power is not None:
-                values["power_state"] = new_power
-            self.db.add_instance_fault(uuid, error.code, error.params, error.message)
-            inst = self.db.update_instance(uuid, values,
-                                           expected_task_state=current["task_state"])
-        except Exception:
-            LOG.exception("Could not record the failure of %s of %s", request, uuid)
-        finally:
-            self._mark_busy(uuid, False)
-        self.notifier.action(ctxt, notif.ACTIONS[request], notif.ERROR, inst, error.to_dict())
 
     # ------------------------------------------------------------------ periodic jobs
 
@@ -648,51 +511,3 @@ class ComputeManager:
                    timeout: float | None) -> DriverOperation:
         return DriverOperation(instance_uuid=uuid, name=name, request_id=ctxt.request_id,
                                timeout=float(timeout) if timeout else None)
-
-    def _spawn_worker(self, ctxt: RequestContext, uuid: str, request: str,
-                      target: Callable[..., None], *args: Any) -> None:
-        worker_ctxt = ctxt.for_instance(uuid)
-
-        def run() -> None:
-            worker_ctxt.update_store()
-            try:
-                target(worker_ctxt, uuid, *args)
-            except Exception:
-                LOG.exception("Operation %s of %s crashed", request, uuid)
-                self._mark_busy(uuid, False)
-            finally:
-                with self._all_done:
-                    self._workers.discard(threading.current_thread())
-                    self._all_done.notify_all()
-
-        thread = threading.Thread(target=run, name=f"{request}-{uuid}", daemon=True)
-        with self._workers_lock:
-            self._workers.add(thread)
-        thread.start()
-
-    def _action_start(self, ctxt: RequestContext, uuid: str, request: str) -> None:
-        try:
-            self.db.action_start(uuid, REQUESTS[request].action, ctxt.request_id)
-        except Exception:
-            LOG.exception("Could not record action %s of %s", request, uuid)
-
-    def _action_finish(self, ctxt: RequestContext, uuid: str, result: str,
-                       message: str | None = None) -> None:
-        try:
-            self.db.action_finish(uuid, ctxt.request_id, result, message)
-        except Exception:
-            LOG.exception("Could not finish the action of request %s", ctxt.request_id)
-
-    def _event_start(self, ctxt: RequestContext, uuid: str, request: str) -> None:
-        try:
-            self.db.action_event_start(uuid, ctxt.request_id, REQUESTS[request].event)
-        except Exception:
-            LOG.exception("Could not record event of %s", request)
-
-    def _event_finish(self, ctxt: RequestContext, uuid: str, request: str, result: str,
-                      tb: str | None = None) -> None:
-        try:
-            self.db.action_event_finish(uuid, ctxt.request_id, REQUESTS[request].event, result, tb)
-        except Exception:
-            LOG.exception("Could not finish event of %s", request)
-
