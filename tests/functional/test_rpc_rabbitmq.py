@@ -6,151 +6,44 @@ Each backend gets its own agent subprocess, exchange, topic and database.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid as uuidlib
-from pathlib import Path
 
-import oslo_messaging
 import pytest
-from oslo_config import cfg
 
 from compute_agent import exceptions
-from compute_agent.conf import default as default_opts
 from compute_agent.db import migration
 from compute_agent.db.api import Database
-from compute_agent.rpc import transport as rpc_transport
-from compute_agent.rpc.rpcapi import ComputeAPI
+from tests.functional.harness import RABBIT, AgentProcess, Rpc
 
-RABBIT = os.environ.get("CA_TEST_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
-BIN = Path(sys.executable).parent
 SETTLE_S = 20  # bound for an operation to settle; never a speed assertion
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class Agent:
-    def __init__(self, backend: str, workdir: Path):
-        tag = uuidlib.uuid4().hex[:10]
-        self.backend = backend
-        self.host = f"ca-func-{backend}-{tag}"
-        self.exchange = f"ca_func_{tag}"
-        self.topic = f"ca_compute_{tag}"
-        self.notify_topic = f"ca_notify_{tag}"
-        self.db_url = f"sqlite:///{workdir}/agent.sqlite"
-        self.log_file = workdir / "agent.log"
-        self.config = workdir / "agent.conf"
-        self.config.write_text(f"""[DEFAULT]
-host = {self.host}
-compute_driver = fake
-concurrency_backend = {backend}
-transport_url = {RABBIT}
-control_exchange = {self.exchange}
-compute_topic = {self.topic}
-report_interval = 1
-graceful_shutdown_timeout = 20
-log_file = {self.log_file}
-[database]
-connection = {self.db_url}
-[oslo_messaging_notifications]
-driver = messagingv2
-topics = {self.notify_topic}
-""")
-        migration.upgrade(self.db_url)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        # A session of its own: cotyledon signals its process group.
-        self.proc = subprocess.Popen(
-            [str(BIN / "compute-agent"), "--config-file", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(10)
-
-
-def client_conf(agent: Agent) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    default_opts.register_opts(conf)
-    rpc_transport.register_opts(conf)
-    conf([], project="compute-agent-test", default_config_files=[])
-    conf.set_override("transport_url", RABBIT)
-    conf.set_override("control_exchange", agent.exchange)
-    conf.set_override("compute_topic", agent.topic)
-    return conf
-
-
-class Notifications:
-    def __init__(self):
-        self.seen: list[tuple[str, str, dict]] = []
-        self.cond = threading.Condition()
-
-    def _add(self, priority, event_type, payload):
-        with self.cond:
-            self.seen.append((priority, event_type, payload))
-            self.cond.notify_all()
-
-    def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._add("INFO", event_type, payload)
-
-    def error(self, ctxt, publisher_id, event_type, payload, metadata):
-        self._add("ERROR", event_type, payload)
-
-    def wait_for(self, event_type, uuid, timeout=SETTLE_S):
-        def found():
-            for _, e, p in self.seen:
-                data = p.get("compute_agent_object.data", {})
-                inst = data.get("instance") or {}
-                if e == event_type and inst.get("uuid") == uuid:
-                    return data
-            return None
-
-        with self.cond:
-            self.cond.wait_for(lambda: found() is not None, timeout)
-            return found()
-
-
 @pytest.fixture(scope="module", params=["threading", "eventlet"])
 def env(request, tmp_path_factory):
-    agent = Agent(request.param, tmp_path_factory.mktemp(f"agent-{request.param}"))
-    conf = client_conf(agent)
-    transport = oslo_messaging.get_rpc_transport(
-        conf, allowed_remote_exmods=["compute_agent.rpc.errors"])
-    notes = Notifications()
-    listener = oslo_messaging.get_notification_listener(
-        oslo_messaging.get_notification_transport(conf),
-        [oslo_messaging.Target(topic=agent.notify_topic)], [notes])
-    listener.start()
+    backend = request.param
+    workdir = tmp_path_factory.mktemp(f"agent-{backend}")
+    rpc = Rpc("ca_func", with_notifications=True, timeout=10)
+    db_url = f"sqlite:///{workdir}/agent.sqlite"
+    agent = AgentProcess(
+        workdir, host=f"ca-func-{backend}-{uuidlib.uuid4().hex[:10]}", db_url=db_url,
+        exchange=rpc.exchange, topic=rpc.topic, driver="fake", backend=backend,
+        notify_topic=rpc.notify_topic,
+        options={"DEFAULT": {"report_interval": 1, "graceful_shutdown_timeout": 20,
+                             "sync_power_state_interval": None, "debug": None}})
+    rpc.hosts.append(agent.host)
+    migration.upgrade(db_url)
     agent.start()
-    api = ComputeAPI(conf, rpc_transport=transport, timeout=10)
-    deadline = time.monotonic() + 40
-    while True:
-        try:
-            api.ping(agent.host, timeout=2)
-            break
-        except exceptions.ComputeAgentError:
-            if agent.proc.poll() is not None or time.monotonic() > deadline:
-                err = agent.proc.stderr.read().decode() if agent.proc.poll() is not None else ""
-                agent.stop()
-                pytest.fail(f"agent did not come up: {err[-3000:]}")
-    db = Database(agent.db_url)
-    yield agent, api, notes, db
-    agent.stop()
-    listener.stop()
-    listener.wait()
-    transport.cleanup()
-    db.dispose()
+    db = Database(db_url)
+    try:
+        agent.wait_serving(rpc.api)
+        yield agent, rpc.api, rpc.notes, db
+    finally:
+        agent.stop()
+        rpc.close()
+        db.dispose()
 
 
 def spec(**kw):
@@ -323,7 +216,7 @@ def test_log_lines_carry_request_id_and_instance(env):
     assert all(f"[instance: {body['uuid']}]" in line for line in lines)
 
 
-def raw_call(agent: Agent, method: str, args: dict, version: str = "1.0") -> dict:
+def raw_call(agent: AgentProcess, method: str, args: dict, version: str = "1.0") -> dict:
     """The wire protocol exactly as docs/rpc-api.md describes it, with kombu
     only: what a scheduler in another language would do."""
     import json
