@@ -48,6 +48,7 @@ from compute_agent.db.types import utcnow
 from compute_agent.driver import load_driver, power_state
 from compute_agent.driver.base import REBOOT_HARD, REBOOT_TYPES, ComputeDriver
 from compute_agent.driver.base import Operation as DriverOperation
+from compute_agent.host_status import HostStatus
 from compute_agent.locks import InstanceLocks
 from compute_agent.operations import REQUESTS, SETTLED_VM_STATE, driver_view, timeout_of
 from compute_agent.outcomes import Outcomes, Settler
@@ -60,7 +61,7 @@ from compute_agent.workers import Workers
 LOG = logging.getLogger(__name__)
 
 RPC_API_VERSION = "1.1"
-SERVICE_BINARY = "compute-agent"
+
 
 class ServiceStopping(exceptions.ComputeAgentError):
     """The agent is shutting down and takes no new work. params: host."""
@@ -118,6 +119,7 @@ class ComputeManager:
         self._stopping = threading.Event()
         self._build_slots = BuildSlots(conf.max_concurrent_builds, self._stopping, self.host)
         self._outcomes = Outcomes(db, self.notifier, release=self._workers.release)
+        self._host_status = HostStatus(conf, db, driver, self.host)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -206,23 +208,8 @@ class ComputeManager:
             "version": RPC_API_VERSION,
             "backend": self.conf.concurrency_backend,
             "stopping": self.stopping,
-            "hypervisor_available": True,
-            "error": None,
         }
-        try:
-            status["resources"] = self.driver.get_host_resources()
-        except exceptions.ComputeAgentError as exc:
-            status["hypervisor_available"] = False
-            status["error"] = exc.to_dict()
-            nodes = [n for n in self.db.list_compute_nodes() if n["host"] == self.host]
-            status["resources"] = nodes[0] if nodes else None
-        services = [s for s in self.db.list_services(self.conf.service_down_time)
-                    if s["host"] == self.host and s["binary"] == SERVICE_BINARY]
-        status["service"] = services[0] if services else None
-        counts: dict[str, int] = {}
-        for inst in self.db.list_instances(host=self.host):
-            counts[inst["vm_state"]] = counts.get(inst["vm_state"], 0) + 1
-        status["instances"] = counts
+        status.update(self._host_status.status())
         status["builds"] = {"max": self.conf.max_concurrent_builds,
                             "running": self._build_slots.running}
         return status
@@ -235,7 +222,7 @@ class ComputeManager:
         try:
             spec = validate_instance(instance)
         except exceptions.InvalidInput as exc:
-            self._record_invalid_build(ctxt, instance, exc)
+            self._outcomes.refused_build(ctxt, instance, exc, self.host, self._locks)
             raise
         uuid = spec["uuid"]
         with self._locks.hold(uuid):
@@ -269,40 +256,6 @@ class ComputeManager:
         self.notifier.action(ctxt, "create", notif.START, created)
         self._workers.spawn(ctxt, uuid, "build", self._run_build, spec)
         return created
-
-    def _record_invalid_build(self, ctxt: RequestContext, instance: Any,
-                              exc: exceptions.ComputeAgentError) -> None:
-        """A build cast has nobody to tell; if it names a usable uuid that is
-        not known yet, leave an instance in error with the fault so the
-        caller finds out with get_instance."""
-        self.notifier.action(ctxt, "create", notif.ERROR, None, exc.to_dict())
-        LOG.warning("Refused build: %s", exc.message)
-        if not isinstance(instance, dict):
-            return
-        try:
-            uuid = validate_uuid(instance.get("uuid"), "uuid")
-        except exceptions.InvalidInput:
-            return
-        name = instance.get("name")
-        with self._locks.hold(uuid):
-            try:
-                # Created as a build that never started; it turns to error
-                # only once its fault and action are written, so nobody
-                # sees an error without its reason.
-                self.db.create_instance({
-                    "uuid": uuid,
-                    "name": name if isinstance(name, str) else "",
-                    "host": self.host,
-                    "vm_state": states.BUILDING,
-                    "task_state": None,
-                    "power_state": power_state.NOSTATE,
-                })
-            except exceptions.InstanceExists:
-                return  # a known instance is never touched by a bad build
-            self.db.add_instance_fault(uuid, exc.code, exc.params, exc.message)
-            self._outcomes.action_start(ctxt, uuid, "build")
-            self._outcomes.action_finish(ctxt, uuid, "error", exc.message)
-            self.db.update_instance(uuid, {"vm_state": states.ERROR})
 
     def _run_build(self, ctxt: RequestContext, uuid: str, spec: dict[str, Any]) -> None:
         op = self._operation(ctxt, uuid, "spawn", timeout_of(self.conf, "spawn"))
@@ -480,19 +433,7 @@ class ComputeManager:
 
     def report_host(self, ctxt: RequestContext) -> None:
         """Heartbeat the service and report host resources (compute_nodes)."""
-        try:
-            self.db.service_heartbeat(self.host, SERVICE_BINARY, self.conf.compute_topic)
-        except Exception:
-            LOG.exception("Heartbeat failed")
-        try:
-            resources = self.driver.get_host_resources()
-        except exceptions.ComputeAgentError as exc:
-            LOG.warning("Cannot read host resources: %s", exc.message)
-            return
-        try:
-            self.db.upsert_compute_node(self.host, resources)
-        except Exception:
-            LOG.exception("Could not record host resources")
+        self._host_status.report()
 
     def sync_power_states(self, ctxt: RequestContext) -> int:
         """Backstop reconciliation of power states (power_sync.py has the

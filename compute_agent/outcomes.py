@@ -16,11 +16,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from compute_agent import exceptions
+from compute_agent import exceptions, states
 from compute_agent import notifications as notif
 from compute_agent.context import RequestContext
 from compute_agent.driver import power_state
+from compute_agent.locks import InstanceLocks
 from compute_agent.operations import REQUESTS, driver_view
+from compute_agent.validation import validate_uuid
 
 LOG = logging.getLogger(__name__)
 
@@ -104,6 +106,41 @@ class Outcomes:
             self.action_start(ctxt, uuid, request)
             self.action_finish(ctxt, uuid, "error", f"{exc.code} {exc.params}")
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.ERROR, inst, exc.to_dict())
+
+    def refused_build(self, ctxt: RequestContext, instance: Any,
+                      exc: exceptions.ComputeAgentError, host: str,
+                      locks: InstanceLocks) -> None:
+        """A build cast has nobody to tell; if it names a usable uuid that is
+        not known yet, leave an instance in error with the fault so the
+        caller finds out with get_instance."""
+        self.notifier.action(ctxt, "create", notif.ERROR, None, exc.to_dict())
+        LOG.warning("Refused build: %s", exc.message)
+        if not isinstance(instance, dict):
+            return
+        try:
+            uuid = validate_uuid(instance.get("uuid"), "uuid")
+        except exceptions.InvalidInput:
+            return
+        name = instance.get("name")
+        with locks.hold(uuid):
+            try:
+                # Created as a build that never started; it turns to error
+                # only once its fault and action are written, so nobody
+                # sees an error without its reason.
+                self.db.create_instance({
+                    "uuid": uuid,
+                    "name": name if isinstance(name, str) else "",
+                    "host": host,
+                    "vm_state": states.BUILDING,
+                    "task_state": None,
+                    "power_state": power_state.NOSTATE,
+                })
+            except exceptions.InstanceExists:
+                return  # a known instance is never touched by a bad build
+            self.db.add_instance_fault(uuid, exc.code, exc.params, exc.message)
+            self.action_start(ctxt, uuid, "build")
+            self.action_finish(ctxt, uuid, "error", exc.message)
+            self.db.update_instance(uuid, {"vm_state": states.ERROR})
 
     # -- action records ----------------------------------------------------------------
 

@@ -156,7 +156,7 @@ def hosts_table(hosts: list[dict[str, Any]]) -> str:
 
 def list_hosts(conf: Any, db: Any | None = None) -> list[dict[str, Any]]:
     """Compute nodes merged with their compute-agent service record."""
-    from compute_agent.manager import SERVICE_BINARY
+    from compute_agent.host_status import SERVICE_BINARY
 
     db = db or _database(conf)
     services = {s["host"]: s for s in db.list_services(conf.service_down_time)

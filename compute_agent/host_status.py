@@ -1,0 +1,62 @@
+"""This host as the agent reports it: the service heartbeat and host
+resources written to the database (periodic), and the status an operator
+reads over RPC (``get_host_status``), which falls back on the last recorded
+resources when the hypervisor cannot be reached.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from compute_agent import exceptions
+from compute_agent.driver.base import ComputeDriver
+
+LOG = logging.getLogger(__name__)
+
+# The binary name of the agent's row in the services table.
+SERVICE_BINARY = "compute-agent"
+
+
+class HostStatus:
+    def __init__(self, conf: Any, db: Any, driver: ComputeDriver, host: str):
+        self.conf = conf
+        self.db = db
+        self.driver = driver
+        self.host = host
+
+    def report(self) -> None:
+        """Heartbeat the service and report host resources (compute_nodes)."""
+        try:
+            self.db.service_heartbeat(self.host, SERVICE_BINARY, self.conf.compute_topic)
+        except Exception:
+            LOG.exception("Heartbeat failed")
+        try:
+            resources = self.driver.get_host_resources()
+        except exceptions.ComputeAgentError as exc:
+            LOG.warning("Cannot read host resources: %s", exc.message)
+            return
+        try:
+            self.db.upsert_compute_node(self.host, resources)
+        except Exception:
+            LOG.exception("Could not record host resources")
+
+    def status(self) -> dict[str, Any]:
+        """Hypervisor reachability, resources, the service record and the
+        instances of this host counted by vm_state."""
+        status: dict[str, Any] = {"hypervisor_available": True, "error": None}
+        try:
+            status["resources"] = self.driver.get_host_resources()
+        except exceptions.ComputeAgentError as exc:
+            status["hypervisor_available"] = False
+            status["error"] = exc.to_dict()
+            nodes = [n for n in self.db.list_compute_nodes() if n["host"] == self.host]
+            status["resources"] = nodes[0] if nodes else None
+        services = [s for s in self.db.list_services(self.conf.service_down_time)
+                    if s["host"] == self.host and s["binary"] == SERVICE_BINARY]
+        status["service"] = services[0] if services else None
+        counts: dict[str, int] = {}
+        for inst in self.db.list_instances(host=self.host):
+            counts[inst["vm_state"]] = counts.get(inst["vm_state"], 0) + 1
+        status["instances"] = counts
+        return status
