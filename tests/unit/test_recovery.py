@@ -16,7 +16,8 @@ from compute_agent.driver import task_state as ts
 from compute_agent.driver.base import ComputeDriver, InstanceInfo
 from compute_agent.driver.fake import FakeDriver
 from compute_agent.locks import InstanceLocks
-from compute_agent.recovery import Decision, Recovery, cause, decide
+from compute_agent.recovery import Recovery
+from compute_agent.recovery_rules import Decision, cause, decide
 from compute_agent.task_listener import TrackedTaskListener
 
 HOST = "test-host"

@@ -1,0 +1,89 @@
+"""The rules by which recovery.py settles an instance an earlier run of the
+agent left in a transitional task_state: which request set it (:data:`KINDS`),
+what stable state the VM as dom0 shows it means (:func:`decide`) and, when
+the operation did not take effect, why (:func:`cause`). Pure functions of
+their inputs; the runner that gathers those inputs is recovery.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compute_agent import exceptions, states
+from compute_agent.driver import power_state
+from compute_agent.driver import task_state as ts
+from compute_agent.driver.base import InstanceInfo
+from compute_agent.operations import REQUESTS, SETTLED_VM_STATE, Request
+
+
+class OperationInterrupted(exceptions.ComputeAgentError):
+    """params: instance uuid, the task_state it was left in."""
+
+    code = "OPERATION_INTERRUPTED"
+    msg_fmt = ("The operation of instance {0} (task_state {1}) was interrupted before it "
+               "completed (agent restart or lost dom0 task)")
+
+
+# task_state -> the request that set it, so that the recovered request
+# finishes the same action record and notifications.
+KINDS: dict[str, Request] = {
+    states.SPAWNING: REQUESTS["build"],
+    states.POWERING_ON: REQUESTS["start"],
+    states.POWERING_OFF: REQUESTS["stop"],
+    states.REBOOTING: REQUESTS["reboot"],
+    states.REBOOTING_HARD: REQUESTS["reboot"],
+    states.DELETING: REQUESTS["terminate"],
+}
+
+
+@dataclass
+class Decision:
+    """How to settle one instance. ``finished``: the operation took effect
+    (action result success, no fault). ``destroy``: remove the VM and its
+    disks first (roll back a build, complete a delete). ``power`` None keeps
+    the recorded power state."""
+
+    vm_state: str
+    power: int | None
+    finished: bool
+    destroy: bool = False
+
+
+def decide(task_state: str, info: InstanceInfo | None, tasks_succeeded: bool) -> Decision:
+    """The settling rule for an instance left in ``task_state``, given the
+    VM's info (None: no VM) and whether it had tasks that all succeeded."""
+    power = info.power_state if info is not None else None
+    if task_state == states.DELETING:
+        return Decision(states.DELETED, power_state.NOSTATE, True, destroy=True)
+    if task_state == states.SPAWNING:
+        if power == power_state.RUNNING:
+            return Decision(states.ACTIVE, power, True)
+        # Also without a VM: disks marked as the instance's may be left.
+        return Decision(states.ERROR, power_state.NOSTATE, False, destroy=True)
+    if info is None:
+        return Decision(states.ERROR, power_state.NOSTATE, False)
+    settled = SETTLED_VM_STATE.get(power, states.ERROR)  # type: ignore[arg-type]
+    if task_state == states.POWERING_ON:
+        return Decision(settled, power, power == power_state.RUNNING)
+    if task_state == states.POWERING_OFF:
+        if power in (power_state.SHUTDOWN, power_state.CRASHED):
+            return Decision(states.STOPPED, power, True)
+        return Decision(settled, power, False)
+    if task_state in (states.REBOOTING, states.REBOOTING_HARD):
+        # A running VM is what a reboot ends in, but also where it started:
+        # only tasks that all succeeded show the reboot happened.
+        return Decision(settled, power, power == power_state.RUNNING and tasks_succeeded)
+    return Decision(settled, power, False)
+
+
+def cause(uuid: str, task_state: str, op_name: str, outcomes: list[ts.TaskState],
+          timeout: float) -> exceptions.ComputeAgentError:
+    """Why an operation did not complete, from how its tasks ended."""
+    for st in reversed(outcomes):
+        if st.timed_out:
+            return exceptions.OperationTimedOut(op_name, uuid, round(timeout, 3))
+        if st.status == ts.CANCELLED:
+            return exceptions.OperationCancelled(op_name, uuid)
+        if st.status == ts.FAILURE and st.error and st.error[0] != "TASK_LOST":
+            return exceptions.hypervisor_error(st.error)
+    return OperationInterrupted(uuid, task_state)
