@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import XenAPI
 
+from tests.functional.harness import running_simulator, sdk_session
 from xapisim.server import Simulator
 
 USER = "root"
@@ -23,25 +24,15 @@ PASSWORD = "password"
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     """A started simulator (one host, 0.05 s task duration), stopped after."""
-    s = Simulator(task_duration=0.05).start()
-    try:
+    with running_simulator(task_duration=0.05) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def xapi(sim: Simulator) -> Iterator[XenAPI.Session]:
     """The official SDK, logged in over HTTP to ``sim``."""
-    session = XenAPI.Session(sim.url)
-    session.xenapi.login_with_password(USER, PASSWORD, "2.0", "xapisim-tests")
-    try:
+    with sdk_session(sim.url, "xapisim-tests", USER, PASSWORD) as session:
         yield session
-    finally:
-        try:
-            session.xenapi.session.logout()
-        except Exception:  # the test may have restarted xapi or logged out itself
-            pass
 
 
 class JsonRpcClient:

@@ -10,21 +10,19 @@ from typing import Any
 
 import pytest
 import XenAPI
-from xenapi_fixtures import PASSWORD, USER, RecordingListener, login, logout
+from xenapi_fixtures import PASSWORD, USER, RecordingListener
 
 from compute_agent.conf import CONF
 from compute_agent.driver.xenapi.driver import XenAPIDriver
+from tests.functional.harness import running_simulator, sdk_session
 from xapisim.control_client import SimControl
 from xapisim.server import Simulator
 
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    s = Simulator(task_duration=0.05).start()
-    try:
+    with running_simulator(task_duration=0.05) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
@@ -36,11 +34,8 @@ def ctl(sim: Simulator) -> SimControl:
 @pytest.fixture
 def xapi(sim: Simulator) -> Iterator[XenAPI.Session]:
     """An SDK session of its own, to look at dom0 independently of the driver."""
-    session = login(sim.master_url)
-    try:
+    with sdk_session(sim.master_url, "driver-tests") as session:
         yield session
-    finally:
-        logout(session)
 
 
 @pytest.fixture
