@@ -21,6 +21,8 @@ Fixtures
                     SQLite), migrated once, emptied before every test, and
                     dropped when the session ends.
   ``database``      a ``Database`` on ``database_url``, disposed after the test.
+  ``empty_database_url``  function scope, parametrized the same way: a new, EMPTY
+                    (unmigrated) database of the test's own, dropped after it.
 
 To pick backends in one module, parametrize indirectly::
 
@@ -150,6 +152,17 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     url = _session_database(request.config, request.param)
     empty_tables(url)
     yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a new, empty (unmigrated) database of its own, dropped after
+    the test; parametrized over BACKENDS like ``database_url``."""
+    url, cleanup = make_database_url(request.param)
+    try:
+        yield url
+    finally:
+        cleanup()
 
 
 @pytest.fixture

@@ -9,38 +9,31 @@ from compute_agent import exceptions
 from compute_agent.db import engine as db_engine
 from compute_agent.db import migration, models
 from compute_agent.db.api import Database
-from tests.functional.db_fixtures import BACKENDS, make_database_url
+from tests.functional.harness import free_port
 
 
-@pytest.fixture(params=BACKENDS)
-def empty_url(request):
-    url, cleanup = make_database_url(request.param)
-    yield url
-    cleanup()
-
-
-def test_migrate_from_empty_and_check_migrated(empty_url):
-    db = Database(empty_url)
+def test_migrate_from_empty_and_check_migrated(empty_database_url):
+    db = Database(empty_database_url)
     try:
-        assert migration.current(empty_url) is None
+        assert migration.current(empty_database_url) is None
         with pytest.raises(exceptions.DatabaseNotMigrated) as err:
             db.check_migrated()
         assert err.value.params == ["none", migration.head()]
         assert "compute-agent-manage db sync" in err.value.message
 
-        migration.upgrade(empty_url)
-        assert migration.current(empty_url) == migration.head()
+        migration.upgrade(empty_database_url)
+        assert migration.current(empty_database_url) == migration.head()
         db.check_migrated()
 
-        migration.upgrade(empty_url)  # idempotent
+        migration.upgrade(empty_database_url)  # idempotent
         db.check_migrated()
     finally:
         db.dispose()
 
 
-def test_migrated_schema_matches_the_models(empty_url):
-    migration.upgrade(empty_url)
-    engine = db_engine.make_engine(empty_url)
+def test_migrated_schema_matches_the_models(empty_database_url):
+    migration.upgrade(empty_database_url)
+    engine = db_engine.make_engine(empty_database_url)
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
@@ -54,29 +47,29 @@ def test_migrated_schema_matches_the_models(empty_url):
     }
 
 
-def test_downgrade_to_base_and_upgrade_again(empty_url):
-    migration.upgrade(empty_url)
-    migration.downgrade(empty_url, "base")
-    assert migration.current(empty_url) is None
-    engine = db_engine.make_engine(empty_url)
+def test_downgrade_to_base_and_upgrade_again(empty_database_url):
+    migration.upgrade(empty_database_url)
+    migration.downgrade(empty_database_url, "base")
+    assert migration.current(empty_database_url) is None
+    engine = db_engine.make_engine(empty_database_url)
     try:
         with engine.connect() as conn:
             assert set(sa.inspect(conn).get_table_names()) <= {"alembic_version"}
     finally:
         engine.dispose()
-    migration.upgrade(empty_url)
-    assert migration.current(empty_url) == migration.head()
+    migration.upgrade(empty_database_url)
+    assert migration.current(empty_database_url) == migration.head()
 
 
-def test_a_database_ahead_of_the_code_is_refused(empty_url):
-    migration.upgrade(empty_url)
-    engine = db_engine.make_engine(empty_url)
+def test_a_database_ahead_of_the_code_is_refused(empty_database_url):
+    migration.upgrade(empty_database_url)
+    engine = db_engine.make_engine(empty_database_url)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff_future'"))
     finally:
         engine.dispose()
-    db = Database(empty_url)
+    db = Database(empty_database_url)
     try:
         with pytest.raises(exceptions.DatabaseNotMigrated) as err:
             db.check_migrated()
@@ -85,19 +78,11 @@ def test_a_database_ahead_of_the_code_is_refused(empty_url):
         db.dispose()
 
 
-def _closed_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("scheme", ["postgresql+psycopg2", "mysql+pymysql"])
 def test_check_migrated_on_an_unreachable_server(scheme):
     from compute_agent.db import errors
 
-    db = Database(f"{scheme}://ca:s3cret@127.0.0.1:{_closed_port()}/ca")
+    db = Database(f"{scheme}://ca:s3cret@127.0.0.1:{free_port()}/ca")
     try:
         with pytest.raises(errors.DatabaseUnavailable) as err:
             db.check_migrated()

@@ -1,41 +1,24 @@
 """compute-agent-manage run as a real subprocess against each backend."""
 
 import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from compute_agent.db import migration
 from compute_agent.db.api import Database
-from tests.functional.db_fixtures import BACKENDS, make_database_url
-
-MANAGE = str(Path(sys.executable).parent / "compute-agent-manage")
+from tests.functional.harness import free_port, manage, write_config
 
 
 def _manage(conf_file, *args):
-    return subprocess.run([MANAGE, "--config-file", str(conf_file), *args],
-                          capture_output=True, text=True, timeout=50,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return manage(conf_file, *args, timeout=50, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def _conf_file(tmp_path, url):
-    path = tmp_path / "compute-agent.conf"
-    path.write_text(f"[database]\nconnection = {url}\n")
-    return path
+    return write_config(tmp_path / "compute-agent.conf", {"database": {"connection": url}})
 
 
-@pytest.fixture(params=BACKENDS)
-def empty_url(request):
-    url, cleanup = make_database_url(request.param)
-    yield url
-    cleanup()
-
-
-def test_db_sync_and_version(empty_url, tmp_path):
-    conf = _conf_file(tmp_path, empty_url)
+def test_db_sync_and_version(empty_database_url, tmp_path):
+    conf = _conf_file(tmp_path, empty_database_url)
     head = migration.head()
 
     proc = _manage(conf, "db", "version")
@@ -53,17 +36,11 @@ def test_db_sync_and_version(empty_url, tmp_path):
     proc = _manage(conf, "db", "version")
     assert proc.stdout == f"current: {head}\nhead: {head}\n"
 
-    db = Database(empty_url)
+    db = Database(empty_database_url)
     try:
         db.check_migrated()
     finally:
         db.dispose()
-
-
-def _closed_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("url", [
@@ -73,7 +50,7 @@ def _closed_port():
 ])
 @pytest.mark.parametrize("command", ["sync", "version"])
 def test_unreachable_database_is_a_clear_error(tmp_path, url, command):
-    conf = _conf_file(tmp_path, url.format(port=_closed_port()))
+    conf = _conf_file(tmp_path, url.format(port=free_port()))
     proc = _manage(conf, "db", command)
     assert proc.returncode == 1
     assert proc.stderr.startswith("compute-agent-manage: Cannot reach the database at ")
