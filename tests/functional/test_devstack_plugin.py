@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.functional.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEVSTACK = REPO / "devstack"
@@ -317,12 +318,6 @@ def test_shellcheck_is_clean():
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

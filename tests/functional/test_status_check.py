@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -19,18 +17,10 @@ from oslo_messaging import opts as messaging_opts
 from compute_agent.checks import Code, broker, database, dom0
 from compute_agent.db import migration
 from tests.functional.db_fixtures import make_database_url, make_migrated_database_url
+from tests.functional.harness import BIN, RABBIT, db_sync, free_port
 from xapisim.server import Simulator
 
-BIN = Path(sys.executable).parent
-RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
 SIM_PASSWORD = "sim-secret-pw"
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -78,11 +68,7 @@ class TestCommandLine:
             f"connection_url = {sim.url}\n"
             f"connection_password = {SIM_PASSWORD}\n"
         )
-        manage = subprocess.run(
-            [str(BIN / "compute-agent-manage"), "--config-file", str(conf), "db", "sync"],
-            capture_output=True, text=True, timeout=60,
-        )
-        assert manage.returncode == 0, manage.stderr
+        db_sync(conf)
         proc = subprocess.run(
             [str(BIN / "compute-agent-status"), "--config-file", str(conf), "upgrade", "check"],
             capture_output=True, text=True, timeout=60,
@@ -97,7 +83,7 @@ class TestCommandLine:
 
     def test_unreachable_dom0_and_broker_exit_2_one_line_each(self, tmp_path):
         conf = tmp_path / "compute-agent.conf"
-        dom0_port, broker_port = closed_port(), closed_port()
+        dom0_port, broker_port = free_port(), free_port()
         conf.write_text(
             "[DEFAULT]\n"
             f"transport_url = rabbit://guest:guest@127.0.0.1:{broker_port}/\n"
@@ -145,7 +131,7 @@ class TestDatabase:
 
     @pytest.mark.parametrize("scheme", ["postgresql+psycopg2", "mysql+pymysql"])
     def test_unreachable_server(self, scheme):
-        url = f"{scheme}://agent:pw-not-shown@127.0.0.1:{closed_port()}/ca_x"
+        url = f"{scheme}://agent:pw-not-shown@127.0.0.1:{free_port()}/ca_x"
         result = database.check(url, timeout=3)
         assert result.code == Code.FAILURE
         assert result.detail.startswith(f"cannot connect to {scheme}://agent:***@127.0.0.1:")
@@ -261,7 +247,7 @@ class TestBroker:
         assert result.code == Code.FAILURE, result.detail
 
     def test_one_of_two_hosts_down_is_a_warning(self):
-        port = closed_port()
+        port = free_port()
         url = f"rabbit://guest:guest@127.0.0.1:5672,guest:guest@127.0.0.1:{port}/"
         result = broker.check(messaging_conf(url), timeout=3)
         assert result.code == Code.WARNING, result.detail

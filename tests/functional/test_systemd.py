@@ -10,7 +10,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 import uuid
 from importlib import metadata
@@ -19,12 +18,11 @@ from pathlib import Path
 import pytest
 
 from compute_agent.conf import default
+from tests.functional.harness import BIN, RABBIT, db_sync, kill_group, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "systemd"
 UNIT = SYSTEMD / "compute-agent.service"
-BIN = Path(sys.executable).parent
-RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 
 # systemd-analyze, systemd-sysusers and systemd-tmpfiles come with the systemd package
 # (.ci/run installs it); tmpfiles needs root to chown, as CI runs.
@@ -194,23 +192,13 @@ class NotifySocket:
 @pytest.fixture
 def agent_config(tmp_path):
     name = f"ca-sd-{uuid.uuid4().hex[:10]}"
-    conf = tmp_path / "compute-agent.conf"
-    conf.write_text(
-        "[DEFAULT]\n"
-        f"host = {name}\n"
-        f"state_path = {tmp_path}\n"
-        "compute_driver = fake\n"
-        f"transport_url = {RABBIT_URL}\n"
-        f"control_exchange = {name}\n"
-        "graceful_shutdown_timeout = 20\n"
-        "[database]\n"
-        f"connection = sqlite:///{tmp_path}/agent.sqlite\n"
-    )
-    proc = subprocess.run(
-        [str(BIN / "compute-agent-manage"), "--config-file", str(conf), "db", "sync"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
+    conf = write_config(tmp_path / "compute-agent.conf", {
+        "DEFAULT": {"host": name, "state_path": tmp_path, "compute_driver": "fake",
+                    "transport_url": RABBIT, "control_exchange": name,
+                    "graceful_shutdown_timeout": 20},
+        "database": {"connection": f"sqlite:///{tmp_path}/agent.sqlite"},
+    })
+    db_sync(conf)
     return conf
 
 
@@ -238,9 +226,7 @@ def run_agent(tmp_path, agent_config):
     start.log = log  # type: ignore[attr-defined]
     yield start
     for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        kill_group(proc)
     notify.close()
 
 
