@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
 from compute_agent.conf import opts as agent_opts
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.unit.repo_tools import REPO, load_tool
 
 
 @pytest.fixture(scope="module")
 def gen():
-    path = REPO / "tools/gen_config_doc.py"
-    spec = importlib.util.spec_from_file_location("gen_config_doc", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("gen_config_doc")
 
 
 def sections(text: str) -> dict[str, str]:

@@ -3,22 +3,16 @@ the driver makes, and no more than needed (tools/xapi_roles.py, tools/xapi_roles
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.unit.repo_tools import REPO, load_tool
 
 
 @pytest.fixture(scope="module")
 def roles_tool():
-    path = REPO / "tools/xapi_roles.py"
-    spec = importlib.util.spec_from_file_location("xapi_roles", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("xapi_roles")
 
 
 @pytest.fixture(scope="module")
