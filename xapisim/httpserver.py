@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from xapisim.server import Simulator
 
 LOG = logging.getLogger("xapisim.http")
+_CURRENT = threading.local()
+
+
+def current_connection() -> socket.socket | None:
+    """The connection the calling handler thread is serving, if any."""
+    return getattr(_CURRENT, "connection", None)
 MAX_RPC_BODY = 32 * 1024 * 1024
 SECRET_METHODS = ("session.login_with_password", "session.slave_local_login_with_password")
 
@@ -134,6 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        _CURRENT.connection = self.connection
         self.server.track(self.connection, add=True)
 
     def finish(self) -> None:
@@ -303,9 +310,9 @@ class HostServer(ThreadingHTTPServer):
         with self._conns_lock:
             (self._conns.add if add else self._conns.discard)(conn)
 
-    def drop_all_connections(self) -> int:
+    def drop_all_connections(self, keep: socket.socket | None = None) -> int:
         with self._conns_lock:
-            conns = list(self._conns)
+            conns = [c for c in self._conns if c is not keep]
         for c in conns:
             try:
                 c.shutdown(socket.SHUT_RDWR)

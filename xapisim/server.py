@@ -25,7 +25,7 @@ from xapisim.bootstrap import bootstrap
 from xapisim.dispatch import Dispatcher
 from xapisim.errors import XenAPIError
 from xapisim.faults import Faults
-from xapisim.httpserver import HostServer
+from xapisim.httpserver import HostServer, current_connection
 from xapisim.schema import load as load_model
 from xapisim.sessions import DEFAULT_SESSION_LIMIT, SessionManager
 from xapisim.store import Store
@@ -249,16 +249,20 @@ class Simulator:
     # -- faults that act on the whole server ---------------------------------------------
     def restart_xapi(self, drop_connections: bool = True) -> None:
         """As if xapi restarted: sessions, tokens and tasks are gone,
-        objects stay, open connections drop (unless the caller drops them
-        itself later, e.g. after its own reply went out)."""
+        objects stay, open connections drop. Connections go first, as
+        when the process dies, so a waiting long-poll gets no answer; the
+        connection asking for the restart (the control API's) is kept for
+        its reply. A caller passing drop_connections=False drops them
+        itself later."""
+        if drop_connections:
+            keep = current_connection()
+            for srv in self.servers:
+                srv.drop_all_connections(keep=keep)
         self.tasks.forget_all()
         self.sessions.forget_all()
         with self.store.changed:
             self.store.epoch = (self.store.epoch + 1 + int(time.time())) % 10**12
             self.store.changed.notify_all()
-        if drop_connections:
-            for srv in self.servers:
-                srv.drop_all_connections()
 
     def call(self, method: str, *params: Any, host_ref: str | None = None) -> Any:
         """In-process call for the simulator's own tests and control API."""
