@@ -3,10 +3,8 @@ take time (cancellable, with progress) and to hold an object's operation."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from xapisim.errors import XenAPIError
@@ -57,26 +55,20 @@ class CallContext:
             raise XenAPIError("TASK_CANCELLED", self.task_ref or self.op_ref)
 
     # -- operations ---------------------------------------------------------
-    @contextlib.contextmanager
-    def operation(self, cls: str, ref: str, op: str) -> Iterator[None]:
+    def operation(self, cls: str, ref: str, op: str):
         """Record ``op`` in the object's current_operations for the
         duration; refuse with OTHER_OPERATION_IN_PROGRESS if another
         operation holds it, as xapi does for exclusive operations."""
-        store = self.store
-        with store.lock:
-            rec = store.raw(cls, ref)
-            current = rec.get("current_operations", {})
-            if current:
-                other_task, other_op = next(iter(current.items()))
-                raise XenAPIError("OTHER_OPERATION_IN_PROGRESS", cls, ref, other_op, other_task)
-            store.update(cls, ref, current_operations={self.op_ref: op})
-            self.sim.refresh_allowed_operations(cls, ref)
-        try:
-            yield
-        finally:
-            with store.lock:
-                if store.has(cls, ref):
-                    cur = dict(store.raw(cls, ref).get("current_operations", {}))
-                    cur.pop(self.op_ref, None)
-                    store.update(cls, ref, current_operations=cur)
-                    self.sim.refresh_allowed_operations(cls, ref)
+        from xapisim.current_operations import hold
+
+        return hold(self, cls, ref, op, _exclusive(cls))
+
+
+def _exclusive(cls: str):
+    def check(store: Store, ref: str, op: str) -> None:
+        current = store.raw(cls, ref).get("current_operations", {})
+        if current:
+            other_task, other_op = next(iter(current.items()))
+            raise XenAPIError("OTHER_OPERATION_IN_PROGRESS", cls, ref, other_op, other_task)
+
+    return check

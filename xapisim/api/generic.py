@@ -112,15 +112,26 @@ def _set_remove(cls: Class, field: str):
     return remove
 
 
-def create(ctx: CallContext, cls: str, rec: dict[str, Any], **extra: Any) -> str:
-    """Generic constructor: every constructor field without a default must
-    be given, as xapi's unmarshaller insists."""
-    c = ctx.store.model.classes[cls]
-    for name, f in c.fields.items():
+def check_constructor_fields(store: Store, cls: str, rec: dict[str, Any]) -> None:
+    """Every constructor field without a default must be given, as xapi's
+    unmarshaller insists: FIELD_TYPE_ERROR [field] for the first missing."""
+    for name, f in store.model.classes[cls].fields.items():
         if f.in_constructor and not f.has_default and name not in rec:
             raise XenAPIError("FIELD_TYPE_ERROR", name)
-    fields = {k: copy.deepcopy(v) for k, v in rec.items() if c.fields.get(k) and
-              c.fields[k].in_constructor}
+
+
+def constructor_values(store: Store, cls: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """The part of a client's record a constructor takes (RW and
+    RO/constructor fields); the rest is xapi's to fill."""
+    fields = store.model.classes[cls].fields
+    return {k: copy.deepcopy(v) for k, v in rec.items() if k in fields and
+            fields[k].in_constructor}
+
+
+def create(ctx: CallContext, cls: str, rec: dict[str, Any], **extra: Any) -> str:
+    """Generic constructor (after check_constructor_fields)."""
+    check_constructor_fields(ctx.store, cls, rec)
+    fields = constructor_values(ctx.store, cls, rec)
     fields.update(extra)
     return ctx.store.create(cls, fields)
 

@@ -85,10 +85,7 @@ def vif_operation(ctx: CallContext, vif: str, op: str) -> Iterator[None]:
 @handler("VIF.create")
 def vif_create(ctx: CallContext, record: dict[str, Any]) -> str:
     store = ctx.store
-    c = store.model.classes["VIF"]
-    for name, f in c.fields.items():
-        if f.in_constructor and not f.has_default and name not in record:
-            raise XenAPIError("FIELD_TYPE_ERROR", name)
+    generic.check_constructor_fields(store, "VIF", record)
     with store.lock:
         vm = record["VM"]
         vm_rec = store.raw("VM", vm)

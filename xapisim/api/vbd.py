@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from xapisim import current_operations
-from xapisim.api import allowed_operations, handler
+from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.domains import device_name
 from xapisim.errors import XenAPIError
@@ -100,10 +100,7 @@ def vbd_operation(ctx: CallContext, vbd: str, op: str) -> AbstractContextManager
 @handler("VBD.create")
 def vbd_create(ctx: CallContext, record: dict[str, Any]) -> str:
     store = ctx.store
-    c = store.model.classes["VBD"]
-    for name, f in c.fields.items():
-        if f.in_constructor and not f.has_default and name not in record:
-            raise XenAPIError("FIELD_TYPE_ERROR", name)
+    generic.check_constructor_fields(store, "VBD", record)
     with store.lock:
         vm = record["VM"]
         vm_rec = store.raw("VM", vm)
@@ -136,7 +133,7 @@ def vbd_create(ctx: CallContext, record: dict[str, Any]) -> str:
             raise XenAPIError("DEVICE_ALREADY_EXISTS", userdevice)
         suspended = vm_rec["power_state"] == "Suspended"
         fields = {
-            **{k: v for k, v in record.items() if c.fields.get(k) and c.fields[k].in_constructor},
+            **generic.constructor_values(store, "VBD", record),
             "userdevice": userdevice,
             "VDI": NULL_REF if empty and vdi not in store.tables["VDI"] else vdi,
             "device": record.get("device", "") if suspended else "",

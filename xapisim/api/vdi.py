@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from xapisim import current_operations, vdi_data
-from xapisim.api import allowed_operations, handler
+from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
 from xapisim.schema import NULL_REF
@@ -93,10 +93,7 @@ def vdi_operation(ctx: CallContext, vdi: str, op: str) -> AbstractContextManager
 @handler("VDI.create")
 def vdi_create(ctx: CallContext, record: dict[str, Any]) -> str:
     store = ctx.store
-    c = store.model.classes["VDI"]
-    for name, f in c.fields.items():
-        if f.in_constructor and not f.has_default and name not in record:
-            raise XenAPIError("FIELD_TYPE_ERROR", name)
+    generic.check_constructor_fields(store, "VDI", record)
     with store.lock:
         sr = record["SR"]
         store.raw("SR", sr)
