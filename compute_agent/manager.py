@@ -30,7 +30,11 @@ build or terminate ends in ``error``. Every failure adds an instance fault.
 
 What an earlier run of the agent left half done is settled by recovery.py
 (on start and after a dom0 reconnect); power state changes the agent did not
-ask for are applied by power_sync.py (see docs/tasks.md).
+ask for are applied by power_sync.py (see docs/tasks.md). The manager
+decides; the parts it uses do one job each: operations.py (the request
+table), outcomes.py (recording how a request ended), workers.py (operation
+threads, busy instances, drain), build_slots.py (bounded builds) and
+host_status.py (heartbeat and host status).
 """
 
 from __future__ import annotations
