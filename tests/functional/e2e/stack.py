@@ -91,8 +91,8 @@ def watch(api: ComputeAPI, host: str | None, uuid: str,
 
 def finished_actions(db: Database, uuid: str, count: int) -> list[tuple[str, str]]:
     """(action, result) of the instance's ``count`` actions, once all are
-    finished: the agent records an action's end just after the instance's
-    new state, so a reader may see the state first."""
+    finished: a refused request's action is recorded after the refusal
+    went back to the caller, so a reader may be quicker."""
     def check() -> list[tuple[str, str]] | None:
         actions = db.list_actions(uuid)
         if len(actions) >= count and all(a["result"] for a in actions):
