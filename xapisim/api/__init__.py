@@ -9,10 +9,10 @@ imports them all.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any
+
+from xapisim.submodules import import_all
 
 Handler = Callable[..., Any]
 
@@ -43,13 +43,5 @@ def allowed_operations(cls: str) -> Callable:
     return register
 
 
-_loaded = False
-
-
 def load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
-    _loaded = True
+    import_all(__name__)

@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any
+
+from xapisim.submodules import import_all
 
 Route = Callable[[Any], None]
 ROUTES: dict[tuple[str, str], Route] = {}
@@ -38,13 +38,5 @@ def find(method: str, path: str) -> Route | None:
     return None
 
 
-_loaded = False
-
-
 def load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
-    _loaded = True
+    import_all(__name__)
