@@ -3,12 +3,12 @@ power state), networks and the basics of PIFs."""
 
 from __future__ import annotations
 
-import contextlib
 import random
 import re
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
+from xapisim import current_operations
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -64,22 +64,14 @@ def vif_allowed(sim, ref: str) -> list[str]:
     return [op for op in _VIF_OPS if op not in errors]
 
 
-@contextlib.contextmanager
-def vif_operation(ctx: CallContext, vif: str, op: str) -> Iterator[None]:
-    store = ctx.store
-    with store.lock:
-        err = vif_errors(store, vif).get(op)
-        if err is not None:
-            raise err
-        store.update("VIF", vif, current_operations={ctx.op_ref: op})
-        ctx.sim.refresh_allowed_operations("VIF", vif)
-    try:
-        yield
-    finally:
-        with store.lock:
-            if store.has("VIF", vif):
-                store.update("VIF", vif, current_operations={})
-                ctx.sim.refresh_allowed_operations("VIF", vif)
+def _assert_vif_op(store: Store, vif: str, op: str) -> None:
+    err = vif_errors(store, vif).get(op)
+    if err is not None:
+        raise err
+
+
+def vif_operation(ctx: CallContext, vif: str, op: str) -> AbstractContextManager[None]:
+    return current_operations.hold(ctx, "VIF", vif, op, _assert_vif_op)
 
 
 @handler("VIF.create")
