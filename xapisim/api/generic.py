@@ -180,21 +180,22 @@ def compile_expr(text: str):
         pos += 1
         return toks[pos - 1]
 
-    def parse_or():
-        left = parse_and()
-        while peek() == ("word", "or"):
-            take()
-            right = parse_and()
-            left = (lambda a, b: lambda r: a(r) or b(r))(left, right)
-        return left
+    def chain(word: str, operand, combine):
+        """``operand (word operand)*``, folded left with ``combine``."""
+        def parse():
+            left = operand()
+            while peek() == ("word", word):
+                take()
+                left = (lambda a, b: lambda r: combine(a(r), b(r)))(left, operand())
+            return left
+
+        return parse
 
     def parse_and():
-        left = parse_unary()
-        while peek() == ("word", "and"):
-            take()
-            right = parse_unary()
-            left = (lambda a, b: lambda r: a(r) and b(r))(left, right)
-        return left
+        return chain("and", parse_unary, lambda x, y: x and y)()
+
+    def parse_or():
+        return chain("or", parse_and, lambda x, y: x or y)()
 
     def parse_unary():
         tok = take()

@@ -155,20 +155,23 @@ def vif_set_locking_mode(ctx: CallContext, vif: str, value: str) -> None:
         ctx.store.update("VIF", vif, locking_mode=value)
 
 
+def _configure_ip(ctx: CallContext, vif: str, family: str, mode: str, address: str,
+                  gateway: str) -> None:
+    ctx.store.update("VIF", vif, **{  # update() refuses an unknown VIF (HANDLE_INVALID)
+        f"{family}_configuration_mode": mode,
+        f"{family}_addresses": [address] if address else [],
+        f"{family}_gateway": gateway,
+    })
+
+
 @handler("VIF.configure_ipv4")
 def vif_configure_ipv4(ctx: CallContext, vif: str, mode: str, address: str, gateway: str) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("VIF", vif)
-        ctx.store.update("VIF", vif, ipv4_configuration_mode=mode,
-                         ipv4_addresses=[address] if address else [], ipv4_gateway=gateway)
+    _configure_ip(ctx, vif, "ipv4", mode, address, gateway)
 
 
 @handler("VIF.configure_ipv6")
 def vif_configure_ipv6(ctx: CallContext, vif: str, mode: str, address: str, gateway: str) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("VIF", vif)
-        ctx.store.update("VIF", vif, ipv6_configuration_mode=mode,
-                         ipv6_addresses=[address] if address else [], ipv6_gateway=gateway)
+    _configure_ip(ctx, vif, "ipv6", mode, address, gateway)
 
 
 # -- network ------------------------------------------------------------------------------------
