@@ -111,3 +111,36 @@ class SimControl:
 
     def save(self) -> dict:
         return self.post("save")
+
+    # -- storage targets and guest agents ---------------------------------------------
+    def define_target(self, iqn: str, portal: str, luns: dict[int, int],
+                      chap_user: str = "", chap_secret: str = "") -> dict:
+        """An iSCSI target at ``portal`` ("addr[:port]") with ``luns`` (LUN id ->
+        bytes), demanding CHAP when ``chap_user`` is given."""
+        return self.post("storage/target", iqn=iqn, portal=portal,
+                         luns={str(k): v for k, v in luns.items()},
+                         chap_user=chap_user, chap_secret=chap_secret)
+
+    def remove_target(self, iqn: str) -> dict:
+        return self.post("storage/target/remove", iqn=iqn)
+
+    def set_guest_agent(self, mode: str, vm: str | None = None, delay: float = 0.0,
+                        error: list[str] | None = None) -> dict:
+        """How the guest agent of ``vm`` (None: every VM) behaves: present,
+        absent, slow (answers after ``delay``) or failing (answers ``error``)."""
+        doc: dict[str, Any] = {"mode": mode, "delay": delay}
+        if vm:
+            doc["vm"] = vm
+        if error:
+            doc["error"] = list(error)
+        return self.post("guest_agent", **doc)
+
+    def inspect_guest(self, vm: str) -> dict:
+        """What the guest of ``vm`` holds: password, files, network, commands."""
+        return self.post("guest_agent/inspect", vm=vm)
+
+    def xenstore(self, host: str, op: str, path: str, value: str | None = None) -> dict:
+        doc: dict[str, Any] = {"host": host, "op": op, "path": path}
+        if value is not None:
+            doc["value"] = value
+        return self.post("xenstore", **doc)

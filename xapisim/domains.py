@@ -129,8 +129,17 @@ def boot(sim: Simulator, vm: str, host: str, paused: bool = False,
             refresh_host_memory(store, old_host)
         sim.refresh_allowed_operations("VM", vm)
         domid = rec["domid"]
+        _new_xenstore_domain(sim, host, rec, domid)
     if not paused:
         schedule_guest_agent(sim, vm, domid)
+
+
+def _new_xenstore_domain(sim: Simulator, host: str, rec: dict[str, Any], domid: int) -> None:
+    """The domain's xenstore subtree, with the VM's xenstore_data as xapi
+    writes it, and the guest agent that watches it."""
+    xs = sim.xenstores.of(host)
+    xs.new_domain(domid, dict(rec["xenstore_data"]))
+    sim.guest_agents.domain_started(xs, rec["uuid"], domid)
 
 
 def _replace_console(sim: Simulator, vm: str, host: str | None) -> None:
@@ -157,6 +166,8 @@ def _end_domain(sim: Simulator, vm: str, vm_fields: dict[str, Any],
         rec = store.raw("VM", vm)
         host = rec["resident_on"]
         drop_guest_metrics(sim, vm)
+        if rec["domid"] >= 0 and host != NULL_REF:
+            sim.xenstores.of(host).drop_domain(rec["domid"])
         metrics = rec["metrics"]
         if store.has("VM_metrics", metrics):
             store.update("VM_metrics", metrics, memory_actual=0, state=[],

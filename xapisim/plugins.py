@@ -11,7 +11,9 @@ The plugin's environment: ``XAPISIM_DOM0_ROOT`` (that root; plugins meant
 to run under the simulator join their dom0 paths to it, "/" on a real
 dom0), ``XAPISIM_URL`` (the coordinator's URL: a dom0's local xapi
 forwards API calls there), ``XAPISIM_HOST_URL``, ``XAPISIM_HOST_UUID``,
-``SSL_CERT_FILE`` under TLS, and ``PYTHONPATH`` starting with
+``SSL_CERT_FILE`` under TLS, ``PATH`` starting with xapisim/dom0lib/bin
+(the xenstore-* tools, working on the simulator's xenstore of that host),
+and ``PYTHONPATH`` starting with
 xapisim/dom0lib (``import XenAPIPlugin``; ``import XenAPI`` is the
 official SDK installed with the simulator).
 
@@ -84,6 +86,9 @@ def environment(sim: Simulator, host: str, root: pathlib.Path) -> dict[str, str]
     path = [str(DOM0LIB)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env.update({
         "PYTHONPATH": os.pathsep.join(path),
+        # the dom0 tools a plugin may run (xenstore-read, ...) come first
+        "PATH": os.pathsep.join([str(DOM0LIB / "bin"), env.get("PATH", os.defpath)]),
+        "XAPISIM_PYTHON": sys.executable,
         "XAPISIM_DOM0_ROOT": str(root),
         "XAPISIM_URL": sim.master_url,
         "XAPISIM_HOST_URL": f"{sim.scheme}://{sim.host_address(host)}:{sim.port}",

@@ -25,12 +25,15 @@ from xapisim.bootstrap import bootstrap
 from xapisim.dispatch import Dispatcher
 from xapisim.errors import XenAPIError
 from xapisim.faults import Faults
+from xapisim.guest_commands import GuestAgents
 from xapisim.httpserver import HostServer, current_connection
+from xapisim.iscsi import StorageTargets
 from xapisim.schema import load as load_model
 from xapisim.sessions import DEFAULT_SESSION_LIMIT, SessionManager
 from xapisim.store import Store
 from xapisim.tasks import TaskManager
 from xapisim.tlscert import make_self_signed
+from xapisim.xenstore import Xenstores
 
 LOG = logging.getLogger("xapisim")
 
@@ -106,6 +109,10 @@ class Simulator:
         self._stop = threading.Event()
         # hosts that are "down" (host failure): their listener refuses calls
         self.failed_hosts: set[str] = set()
+        # outside dom0's API: iSCSI targets, each host's xenstore, guest agents
+        self.storage_targets = StorageTargets()
+        self.xenstores = Xenstores()
+        self.guest_agents = GuestAgents(self)
         handlers.load_all()
         api.load_all()
 

@@ -23,9 +23,15 @@ SR_OPS = ["scan", "destroy", "forget", "plug", "unplug", "update", "vdi_create",
 ISO_SR_OPS = ["scan", "destroy", "forget", "plug", "unplug", "update", "vdi_introduce",
               "vdi_destroy", "pbd_create", "pbd_destroy"]
 
+# sm's LUN-per-VDI iSCSI driver: VDIs are the target's LUNs, found by scanning.
+LUN_SR_OPS = ["scan", "destroy", "forget", "plug", "unplug", "update", "vdi_introduce",
+              "pbd_create", "pbd_destroy"]
+
 
 def sr_supported_ops(rec: dict[str, Any]) -> list[str]:
     """What the SR's driver can do at all (xapi asks the SM driver)."""
+    if rec["type"] == "iscsi":
+        return LUN_SR_OPS
     return ISO_SR_OPS if rec["type"] in ("iso", "udev") or rec["content_type"] == "iso" \
         else SR_OPS
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Any
 
+from xapisim import iscsi
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -20,7 +21,7 @@ from xapisim.sr_state import (
 from xapisim.store import Store
 from xapisim.vdi_records import destroy_vdi
 
-SR_TYPES = {"ext", "lvm", "nfs", "lvmoiscsi", "lvmohba", "iso", "udev", "file", "smb",
+SR_TYPES = {"ext", "lvm", "nfs", "iscsi", "lvmoiscsi", "lvmohba", "iso", "udev", "file", "smb",
             "dummy", "xfs", "zfs", "largeblock", "cifs", "gfs2", "lvmofcoe", "glusterfs",
             "cephfs", "moosefs", "linstor"}
 
@@ -55,6 +56,7 @@ def sr_scan(ctx: CallContext, sr: str) -> None:
         store.raw("SR", sr)
         assert_sr_plugged(store, sr)
     ctx.work()
+    iscsi.scan_luns(ctx.sim, sr)
     with store.lock:
         refresh_sr_usage(store, sr)
 
@@ -217,7 +219,11 @@ def pbd_plug(ctx: CallContext, pbd: str) -> None:
         rec = store.raw("PBD", pbd)
         if rec["currently_attached"]:
             return  # xapi: plugging a plugged PBD is a no-op
+        sr_type = store.raw("SR", rec["SR"])["type"]
     ctx.work()
+    if sr_type in iscsi.ISCSI_SR_TYPES:
+        # the SM driver's attach: discovery and login, CHAP included
+        ctx.sim.storage_targets.login(rec["device_config"])
     _set_attached(ctx, pbd, rec["SR"], True)
 
 

@@ -17,6 +17,7 @@ POST /_sim/restart_xapi {}
 POST /_sim/host/fail    {"host": ref | uuid | address | name_label}
 POST /_sim/host/recover {"host": ...}
 POST /_sim/save         {}               write the object database now (--persist)
+(storage targets, guest agents and xenstore: see control_devices.py)
 
 Answers: 200 ``{"ok": true, ...}``; 400 ``{"error": "..."}`` for bad input;
 404 for an unknown endpoint or object; 409 ``{"error": [CODE, params...]}``
@@ -265,7 +266,9 @@ def control_post(req) -> None:
         doc = _body(req)
         if action is None:
             raise BadRequest(404, f"no POST endpoint /_sim/{name}")
-        sim.log.info("control: %s %s", name, {k: v for k, v in doc.items() if k != "error"})
+        # secrets (CHAP) and xenstore values stay out of the log
+        sim.log.info("control: %s %s", name, {k: v for k, v in doc.items()
+                                              if k not in ("error", "chap_secret", "value")})
         result = action(sim, doc)
     except BadRequest as e:
         _reply(req, e.status, {"error": str(e)})
