@@ -71,6 +71,22 @@ XENSERVER_OPTS = [
         help="Seconds an event.from long-poll waits in dom0 before returning with "
         "no events.",
     ),
+    cfg.StrOpt(
+        "ovs_integration_bridge",
+        default="br-int",
+        help="Bridge (or name label or uuid) of the dom0 network that ports go on when "
+        "a port names no network: the Open vSwitch integration bridge Neutron's agent "
+        "watches. It finds each VIF by the port id in its other-config "
+        "'nicira-iface-id'.",
+    ),
+    cfg.FloatOpt(
+        "agent_timeout",
+        default=30.0,
+        min=1.0,
+        max=600.0,
+        help="Seconds to wait for the guest agent to answer one command (password, "
+        "file injection, network reset) before failing with GUEST_AGENT_TIMEOUT.",
+    ),
 ]
 
 

@@ -188,3 +188,61 @@ class Service(Base):
     disabled: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class VolumeAttachment(Base):
+    """A block-storage volume attached (or being attached or detached) to
+    an instance. The target's portal, IQN and LUN are kept (never its CHAP
+    credentials) so that the SR can be found and released after a crash."""
+
+    __tablename__ = "volume_attachments"
+    __table_args__ = (
+        sa.UniqueConstraint("instance_uuid", "volume_id"),
+        sa.Index("ix_volume_attachments_host_status", "host", "status"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    instance_uuid: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("instances.uuid", ondelete="CASCADE")
+    )
+    volume_id: Mapped[str] = mapped_column(sa.String(255))
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    # attaching, attached, detaching
+    status: Mapped[str] = mapped_column(sa.String(32), default="attaching")
+    device: Mapped[str | None] = mapped_column(sa.String(32))
+    target_portal: Mapped[str | None] = mapped_column(sa.String(255))
+    target_iqn: Mapped[str | None] = mapped_column(sa.String(255))
+    target_lun: Mapped[int | None] = mapped_column(sa.Integer)
+    sr_uuid: Mapped[str | None] = mapped_column(sa.String(36))
+    vdi_uuid: Mapped[str | None] = mapped_column(sa.String(36))
+    vbd_uuid: Mapped[str | None] = mapped_column(sa.String(36))
+    request_id: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class PortAttachment(Base):
+    """A network port (a VIF in dom0) attached to an instance."""
+
+    __tablename__ = "port_attachments"
+    __table_args__ = (
+        sa.UniqueConstraint("port_id"),
+        sa.Index("ix_port_attachments_host_status", "host", "status"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    instance_uuid: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("instances.uuid", ondelete="CASCADE"), index=True
+    )
+    port_id: Mapped[str] = mapped_column(sa.String(255))
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    status: Mapped[str] = mapped_column(sa.String(32), default="attaching")
+    mac_address: Mapped[str | None] = mapped_column(sa.String(17))
+    network: Mapped[str | None] = mapped_column(sa.String(255))
+    device: Mapped[str | None] = mapped_column(sa.String(32))
+    vif_uuid: Mapped[str | None] = mapped_column(sa.String(36))
+    request_id: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
