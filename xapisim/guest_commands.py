@@ -41,7 +41,6 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
     from xapisim.xenstore import HostXenstore
 
 DH_PRIME = 162259276829213363391578010288127
@@ -88,8 +87,7 @@ def decrypt(shared: int, text: str) -> str:
 class GuestAgents:
     """The agents of every running domain, with their behaviour settings."""
 
-    def __init__(self, sim: Simulator):
-        self.sim = sim
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._behaviour: dict[str, Behaviour] = {}  # VM uuid or "*" -> behaviour
         self._guests: dict[str, GuestState] = {}  # VM uuid -> state
