@@ -42,6 +42,7 @@ from compute_agent.driver.base import (
     Operation,
     TaskListener,
 )
+from compute_agent.driver.fake_devices import FakeDevices
 from compute_agent.driver.fake_tasks import FakeTaskRecord, FakeTaskTable
 
 
@@ -89,7 +90,7 @@ class Gate:
                 return
 
 
-class FakeDriver(ComputeDriver):
+class FakeDriver(FakeDevices, ComputeDriver):
     """In-memory hypervisor with knobs for failures, delays and guest events."""
 
     def __init__(

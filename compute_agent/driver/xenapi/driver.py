@@ -17,6 +17,8 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
 from compute_agent.driver.task_status import TaskState
+from compute_agent.driver.xenapi.devices import InstanceDevices
+from compute_agent.driver.xenapi.guest_agent import GuestAgent
 from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.polling import PollingWaiter
@@ -24,7 +26,9 @@ from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
 from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
 from compute_agent.driver.xenapi.tasks import TaskRunner, TaskWaiter
 from compute_agent.driver.xenapi.transport import TLSSettings
+from compute_agent.driver.xenapi.vifs import Ports
 from compute_agent.driver.xenapi.vm_ops import VMOps
+from compute_agent.driver.xenapi.volumes import Volumes
 from compute_agent.driver.xenapi.watcher import TaskWatcher
 
 LOG = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ class XenAPIDriver(ComputeDriver):
         self.runner: TaskRunner | None = None
         self.vmops: VMOps | None = None
         self.host_info: HostInfo | None = None
+        self.devices: InstanceDevices | None = None
         self.host: str | None = None
         self.watcher: TaskWatcher | None = None
         self.reconnect_listener: Callable[[], None] | None = None
@@ -92,6 +97,14 @@ class XenAPIDriver(ComputeDriver):
             cleanup_timeout=float(tasks.destroy_timeout),
             soft_reboot_timeout=float(tasks.soft_reboot_timeout),
         )
+        networking = Networking(self.pool)
+        self.devices = InstanceDevices(
+            self.vmops, Volumes(self.pool, self.runner, host),
+            Ports(self.pool, self.runner, networking, host, xs.ovs_integration_bridge),
+            GuestAgent(self.pool, self.runner, float(xs.agent_timeout)),
+        )
+        self.vmops.attach_at_build = self.devices.attach_at_build
+        self.vmops.before_destroy = self.devices.volumes.detach_all
         self.host_info = HostInfo(self.pool, storage)
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
                  self.pool.coordinator.url, tasks.watcher_mode)
@@ -215,3 +228,52 @@ class XenAPIDriver(ComputeDriver):
         """Follow a task an earlier run of the agent started (recovery); see
         TaskRunner.reattach."""
         return self._ops()[0].reattach(op, task_ref, timeout)
+
+    # -- volumes, ports, the guest (RPC 1.4) -------------------------------------------
+    def _devices(self) -> InstanceDevices:
+        self._ops()
+        assert self.devices is not None
+        return self.devices
+
+    def attach_volume(self, op: Operation, instance: dict[str, Any], volume_id: str,
+                      connection_info: Any, device: Any = None) -> dict[str, Any]:
+        runner, _ = self._ops()
+        with runner.operation(op, self._timeout(op)):
+            return self._devices().attach_volume(op, instance, volume_id, connection_info,
+                                                 device)
+
+    def detach_volume(self, op: Operation, instance: dict[str, Any], volume_id: str,
+                      sr_uuid: str | None = None) -> None:
+        runner, _ = self._ops()
+        with runner.operation(op, self._timeout(op)):
+            self._devices().detach_volume(op, instance, volume_id, sr_uuid)
+
+    def attach_interface(self, op: Operation, instance: dict[str, Any],
+                         port: Any) -> dict[str, Any]:
+        runner, _ = self._ops()
+        with runner.operation(op, self._timeout(op)):
+            return self._devices().attach_interface(op, instance, port)
+
+    def detach_interface(self, op: Operation, instance: dict[str, Any], port_id: str) -> None:
+        runner, _ = self._ops()
+        with runner.operation(op, self._timeout(op)):
+            self._devices().detach_interface(op, instance, port_id)
+
+    def list_attachments(self, instance: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return self._devices().list_attachments(instance)
+
+    def set_admin_password(self, op: Operation, instance: dict[str, Any], password: str) -> None:
+        runner, _ = self._ops()
+        with runner.operation(op, self._timeout(op)):
+            self._devices().set_admin_password(op, instance, password)
+
+    def inject_file(self, op: Operation, instance: dict[str, Any], path: str,
+                    contents: bytes) -> None:
+        runner, _ = self._ops()
+        with runner.operation(op, self._timeout(op)):
+            self._devices().inject_file(op, instance, path, contents)
+
+    def reset_network(self, op: Operation, instance: dict[str, Any]) -> None:
+        runner, _ = self._ops()
+        with runner.operation(op, self._timeout(op)):
+            self._devices().reset_network(op, instance)

@@ -18,6 +18,8 @@ LOG = logging.getLogger(__name__)
 GiB = 1024**3
 NULL_REF = "OpaqueRef:NULL"
 ROOT_USERDEVICE = "0"
+# other_config key of the VBDs of attached volumes (volumes.py sets it)
+VOLUME_MARK = "compute-agent-volume-id"
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ class Storage:
             vdi = rec.get("VDI", NULL_REF)
             if rec.get("type") != "Disk" or not vdi or vdi == NULL_REF:
                 continue
+            if VOLUME_MARK in (rec.get("other_config") or {}):
+                continue  # a volume: detached, never destroyed, with the VM
             try:
                 vdi_rec = self.pool.call("VDI.get_record", vdi)
             except exceptions.HypervisorError as e:

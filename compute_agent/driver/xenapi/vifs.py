@@ -60,7 +60,8 @@ def parse_port(port: Any, field: str = "port") -> Port:
         raise exceptions.InvalidInput(f"{field}.id", "must be a non-empty string")
     mac = port.get("mac_address", "")
     if not isinstance(mac, str) or (mac and not MAC_RE.match(mac.lower())):
-        raise exceptions.InvalidInput(f"{field}.mac_address", "must be a MAC like 02:00:00:00:00:01")
+        raise exceptions.InvalidInput(f"{field}.mac_address",
+                                      "must be a MAC like 02:00:00:00:00:01")
     network = port.get("network") or ""
     if not isinstance(network, str):
         raise exceptions.InvalidInput(f"{field}.network", "must be a string")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from compute_agent import exceptions
@@ -18,6 +19,7 @@ from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.storage import Storage
 from compute_agent.driver.xenapi.tasks import TaskRunner
+from compute_agent.driver.xenapi.vifs import is_port
 
 LOG = logging.getLogger(__name__)
 
@@ -127,6 +129,11 @@ class VMOps:
         self.cleanup_timeout = cleanup_timeout
         # How long a guest gets to reboot itself before a hard reboot.
         self.soft_reboot_timeout = soft_reboot_timeout
+        # Set by the driver (devices.py): ports and volumes of a build,
+        # attached to the halted VM before it starts; and what must leave a
+        # VM before it is destroyed (volumes: their LUNs are not its disks).
+        self.attach_at_build: Callable[[Operation, dict[str, Any], str], None] | None = None
+        self.before_destroy: Callable[[Operation, str], Any] | None = None
         # instance uuid -> VM ref; checked before use, rebuilt on a miss.
         self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -221,7 +228,12 @@ class VMOps:
             with self._lock:
                 self._refs[instance["uuid"]] = created_vm
             self._ensure_root_disk(op, instance, created_vm)
-            self.networking.create_vifs(created_vm, instance.get("networks"))
+            networks = instance.get("networks") or []
+            plain = [n for n in networks if not is_port(n)]
+            if plain or len(plain) == len(networks):
+                self.networking.create_vifs(created_vm, plain)
+            if self.attach_at_build is not None:
+                self.attach_at_build(op, instance, created_vm)
             self.runner.run(op, "VM.start", created_vm, False, False)
         except BaseException:
             LOG.warning("Build of %s failed; removing what was created", instance["uuid"])
@@ -369,6 +381,8 @@ class VMOps:
                     if e.code != "VM_BAD_POWER_STATE":
                         raise
                 rec = self._record(ref) or rec
+            if self.before_destroy is not None:
+                self.before_destroy(op, instance["uuid"])
             vdis = self.storage.vm_disks(rec, instance["uuid"])
             self._destroy_vm_record(op, ref, rec)
         with self._lock:

@@ -27,12 +27,13 @@ from compute_agent import exceptions
 from compute_agent.driver.base import Operation
 from compute_agent.driver.xenapi import ownership
 from compute_agent.driver.xenapi.session import SessionPool
+from compute_agent.driver.xenapi.storage import VOLUME_MARK
 from compute_agent.driver.xenapi.tasks import TaskRunner
 
 LOG = logging.getLogger(__name__)
 
 NULL_REF = "OpaqueRef:NULL"
-VOLUME_KEY = "compute-agent-volume-id"
+VOLUME_KEY = VOLUME_MARK
 SR_TYPE = "iscsi"
 # SR uuids of targets: uuid5 of "portal|iqn" in this namespace.
 SR_NAMESPACE = uuidlib.UUID("3f1e6a52-8a59-4c39-9d62-2f0b7a4c1d10")
