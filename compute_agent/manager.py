@@ -16,6 +16,9 @@ What the manager is built from lives in ``compute_agent/compute/``:
 - power_sync.py  power state changes the agent did not ask for
 - host_status.py heartbeat and host resources
 - validation.py, task_listener.py        input checks; recording dom0 tasks
+- instance_calls.py  requests the caller waits for, with no task_state
+- attachments.py     volumes and ports: attach, detach, rows, reconciliation
+- guest_requests.py  the guest agent's commands
 
 State transitions (task_state is None in every stable state):
 
@@ -41,9 +44,12 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent import notifications as notif
 from compute_agent.compute import states
+from compute_agent.compute.attachments import Attachments
 from compute_agent.compute.build import Builder
 from compute_agent.compute.build_slots import BuildSlots
+from compute_agent.compute.guest_requests import GuestRequests
 from compute_agent.compute.host_status import HostStatus
+from compute_agent.compute.instance_calls import InstanceCalls
 from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.outcomes import Outcomes
 from compute_agent.compute.power_sync import PowerStateSync
@@ -64,7 +70,7 @@ from compute_agent.driver.base import ComputeDriver
 
 LOG = logging.getLogger(__name__)
 
-RPC_API_VERSION = "1.1"
+RPC_API_VERSION = "1.4"
 
 
 class ComputeManager:
@@ -105,7 +111,11 @@ class ComputeManager:
         self._host_status = HostStatus(conf, db, driver, self.host)
         self._runner = RequestRunner(conf, db, driver, self.notifier, self.host, self._locks,
                                      self._workers, self._outcomes, self._stopping)
-        self._builder = Builder(self._runner, self._build_slots)
+        self._calls = InstanceCalls(self._runner)
+        self._attachments = Attachments(self._runner, self._calls)
+        self._guest = GuestRequests(self._calls)
+        self._builder = Builder(self._runner, self._build_slots,
+                                after_build=self._attachments.record_build)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,10 +133,23 @@ class ComputeManager:
         if self._stopping.is_set():
             return
         try:
-            self.recovery.start(ctxt or get_admin_context(), reason=reason)
+            run = self.recovery.start(ctxt or get_admin_context(), reason=reason)
         except Exception:
             # The agent serves anyway; the next run retries.
             LOG.exception("Recovery (%s) failed", reason)
+            return
+        # Attachments once the instances are settled (compute/attachments.py).
+        threading.Thread(target=self._reconcile_attachments, args=(run, reason),
+                         name=f"reconcile-attachments-{reason}", daemon=True).start()
+
+    def _reconcile_attachments(self, run: Any, reason: str) -> None:
+        try:
+            run.wait()
+            changed = self._attachments.reconcile(self.busy_instances())
+            if changed:
+                LOG.info("Attachments reconciled (%s): %d rows changed", reason, changed)
+        except Exception:
+            LOG.exception("Reconciling attachments (%s) failed", reason)
 
     def recover(self, ctxt: RequestContext) -> None:
         """Periodic backstop: settle what no operation of this process owns
@@ -241,8 +264,11 @@ class ComputeManager:
                 inst = None  # accept() reports it
             if inst and inst["vm_state"] == states.DELETED and inst["task_state"] is None:
                 return inst  # deleting twice is not an error
-        return self._runner.accept(ctxt, instance_uuid, "terminate",
-                                   lambda op, inst: self.driver.destroy(op, inst))
+        def destroy(op: Any, inst: dict[str, Any]) -> None:
+            self.driver.destroy(op, inst)
+            self._attachments.release_deleted(op, inst)
+
+        return self._runner.accept(ctxt, instance_uuid, "terminate", destroy)
 
     # ------------------------------------------------------------------ RPC 1.1: cancel
 
@@ -272,6 +298,36 @@ class ComputeManager:
                  "sent" if sent else "nothing to cancel")
         self.notifier.action(ctxt, "cancel", notif.END, self.db.get_instance(uuid))
         return result
+
+    # ------------------------------------------------------------------ RPC 1.4: devices, guest
+
+    def attach_volume(self, ctxt: RequestContext, instance_uuid: Any, volume_id: Any,
+                      connection_info: Any, device: Any = None) -> dict[str, Any]:
+        return self._attachments.attach_volume(ctxt, instance_uuid, volume_id,
+                                               connection_info, device)
+
+    def detach_volume(self, ctxt: RequestContext, instance_uuid: Any,
+                      volume_id: Any) -> dict[str, Any]:
+        return self._attachments.detach_volume(ctxt, instance_uuid, volume_id)
+
+    def attach_interface(self, ctxt: RequestContext, instance_uuid: Any,
+                         port: Any) -> dict[str, Any]:
+        return self._attachments.attach_interface(ctxt, instance_uuid, port)
+
+    def detach_interface(self, ctxt: RequestContext, instance_uuid: Any,
+                         port_id: Any) -> dict[str, Any]:
+        return self._attachments.detach_interface(ctxt, instance_uuid, port_id)
+
+    def set_admin_password(self, ctxt: RequestContext, instance_uuid: Any,
+                           password: Any) -> dict[str, Any]:
+        return self._guest.set_admin_password(ctxt, instance_uuid, password)
+
+    def inject_file(self, ctxt: RequestContext, instance_uuid: Any, path: Any,
+                    contents: Any) -> dict[str, Any]:
+        return self._guest.inject_file(ctxt, instance_uuid, path, contents)
+
+    def reset_network(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._guest.reset_network(ctxt, instance_uuid)
 
     # ------------------------------------------------------------------ periodic jobs
 

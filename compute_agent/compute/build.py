@@ -10,6 +10,7 @@ no-op that returns the instance (idempotent); and it waits for a build slot
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from compute_agent import exceptions
@@ -17,7 +18,7 @@ from compute_agent import notifications as notif
 from compute_agent.compute import states
 from compute_agent.compute.build_slots import BuildSlots
 from compute_agent.compute.runner import RequestRunner
-from compute_agent.compute.validation import validate_instance
+from compute_agent.compute.validation import BUILD_ONLY, validate_instance
 from compute_agent.context import RequestContext
 from compute_agent.db.types import utcnow
 from compute_agent.driver import power_state
@@ -28,9 +29,13 @@ LOG = logging.getLogger(__name__)
 class Builder:
     """Accepts and runs builds for one manager."""
 
-    def __init__(self, runner: RequestRunner, slots: BuildSlots):
+    def __init__(self, runner: RequestRunner, slots: BuildSlots,
+                 after_build: Callable[[str, dict[str, Any], str], None] | None = None):
         self.runner = runner
         self.slots = slots
+        # called (uuid, spec, request id) once a build succeeded: records
+        # the volumes and ports it attached
+        self.after_build = after_build
 
     def accept(self, ctxt: RequestContext, instance: Any) -> dict[str, Any]:
         """Accept a build. A known uuid is a no-op returning the instance."""
@@ -54,7 +59,7 @@ class Builder:
             r.workers.claim(uuid)
             try:
                 created = r.db.create_instance({
-                    **spec,
+                    **{k: v for k, v in spec.items() if k not in BUILD_ONLY},
                     "host": r.host,
                     "vm_state": states.BUILDING,
                     "task_state": states.SPAWNING,
@@ -84,6 +89,8 @@ class Builder:
         except BaseException as exc:
             r.outcomes.fail(ctxt, uuid, "build", exc, settle=lambda inst: (states.ERROR, None))
             return
+        if self.after_build is not None:
+            self.after_build(uuid, spec, ctxt.request_id)
         r.outcomes.succeed(ctxt, uuid, "build", states.SPAWNING, {
             "vm_state": states.ACTIVE,
             "power_state": info.power_state,

@@ -14,7 +14,10 @@ from typing import Any
 from compute_agent.exceptions import InvalidInput
 
 REQUIRED = ("uuid", "name", "flavor", "image")
-OPTIONAL = ("networks", "metadata")
+OPTIONAL = ("networks", "metadata", "block_device_mapping")
+# Fields a build uses but the instance row does not keep (they may hold
+# secrets: CHAP credentials of volumes).
+BUILD_ONLY = ("block_device_mapping",)
 FLAVOR_FIELDS = {"vcpus": 1, "memory_mb": 16, "root_gb": 0}  # field -> minimum
 IMAGE_FIELDS = ("id", "url", "disk_format")
 MAX_NAME = 255
@@ -96,7 +99,18 @@ def validate_instance(instance: Any) -> dict[str, Any]:
         if not isinstance(value, str | int | float | bool) and value is not None:
             raise InvalidInput(f"metadata.{key}", "must be a string, number, boolean or null")
 
-    return {
+    bdm = instance.get("block_device_mapping") or []
+    if not isinstance(bdm, list):
+        raise InvalidInput("block_device_mapping", "must be a list")
+    for i, entry in enumerate(bdm):
+        if not isinstance(entry, dict) or not isinstance(entry.get("volume_id"), str) \
+                or not entry["volume_id"].strip():
+            raise InvalidInput(f"block_device_mapping.{i}.volume_id", "is required")
+        if not isinstance(entry.get("connection_info"), dict):
+            raise InvalidInput(f"block_device_mapping.{i}.connection_info",
+                               "must be an object")
+
+    spec = {
         "uuid": uuid,
         "name": name,
         "flavor": {k: flavor[k] for k in FLAVOR_FIELDS},
@@ -104,3 +118,6 @@ def validate_instance(instance: Any) -> dict[str, Any]:
         "networks": list(networks),
         "metadata": dict(metadata),
     }
+    if bdm:
+        spec["block_device_mapping"] = list(bdm)
+    return spec

@@ -265,11 +265,12 @@ class ComputeDriver:
         raise NotImplementedError
 
     def detach_volume(self, op: Operation, instance: dict[str, Any], volume_id: str,
-                      sr_uuid: str | None = None) -> None:
+                      location: dict[str, Any] | None = None) -> None:
         """Detach the volume (unplug, remove the device) and release the
-        target's storage when nothing else uses it (``sr_uuid``: where it was,
-        if known). Idempotent: a volume not attached is success, also when
-        the VM is gone."""
+        target's storage when nothing else uses it. ``location`` is what the
+        caller knows of where it was (``sr_uuid``, ``target_portal``,
+        ``target_iqn``; any may be None). Idempotent: a volume not attached
+        is success, also when the VM is gone."""
         raise NotImplementedError
 
     def attach_interface(self, op: Operation, instance: dict[str, Any],

@@ -42,7 +42,7 @@ class FakeDevices:
             return dict(result)
 
     def detach_volume(self, op: Operation, instance: dict[str, Any], volume_id: str,
-                      sr_uuid: str | None = None) -> None:
+                      location: dict[str, Any] | None = None) -> None:
         st = self._devices_state()
         with st["lock"]:
             st["volumes"].pop((instance["uuid"], volume_id), None)

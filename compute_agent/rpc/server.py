@@ -69,7 +69,7 @@ def _endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ComputeEndpoint:
-    """RPC API version 1.1. See docs/rpc-api.md for every method."""
+    """RPC API version 1.4. See docs/rpc-api.md for every method."""
 
     target = oslo_messaging.Target(version=transport.RPC_API_VERSION)
 
@@ -118,6 +118,39 @@ class ComputeEndpoint:
     @_endpoint
     def cancel_operation(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.cancel_operation(ctxt, instance_uuid)
+
+    # -- 1.4: volumes, ports, the guest ----------------------------------------------------
+    @_endpoint
+    def attach_volume(self, ctxt: Any, instance_uuid: Any, volume_id: Any,
+                      connection_info: Any, device: Any = None) -> dict[str, Any]:
+        return self.manager.attach_volume(ctxt, instance_uuid, volume_id, connection_info,
+                                          device)
+
+    @_endpoint
+    def detach_volume(self, ctxt: Any, instance_uuid: Any, volume_id: Any) -> dict[str, Any]:
+        return self.manager.detach_volume(ctxt, instance_uuid, volume_id)
+
+    @_endpoint
+    def attach_interface(self, ctxt: Any, instance_uuid: Any, port: Any) -> dict[str, Any]:
+        return self.manager.attach_interface(ctxt, instance_uuid, port)
+
+    @_endpoint
+    def detach_interface(self, ctxt: Any, instance_uuid: Any, port_id: Any) -> dict[str, Any]:
+        return self.manager.detach_interface(ctxt, instance_uuid, port_id)
+
+    @_endpoint
+    def set_admin_password(self, ctxt: Any, instance_uuid: Any,
+                           password: Any) -> dict[str, Any]:
+        return self.manager.set_admin_password(ctxt, instance_uuid, password)
+
+    @_endpoint
+    def inject_file(self, ctxt: Any, instance_uuid: Any, path: Any,
+                    contents: Any) -> dict[str, Any]:
+        return self.manager.inject_file(ctxt, instance_uuid, path, contents)
+
+    @_endpoint
+    def reset_network(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.reset_network(ctxt, instance_uuid)
 
 
 def get_server(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Any
 
-from xapisim import iscsi
+from xapisim import iscsi, iscsi_scan
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -56,7 +56,7 @@ def sr_scan(ctx: CallContext, sr: str) -> None:
         store.raw("SR", sr)
         assert_sr_plugged(store, sr)
     ctx.work()
-    iscsi.scan_luns(ctx.sim, sr)
+    iscsi_scan.scan_luns(ctx.sim, sr)
     with store.lock:
         refresh_sr_usage(store, sr)
 

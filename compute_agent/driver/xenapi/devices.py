@@ -16,6 +16,7 @@ from compute_agent.driver.xenapi.volumes import (
     VOLUME_KEY,
     Volumes,
     parse_connection_info,
+    sr_uuid_from,
     userdevice_of,
 )
 
@@ -76,8 +77,8 @@ class InstanceDevices:
                                    userdevice_of(device))
 
     def detach_volume(self, op: Operation, instance: dict[str, Any], volume_id: str,
-                      sr_uuid: str | None = None) -> None:
-        self.volumes.detach(op, instance["uuid"], volume_id, sr_uuid)
+                      location: dict[str, Any] | None = None) -> None:
+        self.volumes.detach(op, instance["uuid"], volume_id, sr_uuid_from(location))
 
     # -- ports ---------------------------------------------------------------------------
     def attach_interface(self, op: Operation, instance: dict[str, Any],

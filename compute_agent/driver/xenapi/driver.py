@@ -243,10 +243,10 @@ class XenAPIDriver(ComputeDriver):
                                                  device)
 
     def detach_volume(self, op: Operation, instance: dict[str, Any], volume_id: str,
-                      sr_uuid: str | None = None) -> None:
+                      location: dict[str, Any] | None = None) -> None:
         runner, _ = self._ops()
         with runner.operation(op, self._timeout(op)):
-            self._devices().detach_volume(op, instance, volume_id, sr_uuid)
+            self._devices().detach_volume(op, instance, volume_id, location)
 
     def attach_interface(self, op: Operation, instance: dict[str, Any],
                          port: Any) -> dict[str, Any]:

@@ -70,6 +70,21 @@ def sr_uuid_of(portal: str, iqn: str) -> str:
     return str(uuidlib.uuid5(SR_NAMESPACE, f"{portal}|{iqn}"))
 
 
+def sr_uuid_from(location: dict[str, Any] | None) -> str | None:
+    """The SR uuid a recorded attachment names, or derives from its target."""
+    if not location:
+        return None
+    if location.get("sr_uuid"):
+        return str(location["sr_uuid"])
+    portal, iqn = location.get("target_portal"), location.get("target_iqn")
+    if not portal or not iqn:
+        return None
+    address, sep, port = str(portal).rpartition(":")
+    if not sep:
+        address, port = port, "3260"
+    return sr_uuid_of(f"{address.strip('[]')}:{port}", str(iqn))
+
+
 def parse_connection_info(info: Any) -> IscsiTarget:
     """An IscsiTarget from ``{driver_volume_type: "iscsi", data: {...}}``;
     INVALID_INPUT [field, reason] for anything else (never echoing values,
