@@ -154,7 +154,7 @@ class Attachments:
     def record_build(self, uuid: str, spec: dict[str, Any], request_id: str) -> None:
         """After a build: rows for its volumes and ports, from what dom0 has."""
         try:
-            self.reconcile_instance(uuid, request_id=request_id)
+            self.reconcile_instance(uuid, request_id=request_id, building=True)
         except Exception:
             LOG.exception("Could not record the attachments of %s", uuid)
 
@@ -187,7 +187,10 @@ class Attachments:
                     LOG.exception("Could not reconcile the attachments of %s", uuid)
         return changed
 
-    def reconcile_instance(self, uuid: str, request_id: str | None = None) -> int:
+    def reconcile_instance(self, uuid: str, request_id: str | None = None,
+                           building: bool = False) -> int:
+        """Reconcile one instance (``building``: its own build, which still
+        holds task_state spawning, records what it attached)."""
         inst = self.r.db.get_instance(uuid, internal=True)
         op = Operation(uuid, "reconcile_attachments", request_id or "recovery",
                        timeout=float(self.r.conf.tasks.default_timeout))
@@ -196,7 +199,7 @@ class Attachments:
             before = len(self.volumes.list(uuid)) + len(self.ports.list(uuid))
             self.release_deleted(op, inst)
             return before
-        if inst["task_state"] is not None:
+        if inst["task_state"] is not None and not building:
             return 0  # recovery settles the instance first; the next run does this
         try:
             dom0 = self.r.driver.list_attachments(view)

@@ -64,7 +64,7 @@ class InstanceDevices:
             if is_port(entry):
                 self.ports.attach(op, instance["uuid"], vm, rec,
                                   parse_port(entry, f"networks.{i}"))
-        for vol in instance.get("block_device_mapping") or []:
+        for vol in parse_block_device_mapping(instance.get("block_device_mapping")):
             self.volumes.attach(op, instance, vm, rec, vol["volume_id"], vol["target"],
                                 vol["device"])
 

@@ -88,7 +88,7 @@ class GuestAgent:
                                   command, request, timeout=self.timeout + CALL_MARGIN_S)
         except exceptions.HypervisorError as e:
             if e.code == "AGENT_TIMEOUT":
-                raise GuestAgentTimeout(op.instance_uuid, command, self.timeout) from None
+                raise GuestAgentTimeout(op.instance_uuid, command, f"{self.timeout:g}") from None
             raise
         try:
             reply = json.loads(out)
