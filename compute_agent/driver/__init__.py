@@ -11,11 +11,12 @@ from compute_agent.driver.base import ComputeDriver, TaskListener
 DRIVERS: dict[str, str] = {
     "fake": "compute_agent.driver.fake:FakeDriver",
     "xenapi": "compute_agent.driver.xenapi.driver:XenAPIDriver",
+    "libvirt": "compute_agent.driver.libvirt.driver:LibvirtDriver",
 }
 
 
 def load_driver(name: str, task_listener: TaskListener | None = None) -> ComputeDriver:
-    """Instantiate the driver called ``name`` ('fake' or 'xenapi')."""
+    """Instantiate the driver called ``name`` ('fake', 'xenapi' or 'libvirt')."""
     try:
         target = DRIVERS[name]
     except KeyError:
