@@ -26,7 +26,7 @@ from compute_agent.driver.libvirt.errors import DRIVER_NAME, translate
 from compute_agent.driver.libvirt.events import Bridge, DomainEvents, EventLoop
 from compute_agent.driver.libvirt.steps import Steps
 from compute_agent.driver.libvirt.storage import Pool
-from compute_agent.driver.task_state import LOST, TaskState
+from compute_agent.driver.task_status import LOST, TaskState
 
 LOG = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ OPERATIONS = ("spawn", "power_on", "power_off", "reboot", "destroy", "pause", "u
 
 
 class LibvirtDriver(ComputeDriver):
-    def __init__(self, task_listener: TaskListener | None = None, conf: Any = None):
+    def __init__(self, conf: Any = None, task_listener: TaskListener | None = None):
         super().__init__(task_listener)
         if conf is None:
             from compute_agent.conf import CONF as conf
