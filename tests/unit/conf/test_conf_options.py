@@ -5,7 +5,7 @@ import socket
 import pytest
 from oslo_config import cfg
 
-from compute_agent.conf import database, default, opts, tasks, xenserver
+from compute_agent.conf import database, default, libvirt, opts, tasks, xenserver
 
 
 def _all_opts():
@@ -17,7 +17,7 @@ def _all_opts():
 
 def _fresh_conf(args=(), files=()):
     conf = cfg.ConfigOpts()
-    for module in (default, database, xenserver, tasks):
+    for module in (default, database, xenserver, tasks, libvirt):
         module.register_opts(conf)
     argv = list(args)
     for path in files:
