@@ -327,11 +327,15 @@ class DomainOps:
         return self.info_of(dom)
 
     def list_instance_uuids(self) -> list[str]:
-        """Instances with a domain of this agent, or volumes left of one."""
+        """Instances with a domain of this agent, or volumes left of one (a
+        build killed before it defined the domain): volumes of an instance
+        whose domain exists but is not this agent's are not counted."""
         with self._libvirt(None, None) as conn:
-            uuids = {dom.UUIDString() for dom in conn.listAllDomains(0)
+            domains = conn.listAllDomains(0)
+            uuids = {dom.UUIDString() for dom in domains
                      if self._owner(dom) == self.settings.agent_host}
-            uuids.update(self.pool.instance_volumes(conn))
+            others = {dom.UUIDString() for dom in domains} - uuids
+            uuids.update(set(self.pool.instance_volumes(conn)) - others)
         return sorted(uuids)
 
     def cancel(self, uuid: str) -> bool:
