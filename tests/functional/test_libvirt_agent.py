@@ -61,7 +61,7 @@ def node_xml(host: str, domains: dict[str, str], volumes: list[str]) -> str:
 
 
 class LibvirtStack:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, backend: str = "threading"):
         self.db_url, self._drop = make_migrated_database_url("postgresql")
         self.db = Database(self.db_url)
         self.rpc = Rpc("ca_libvirt")
@@ -71,7 +71,7 @@ class LibvirtStack:
         self.node.write_text(node_xml(self.host, {}, []))
         self.agent = AgentProcess(
             workdir, host=self.host, db_url=self.db_url, exchange=self.rpc.exchange,
-            topic=self.rpc.topic, driver="libvirt",
+            topic=self.rpc.topic, driver="libvirt", backend=backend,
             options={"DEFAULT": {"reap_orphans": "true", "max_concurrent_builds": 2},
                      "libvirt": {"connection_uri": f"test://{self.node}", "virt_type": "xen",
                                  "storage_pool": POOL}})
@@ -128,14 +128,30 @@ class LibvirtStack:
 
 
 @pytest.fixture
-def stack(tmp_path):
-    made = LibvirtStack(tmp_path)
-    yield made
-    made.close()
+def make_stack(tmp_path):
+    made: list[LibvirtStack] = []
+
+    def make(backend: str = "threading") -> LibvirtStack:
+        made.append(LibvirtStack(tmp_path, backend))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
 
 
-def test_lifecycle_through_rabbitmq_with_libvirt_agreeing(stack):
+@pytest.fixture
+def stack(make_stack):
+    return make_stack()
+
+
+# Under eventlet, libvirt's event loop must run on a native thread and hand
+# events to the green world: both backends run the lifecycle.
+@pytest.mark.parametrize("backend", ["threading", "eventlet"])
+def test_lifecycle_through_rabbitmq_with_libvirt_agreeing(make_stack, backend):
+    stack = make_stack(backend)
     stack.start()
+    assert stack.api.ping(stack.host)["backend"] == backend
     api, host = stack.api, stack.host
     caps = api.get_host_status(host)["capabilities"]
     assert caps["driver"] == "libvirt" and caps["virt_type"] == "xen"
