@@ -20,6 +20,8 @@ import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from compute_agent.cmd import client_devices
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 
 # The stable vm_state each request should end in.
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     hosts = sub.add_parser("hosts", help="compute hosts, their resources and liveness")
     hosts.add_argument("--ping", action="store_true", help="also ping every live host")
+    client_devices.add_parsers(sub)
     return parser
 
 
@@ -189,7 +192,7 @@ def _database(conf: Any) -> Any:
 
 # --------------------------------------------------------------------------- commands
 
-class Client:
+class Client(client_devices.DeviceCommands):
     def __init__(self, conf: Any, api: Any, out: Output, db: Any | None = None):
         self.conf = conf
         self.api = api
@@ -203,7 +206,7 @@ class Client:
         return self._db
 
     def run(self, args: argparse.Namespace) -> int:
-        return getattr(self, f"cmd_{args.command}")(args)
+        return getattr(self, f"cmd_{args.command.replace('-', '_')}")(args)
 
     def cmd_boot(self, args: argparse.Namespace) -> int:
         instance = {
