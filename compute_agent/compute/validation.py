@@ -14,10 +14,12 @@ from typing import Any
 from compute_agent.exceptions import InvalidInput
 
 REQUIRED = ("uuid", "name", "flavor", "image")
-OPTIONAL = ("networks", "metadata", "block_device_mapping")
+OPTIONAL = ("networks", "metadata", "block_device_mapping", "config_drive", "user_data",
+            "public_keys")
 # Fields a build uses but the instance row does not keep (they may hold
-# secrets: CHAP credentials of volumes).
-BUILD_ONLY = ("block_device_mapping",)
+# secrets: CHAP credentials of volumes, user data).
+BUILD_ONLY = ("block_device_mapping", "config_drive", "user_data", "public_keys")
+MAX_USER_DATA = 65535
 FLAVOR_FIELDS = {"vcpus": 1, "memory_mb": 16, "root_gb": 0}  # field -> minimum
 IMAGE_FIELDS = ("id", "url", "disk_format")
 MAX_NAME = 255
@@ -120,4 +122,19 @@ def validate_instance(instance: Any) -> dict[str, Any]:
     }
     if bdm:
         spec["block_device_mapping"] = list(bdm)
+    if instance.get("config_drive") is not None:
+        if not isinstance(instance["config_drive"], bool):
+            raise InvalidInput("config_drive", "must be a boolean")
+        spec["config_drive"] = instance["config_drive"]
+    user_data = instance.get("user_data")
+    if user_data is not None:
+        if not isinstance(user_data, str) or len(user_data.encode()) > MAX_USER_DATA:
+            raise InvalidInput("user_data", f"must be a string of at most {MAX_USER_DATA} bytes")
+        spec["user_data"] = user_data
+    keys = instance.get("public_keys")
+    if keys is not None:
+        if not isinstance(keys, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+            raise InvalidInput("public_keys", "must map key names to public keys")
+        spec["public_keys"] = dict(keys)
     return spec

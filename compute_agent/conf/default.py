@@ -69,6 +69,14 @@ DEFAULT_OPTS = [
         help="Destroy VMs that this agent created in dom0 but the database no longer "
         "knows. When false, such VMs are only logged.",
     ),
+    cfg.BoolOpt(
+        "config_drive",
+        default=False,
+        help="Give every new instance an OpenStack config drive (an ISO 9660 CD "
+        "labelled config-2 with its metadata, keys, user data and ports) for guests "
+        "with cloud-init instead of a guest agent. A build can ask for one with "
+        "'config_drive: true' when this is off.",
+    ),
     cfg.StrOpt(
         "compute_driver",
         default="xenapi",

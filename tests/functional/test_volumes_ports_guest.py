@@ -10,7 +10,11 @@ kill -9 test comes last and restarts it.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import threading
+import urllib.parse
+import urllib.request
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +26,7 @@ from compute_agent import exceptions
 from compute_agent.db.api import Database
 from compute_agent.db.attachments import AttachmentTable
 from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.harness import AgentProcess, Rpc, SimProcess, wait_until
+from tests.functional.harness import AgentProcess, Rpc, SimProcess, sdk_session, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -293,6 +297,59 @@ def test_build_with_volume_and_ports_then_delete_leaves_nothing(env):
     assert env.volumes.list(uuid) == [] and env.ports.list(uuid) == []
     # the LUN's data is the target's: a new attach finds it again
     assert env.sim.control.post("storage/targets")["targets"]
+
+
+# --------------------------------------------------------------------------- config drive
+
+
+def isoinfo(*args: str) -> str:
+    return subprocess.run(["isoinfo", *args], capture_output=True, check=True,
+                          text=True).stdout
+
+
+def test_config_drive_is_a_valid_iso_read_back_from_dom0_and_goes_with_the_instance(
+        env, tmp_path):
+    port = {"id": str(uuidlib.uuid4()), "mac_address": "02:40:00:00:00:01"}
+    uuid = env.build("cd-guest", networks=[port], config_drive=True,
+                     user_data="#cloud-config\nhostname: cd-guest\n",
+                     public_keys={"mykey": "ssh-ed25519 AAAAC3Nza... me@example"},
+                     metadata={"role": "web"})
+    with sdk_session(env.sim.url, "config-drive-test") as session:
+        x = session.xenapi
+        vdis = [(ref, rec) for ref, rec in x.VDI.get_all_records().items()
+                if rec["other_config"].get("compute_agent_disk") == "config-drive"
+                and rec["other_config"].get("compute_agent_instance_uuid") == uuid]
+        assert len(vdis) == 1, [r["other_config"] for _, r in vdis]
+        vdi, rec = vdis[0]
+        assert rec["read_only"] is True
+        (vbd,) = rec["VBDs"]
+        assert (x.VBD.get_type(vbd), x.VBD.get_mode(vbd)) == ("CD", "RO")
+        assert x.VBD.get_currently_attached(vbd) is True  # there at first boot
+        query = urllib.parse.urlencode({"session_id": session._session, "vdi": vdi,
+                                        "format": "raw"})
+        iso = tmp_path / "drive.iso"
+        with urllib.request.urlopen(f"{env.sim.url}/export_raw_vdi?{query}") as resp, \
+                open(iso, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    assert "Volume id: config-2" in isoinfo("-d", "-i", str(iso))
+    listing = isoinfo("-R", "-f", "-i", str(iso)).split()
+    assert {"/openstack/latest/meta_data.json", "/openstack/latest/network_data.json",
+            "/openstack/latest/user_data"} <= set(listing)
+    meta = json.loads(isoinfo("-R", "-i", str(iso), "-x", "/openstack/latest/meta_data.json"))
+    assert (meta["uuid"], meta["name"], meta["meta"]) == (uuid, "cd-guest", {"role": "web"})
+    assert meta["public_keys"] == {"mykey": "ssh-ed25519 AAAAC3Nza... me@example"}
+    net = json.loads(isoinfo("-R", "-i", str(iso), "-x", "/openstack/latest/network_data.json"))
+    assert net["links"][0]["ethernet_mac_address"] == port["mac_address"]
+    assert net["links"][0]["vif_id"] == port["id"]
+    assert isoinfo("-R", "-i", str(iso), "-x", "/openstack/latest/user_data") == \
+        "#cloud-config\nhostname: cd-guest\n"
+    # the import was a tracked task of this instance
+    assert any(t["instance_uuid"] == uuid and t["status"] == "success"
+               for t in env.db.list_tracked_tasks(status=None, instance_uuid=uuid))
+    env.api.terminate_instance(env.host, uuid)
+    env.settled(uuid, "deleted")
+    with env.sim.session() as x:
+        assert failure_xapi(x.VDI.get_record, vdi)
 
 
 # --------------------------------------------------------------------------- guest agent

@@ -9,6 +9,7 @@ from typing import Any
 
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation
+from compute_agent.driver.xenapi.config_drive import ConfigDrive
 from compute_agent.driver.xenapi.guest_agent import GuestAgent
 from compute_agent.driver.xenapi.vifs import PORT_KEY, Ports, is_port, parse_port
 from compute_agent.driver.xenapi.vm_ops import VMOps
@@ -46,11 +47,14 @@ def parse_block_device_mapping(bdm: Any) -> list[dict[str, Any]]:
 
 
 class InstanceDevices:
-    def __init__(self, vmops: VMOps, volumes: Volumes, ports: Ports, guest: GuestAgent):
+    def __init__(self, vmops: VMOps, volumes: Volumes, ports: Ports, guest: GuestAgent,
+                 config_drive: ConfigDrive, config_drive_default: bool = False):
         self.vmops = vmops
         self.volumes = volumes
         self.ports = ports
         self.guest = guest
+        self.config_drive = config_drive
+        self.config_drive_default = config_drive_default
 
     def _vm(self, instance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return self.vmops.require(instance)
@@ -60,13 +64,18 @@ class InstanceDevices:
         """The build's ports and block_device_mapping volumes (the VM is
         halted: they are plugged when it starts)."""
         rec = self.vmops.pool.call("VM.get_record", vm)
+        ports = []
         for i, entry in enumerate(instance.get("networks") or []):
             if is_port(entry):
-                self.ports.attach(op, instance["uuid"], vm, rec,
-                                  parse_port(entry, f"networks.{i}"))
+                ports.append(self.ports.attach(op, instance["uuid"], vm, rec,
+                                               parse_port(entry, f"networks.{i}")))
+                ports[-1]["id"] = entry["id"]
         for vol in parse_block_device_mapping(instance.get("block_device_mapping")):
             self.volumes.attach(op, instance, vm, rec, vol["volume_id"], vol["target"],
                                 vol["device"])
+        wanted = instance.get("config_drive")
+        if wanted or (wanted is None and self.config_drive_default):
+            self.config_drive.attach(op, instance, vm, ports)
 
     # -- volumes -----------------------------------------------------------------------
     def attach_volume(self, op: Operation, instance: dict[str, Any], volume_id: str,

@@ -17,6 +17,7 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
 from compute_agent.driver.task_status import TaskState
+from compute_agent.driver.xenapi.config_drive import ConfigDrive
 from compute_agent.driver.xenapi.devices import InstanceDevices
 from compute_agent.driver.xenapi.guest_agent import GuestAgent
 from compute_agent.driver.xenapi.host import HostInfo
@@ -102,6 +103,8 @@ class XenAPIDriver(ComputeDriver):
             self.vmops, Volumes(self.pool, self.runner, host),
             Ports(self.pool, self.runner, networking, host, xs.ovs_integration_bridge),
             GuestAgent(self.pool, self.runner, float(xs.agent_timeout)),
+            ConfigDrive(self.pool, self.runner, storage, host),
+            config_drive_default=bool(self.conf.config_drive),
         )
         self.vmops.attach_at_build = self.devices.attach_at_build
         self.vmops.before_destroy = self.devices.volumes.detach_all

@@ -99,6 +99,14 @@ class XenAPISession:
     def logged_in(self) -> bool:
         return self._sdk is not None
 
+    @property
+    def handle(self) -> str:
+        """The session reference, for dom0's HTTP handlers (a secret: it
+        is the session; never logged)."""
+        if self._sdk is None:
+            self.login()
+        return str(getattr(self._sdk, "_session", ""))
+
     def _secrets(self) -> list[str]:
         handle = getattr(self._sdk, "_session", None) if self._sdk is not None else None
         return [s for s in (handle, self.settings.password) if s]
