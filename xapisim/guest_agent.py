@@ -21,6 +21,7 @@ def drop_guest_metrics(sim: SimServices, vm: str) -> None:
         store.update("VM", vm, guest_metrics=NULL_REF)
         if store.has("VM_guest_metrics", gm):
             store.destroy("VM_guest_metrics", gm)
+        refresh_devices(sim, vm)
 
 
 def guest_agent_delay(sim: SimServices) -> float:
@@ -95,3 +96,14 @@ def publish_guest_metrics(sim: SimServices, vm: str, domid: int) -> None:
         })
         store.update("VM", vm, guest_metrics=gm)
         sim.refresh_allowed_operations("VM", vm)
+        refresh_devices(sim, vm)
+
+
+def refresh_devices(sim, vm: str) -> None:
+    """Whether disks and interfaces can be hot-plugged follows the PV
+    drivers the guest metrics report."""
+    store = sim.store
+    for cls, field in (("VBD", "VBDs"), ("VIF", "VIFs")):
+        for dev in store.raw("VM", vm)[field]:
+            if store.has(cls, dev):
+                sim.refresh_allowed_operations(cls, dev)

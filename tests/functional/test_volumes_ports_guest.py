@@ -88,7 +88,16 @@ class Env:
                 "networks": [], "metadata": {}, **extra}
         self.api.build_instance(self.host, body)
         self.settled(body["uuid"], "active")
+        # an HVM guest hot-plugs once its PV drivers are up (guest metrics)
+        wait_until(lambda: self.guest_metrics(body["uuid"]), 10, "the guest's PV drivers")
         return body["uuid"]
+
+    def guest_metrics(self, uuid: str) -> bool:
+        with self.sim.session() as x:
+            for rec in x.VM.get_all_records().values():
+                if rec["name_description"] == f"instance {uuid}":
+                    return rec["guest_metrics"] != "OpaqueRef:NULL"
+        return False
 
     def settled(self, uuid: str, want: str) -> dict:
         def check():

@@ -12,6 +12,7 @@ from xapisim import current_operations
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
+from xapisim.hotplug import hotplug_error
 from xapisim.schema import NULL_REF
 from xapisim.store import Store
 
@@ -47,6 +48,9 @@ def vif_errors(store: Store, vif: str) -> dict[str, XenAPIError]:
             set_error(XenAPIError("DEVICE_ALREADY_ATTACHED", vif), ["plug"])
         else:
             set_error(XenAPIError("DEVICE_ALREADY_DETACHED", vif), ["unplug"])
+        no_hotplug = hotplug_error(store, vm, "can_use_hotplug_vif")
+        if no_hotplug is not None:
+            set_error(no_hotplug, ["plug", "unplug"])
     else:
         set_error(XenAPIError("VM_BAD_POWER_STATE", vm, "running", power.lower()),
                   ["plug", "unplug"])

@@ -12,6 +12,7 @@ from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.domains import device_name
 from xapisim.errors import XenAPIError
+from xapisim.hotplug import hotplug_error
 from xapisim.placement import assert_vdi_shareable
 from xapisim.schema import NULL_REF
 from xapisim.sr_state import sr_plugged_on
@@ -50,6 +51,9 @@ def vbd_errors(store: Store, vbd: str) -> dict[str, XenAPIError]:
             set_error(XenAPIError("DEVICE_ALREADY_ATTACHED", vbd), ["plug"])
         else:
             set_error(XenAPIError("DEVICE_ALREADY_DETACHED", vbd), ["unplug", "unplug_force"])
+        no_hotplug = hotplug_error(store, vm, "can_use_hotplug_vbd", rec["type"] == "CD")
+        if no_hotplug is not None:
+            set_error(no_hotplug, ["plug", "unplug", "unplug_force"])
     else:
         bad = ["plug", "unplug", "unplug_force"]
         if power != "Paused":

@@ -111,6 +111,28 @@ def test_lun_hot_plugs_into_a_running_vm_and_sr_needs_unplugged_vbds(x, ctl):
     x.SR.forget(sr)
 
 
+def test_hvm_guests_hot_plug_only_with_pv_drivers_and_never_cds(sim, x, ctl):
+    ctl.set_duration("guest.agent", 30.0)  # the PV drivers come up late
+    vm = make_vm(x, domain_type="hvm", HVM_boot_policy="BIOS order")
+    x.VM.start(vm, False, False)
+    disk = x.VDI.create({"name_label": "d", "name_description": "",
+                         "SR": x.pool.get_default_SR(x.pool.get_all()[0]),
+                         "virtual_size": str(1024**2), "type": "user", "sharable": False,
+                         "read_only": False, "other_config": {}})
+    vbd = x.VBD.create(vbd_record(vm, disk, userdevice="1"))
+    assert failure(x.VBD.plug, vbd) == ["VM_MISSING_PV_DRIVERS", vm]
+    assert "plug" not in x.VBD.get_allowed_operations(vbd)
+    cd = x.VBD.create(vbd_record(vm, "OpaqueRef:NULL", userdevice="3", vbd_type="CD",
+                                 mode="RO", empty=True))
+    # the guest agent reports PV drivers: disks hot-plug, CDs still do not
+    from xapisim.guest_agent import publish_guest_metrics
+
+    publish_guest_metrics(sim, vm, int(x.VM.get_domid(vm)))
+    assert "plug" in x.VBD.get_allowed_operations(vbd)
+    x.VBD.plug(vbd)
+    assert failure(x.VBD.plug, cd)[0] == "OPERATION_NOT_ALLOWED"
+
+
 def test_bad_target_definitions_are_refused(ctl):
     with pytest.raises(ControlError) as e:
         ctl.post("storage/target", iqn=IQN, portal=PORTAL, luns={"x": 1})
@@ -171,6 +193,12 @@ def test_guest_agent_file_inject_resetnetwork_and_failure_modes(x, ctl):
     ctl.set_guest_agent("failing", vm=vm, error=["500", "no can do"])
     reply = agent(x, host, "resetnetwork", dom_id=domid, id=str(uuid.uuid4()), timeout="10")
     assert reply == {"returncode": "500", "message": "no can do"}
+    ctl.set_guest_agent("slow", vm=vm, delay=0.6)
+    assert agent(x, host, "version", dom_id=domid, id=str(uuid.uuid4()),
+                 timeout="10")["returncode"] == "0"
+    err = failure(x.host.call_plugin, host, "guest_agent", "version",
+                  {"dom_id": domid, "id": str(uuid.uuid4()), "timeout": "0.2"})
+    assert err == ["AGENT_TIMEOUT", "version", "0.2"]
     ctl.set_guest_agent("absent", vm=vm)
     err = failure(x.host.call_plugin, host, "guest_agent", "version",
                   {"dom_id": domid, "id": str(uuid.uuid4()), "timeout": "0.5"})
