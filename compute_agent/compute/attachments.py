@@ -36,6 +36,7 @@ from compute_agent.db.attachments import (
     ATTACHED,
     ATTACHING,
     DETACHING,
+    AttachmentExists,
     AttachmentNotFound,
     AttachmentTable,
 )
@@ -87,6 +88,10 @@ class Attachments:
         secrets = chap_secrets(connection_info)
         with self.calls.run(ctxt, instance_uuid, "attach_volume", secrets) as (inst, op):
             uuid = inst["uuid"]
+            elsewhere = self.volumes.find(volume_id)
+            if elsewhere is not None:
+                # one volume, one instance (no multi-attach)
+                raise AttachmentExists("volume", volume_id, elsewhere["instance_uuid"])
             self.volumes.add({"instance_uuid": uuid, "volume_id": volume_id,
                               "host": self.r.host, "status": ATTACHING,
                               "request_id": ctxt.request_id, **_target_fields(connection_info)})
@@ -171,9 +176,18 @@ class Attachments:
         """Make rows and dom0 agree for every instance of this host that
         has rows or is not deleted (see the module docstring). Returns how
         many rows changed."""
-        uuids = {r["instance_uuid"] for t in (self.volumes, self.ports)
-                 for r in t.list(host=self.r.host)}
-        uuids |= {i["uuid"] for i in self.r.db.list_instances(host=self.r.host)}
+        rows: dict[str, set[tuple[str, str, str]]] = {}
+        for kind, table in (("volume", self.volumes), ("port", self.ports)):
+            for r in table.list(host=self.r.host):
+                rows.setdefault(r["instance_uuid"], set()).add(
+                    (kind, r[table.key], r["status"]))
+        uuids = set(rows) | {i["uuid"] for i in self.r.db.list_instances(host=self.r.host)}
+        try:
+            # One look at all of dom0 picks the instances worth a closer one.
+            seen = self.r.driver.attachment_ids()
+            uuids = {u for u in uuids if _disagree(rows.get(u, set()), seen.get(u, set()))}
+        except NotImplementedError:
+            pass
         changed = 0
         for uuid in sorted(uuids - busy):
             with self.r.locks.hold(uuid):
@@ -216,7 +230,7 @@ class Attachments:
         rows = {r[table.key]: r for r in table.list(uuid)}
         for item_id, row in rows.items():
             seen = found.get(item_id)
-            complete = seen is not None and (seen["currently_attached"] or not running)
+            complete = seen is not None and (seen.get("currently_attached") or not running)
             if row["status"] == ATTACHING and complete:
                 table.update(uuid, item_id, _dom0_fields(kind, seen))
                 LOG.warning("Recovered the attach of %s %s to %s: attached", kind, item_id, uuid)
@@ -249,6 +263,14 @@ class Attachments:
             self.r.driver.detach_volume(op, inst, item_id, _hint(row))
         else:
             self.r.driver.detach_interface(op, inst, item_id)
+
+
+def _disagree(rows: set[tuple[str, str, str]], seen: set[tuple[str, str]]) -> bool:
+    """Whether an instance's rows and what dom0 shows may differ: a row in
+    transition, or not the same (kind, id) pairs on both sides."""
+    if any(status != ATTACHED for _, _, status in rows):
+        return True
+    return {(kind, item) for kind, item, _ in rows} != seen
 
 
 def _dom0_fields(kind: str, seen: dict[str, Any]) -> dict[str, Any]:

@@ -305,6 +305,13 @@ class ComputeDriver:
         vif_uuid, currently_attached}}}`` (empty when there is no VM)."""
         raise NotImplementedError
 
+    def attachment_ids(self) -> dict[str, set[tuple[str, str]]]:
+        """Every instance's attachments the hypervisor has, in one look:
+        instance uuid -> {("volume", volume_id), ("port", port_id), ...}.
+        Recovery compares it with the database to pick the instances it
+        then examines one by one (list_attachments)."""
+        raise NotImplementedError
+
     def set_admin_password(self, op: Operation, instance: dict[str, Any], password: str) -> None:
         """Set the guest's administrator password through its agent; the
         password never crosses to the guest in clear. Errors:

@@ -70,13 +70,23 @@ class FakeDevices:
 
     def list_attachments(self, instance: dict[str, Any]) -> dict[str, dict[str, Any]]:
         st = self._devices_state()
+        vm = self.vms.get(instance["uuid"])
+        plugged = vm is not None and vm.power_state == 1  # running: hot-plugged
         with st["lock"]:
             return {
-                "volumes": {k[1]: dict(v) for k, v in st["volumes"].items()
-                            if k[0] == instance["uuid"]},
-                "ports": {k[1]: dict(v) for k, v in st["ports"].items()
-                          if k[0] == instance["uuid"]},
+                kind: {k[1]: {**v, "currently_attached": plugged}
+                       for k, v in st[kind].items() if k[0] == instance["uuid"]}
+                for kind in ("volumes", "ports")
             }
+
+    def attachment_ids(self) -> dict[str, set[tuple[str, str]]]:
+        st = self._devices_state()
+        out: dict[str, set[tuple[str, str]]] = {}
+        with st["lock"]:
+            for kind, table in (("volume", st["volumes"]), ("port", st["ports"])):
+                for uuid, item in table:
+                    out.setdefault(uuid, set()).add((kind, item))
+        return out
 
     def _guest(self, op: Operation, instance: dict[str, Any], command: str) -> dict[str, Any]:
         self._require_vm(instance)

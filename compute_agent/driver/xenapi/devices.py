@@ -9,6 +9,7 @@ from typing import Any
 
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation
+from compute_agent.driver.xenapi import ownership
 from compute_agent.driver.xenapi.config_drive import ConfigDrive
 from compute_agent.driver.xenapi.guest_agent import GuestAgent
 from compute_agent.driver.xenapi.vifs import PORT_KEY, Ports, is_port, parse_port
@@ -124,6 +125,17 @@ class InstanceDevices:
                 "currently_attached": bool(rec.get("currently_attached")),
             }
         return {"volumes": volumes, "ports": ports}
+
+    def attachment_ids(self) -> dict[str, set[tuple[str, str]]]:
+        pool = self.vmops.pool
+        out: dict[str, set[tuple[str, str]]] = {}
+        for cls, key, kind in (("VBD", VOLUME_KEY, "volume"), ("VIF", PORT_KEY, "port")):
+            for rec in pool.call(f"{cls}.get_all_records").values():
+                other = rec.get("other_config") or {}
+                uuid = ownership.instance_of(rec)
+                if key in other and uuid and ownership.owned_by(rec, self.volumes.agent_host):
+                    out.setdefault(uuid, set()).add((kind, other[key]))
+        return out
 
     # -- the guest ---------------------------------------------------------------------------
     def set_admin_password(self, op: Operation, instance: dict[str, Any], password: str) -> None:

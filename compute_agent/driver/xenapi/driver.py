@@ -265,6 +265,9 @@ class XenAPIDriver(ComputeDriver):
     def list_attachments(self, instance: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return self._devices().list_attachments(instance)
 
+    def attachment_ids(self) -> dict[str, set[tuple[str, str]]]:
+        return self._devices().attachment_ids()
+
     def set_admin_password(self, op: Operation, instance: dict[str, Any], password: str) -> None:
         runner, _ = self._ops()
         with runner.operation(op, self._timeout(op)):
