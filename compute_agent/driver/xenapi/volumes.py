@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,6 +154,14 @@ class Volumes:
         self.pool = pool
         self.runner = runner
         self.agent_host = agent_host
+        # One attach or release per target at a time in this process: a
+        # release must not forget the SR an attach is about to use.
+        self._targets: dict[str, threading.Lock] = {}
+        self._targets_lock = threading.Lock()
+
+    def _target_lock(self, sr_uuid: str) -> threading.Lock:
+        with self._targets_lock:
+            return self._targets.setdefault(sr_uuid, threading.Lock())
 
     # -- attach ------------------------------------------------------------------------
     def attach(self, op: Operation, instance: dict[str, Any], vm: str, vm_rec: dict[str, Any],
@@ -161,6 +170,12 @@ class Volumes:
         stays if another VDI of it is in use). Returns device, sr_uuid,
         vdi_uuid, vbd_uuid."""
         userdevice = self._pick_device(vm, device)
+        with self._target_lock(target.sr_uuid):
+            return self._attach(op, instance, vm, vm_rec, volume_id, target, userdevice)
+
+    def _attach(self, op: Operation, instance: dict[str, Any], vm: str,
+                vm_rec: dict[str, Any], volume_id: str, target: IscsiTarget,
+                userdevice: str) -> dict[str, Any]:
         sr, introduced = self._ensure_sr(op, target, vm_rec)
         vbd: str | None = None
         try:
@@ -185,7 +200,7 @@ class Volumes:
             with self.runner.cleanup(op, 60.0):
                 if vbd is not None:
                     self._remove_vbd(op, vbd)
-                self.release_sr(op, target.sr_uuid, force_forget=introduced)
+                self._release_sr(op, target.sr_uuid, force_forget=introduced)
             raise
 
     def _pick_device(self, vm: str, device: str | None) -> str:
@@ -211,10 +226,15 @@ class Volumes:
         except exceptions.HypervisorError as e:
             if e.code != "UUID_INVALID":
                 raise
-            sr = self.pool.call("SR.introduce", target.sr_uuid, f"volumes on {target.iqn}",
-                                f"iSCSI target {target.iqn} at {target.portal}", SR_TYPE, "",
-                                False, {})
-            introduced = True
+            try:
+                sr = self.pool.call("SR.introduce", target.sr_uuid, f"volumes on {target.iqn}",
+                                    f"iSCSI target {target.iqn} at {target.portal}", SR_TYPE,
+                                    "", False, {})
+                introduced = True
+            except exceptions.HypervisorError as e2:
+                if e2.code != "SR_UUID_EXISTS":  # another agent of the pool was quicker
+                    raise
+                sr = self.pool.call("SR.get_by_uuid", target.sr_uuid)
         try:
             pbd = self._pbd_on(sr, host)
             if pbd is None:
@@ -225,7 +245,7 @@ class Volumes:
         except BaseException:
             if introduced:
                 with self.runner.cleanup(op, 60.0):
-                    self.release_sr(op, target.sr_uuid, force_forget=True)
+                    self._release_sr(op, target.sr_uuid, force_forget=True)
             raise
         return sr, introduced
 
@@ -304,8 +324,12 @@ class Volumes:
                 raise
 
     def release_sr(self, op: Operation, sr_uuid: str, force_forget: bool = False) -> bool:
-        """Forget the SR when no VDI of it has a VBD (``force_forget``: when
-        it has none at all, as after a failed introduce). True if it went."""
+        """Forget the SR when no VDI of it has a VBD (``force_forget``: also
+        an SR of another type, as after a failed introduce). True if it went."""
+        with self._target_lock(sr_uuid):
+            return self._release_sr(op, sr_uuid, force_forget)
+
+    def _release_sr(self, op: Operation, sr_uuid: str, force_forget: bool = False) -> bool:
         try:
             sr = self.pool.call("SR.get_by_uuid", sr_uuid)
         except exceptions.HypervisorError as e:
