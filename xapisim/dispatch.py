@@ -10,6 +10,8 @@ from xapisim import api
 from xapisim.api import generic
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
+from xapisim.introspection import LIST_METHODS, served_messages
+from xapisim.wire_values import check_params, plain
 
 if TYPE_CHECKING:
     from xapisim.services import SimServices
@@ -32,6 +34,16 @@ class Dispatcher:
         self.sim = sim
         api.load_all()
         self._cache: dict[str, Any] = {}
+        self._methods: list[str] | None = None
+
+    def list_methods(self) -> list[str]:
+        """system.listMethods: every message served (see introspection)."""
+        if self._methods is None:
+            declared = [m.wire_name for c in self.sim.model.classes.values()
+                        for m in c.messages.values()]
+            self._methods = served_messages(declared, self.handler_for,
+                                            (LOGIN, LOCAL_LOGIN, *LOGOUTS))
+        return list(self._methods)
 
     def handler_for(self, wire_name: str):
         """The handler for a declared message, or None if unimplemented."""
@@ -55,6 +67,11 @@ class Dispatcher:
         # Rules on "Async.X" fail the call itself; a rule on the plain name
         # fails a synchronous call, or the task of an Async one.
         sim.faults.before_call(method)
+        # xapi's dispatcher refuses any parameter XML could not carry first
+        check_params(params)
+        params = plain(params)
+        if method == LIST_METHODS:
+            return self.list_methods()
 
         if name in (LOGIN, LOCAL_LOGIN) and not is_async:
             return self._login(host_ref, name, params)

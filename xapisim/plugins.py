@@ -104,11 +104,18 @@ def call(sim: SimServices, host: str, session_ref: str, plugin: str, fn: str,
     path = find(sim, plugin)
     root = dom0_root(sim, host)
     request = xmlrpc.client.dumps((session_ref, dict(args)), fn)
-    proc = subprocess.Popen(
-        [sys.executable, str(path), request],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=root, env=environment(sim, host, root), start_new_session=True,
-    )
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(path), request],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=root, env=environment(sim, host, root), start_new_session=True,
+        )
+    except (ValueError, OSError) as e:
+        # The call cannot become a process (a NUL byte in it, an argument
+        # past the kernel's limit): xapi's forkexecd child fails its exec
+        # and exits non-zero, which xapi reports as below.
+        raise XenAPIError("XENAPI_PLUGIN_FAILURE", "non-zero exit", "",
+                          f"cannot start plugin {plugin}: {_exec_failure(e)}") from None
     out, err, killed = _wait(proc, cancel, PLUGIN_TIMEOUT if timeout is None else timeout)
     stdout = out.decode("utf-8", "replace")
     stderr = err.decode("utf-8", "replace")
@@ -120,6 +127,13 @@ def call(sim: SimServices, host: str, session_ref: str, plugin: str, fn: str,
     if proc.returncode != 0:
         raise XenAPIError("XENAPI_PLUGIN_FAILURE", "non-zero exit", stdout, stderr)
     return parse_response(stdout)
+
+
+def _exec_failure(e: Exception) -> str:
+    """Why exec failed, without the arguments (they may hold secrets)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return os.strerror(e.errno)
+    return "an argument contains a NUL byte" if "null" in str(e) else type(e).__name__
 
 
 def _wait(proc: subprocess.Popen, cancel: threading.Event | None,

@@ -11,6 +11,7 @@ from typing import Any
 
 from xapisim.errors import XenAPIError
 from xapisim.store import XDateTime
+from xapisim.wire_values import loads as strict_loads
 
 
 @dataclass
@@ -73,15 +74,13 @@ def _from_xmlrpc(value: Any) -> Any:
         return {k: _from_xmlrpc(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_xmlrpc(v) for v in value]
-    if isinstance(value, xmlrpc.client.Binary):
-        return value.data.decode("latin-1")
     return value
 
 
 # -- XML-RPC --------------------------------------------------------------------
 def decode_xmlrpc(body: bytes) -> Request:
     try:
-        params, method = xmlrpc.client.loads(body, use_builtin_types=False)
+        params, method = strict_loads(body)
     except Exception as e:  # expat, ValueError, TypeError on bad values...
         raise XenAPIError("XMLRPC_UNMARSHAL_FAILURE", "methodCall", type(e).__name__) from None
     if not isinstance(method, str) or not method:
