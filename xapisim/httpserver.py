@@ -16,7 +16,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from xapisim import handlers, wire
+from xapisim import handlers, rpc_answer
 from xapisim.errors import XenAPIError
 from xapisim.faults import DropConnection, HangConnection
 
@@ -31,7 +31,6 @@ def current_connection() -> socket.socket | None:
     """The connection the calling handler thread is serving, if any."""
     return getattr(_CURRENT, "connection", None)
 MAX_RPC_BODY = 32 * 1024 * 1024
-SECRET_METHODS = ("session.login_with_password", "session.slave_local_login_with_password")
 
 
 class HTTPRequest:
@@ -168,43 +167,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = urllib.parse.urlsplit(self.path).path
         if path in ("/", "/RPC2"):
-            self._rpc(wire.decode_xmlrpc, self._xml_ok, self._xml_fail, "text/xml")
+            self._rpc(rpc_answer.XMLRPC, "text/xml")
         elif path == "/jsonrpc":
-            self._rpc(wire.decode_jsonrpc, self._json_ok, self._json_fail, "application/json")
+            self._rpc(rpc_answer.JSONRPC, "application/json")
         else:
             self._route()
 
-    @staticmethod
-    def _xml_ok(req, value):
-        return wire.encode_xmlrpc_success(value)
-
-    @staticmethod
-    def _xml_fail(req, err):
-        return wire.encode_xmlrpc_failure(err)
-
-    @staticmethod
-    def _json_ok(req, value):
-        return wire.encode_jsonrpc_success(req, value)
-
-    @staticmethod
-    def _json_fail(req, err):
-        return wire.encode_jsonrpc_failure(req or wire.Request("", [], None, "2.0"), err)
-
-    def _rpc(self, decode, ok, fail, ctype: str) -> None:
+    def _rpc(self, protocol: str, ctype: str) -> None:
         req = HTTPRequest(self)
         body = req.read_body(MAX_RPC_BODY)
         if body is None:
             return
         sim = self.server.sim
-        request = None
         try:
-            request = decode(body)
-            _log_call(request)
-            value = sim.dispatcher.call(self.server.host_ref, request.method, request.params)
-            out = ok(request, value)
-        except XenAPIError as e:
-            LOG.debug("-> %s", e.code)
-            out = fail(request, e)
+            out = rpc_answer.answer(sim.dispatcher, self.server.host_ref, body, protocol)
         except DropConnection:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -217,9 +193,6 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        except Exception as e:  # a simulator bug answers INTERNAL_ERROR, never a hang
-            LOG.exception("internal error")
-            out = fail(request, XenAPIError("INTERNAL_ERROR", repr(e)))
         if not sim.running:
             self.close_connection = True
         try:
@@ -263,16 +236,6 @@ class _Handler(BaseHTTPRequestHandler):
                 req.send(500, b"internal error\n")
             except OSError:
                 pass
-
-
-def _log_call(request: wire.Request) -> None:
-    if not LOG.isEnabledFor(logging.DEBUG):
-        return
-    if request.method.endswith(SECRET_METHODS):
-        LOG.debug("call %s (credentials hidden)", request.method)
-    else:
-        # params[0] is normally the session ref: a secret too
-        LOG.debug("call %s (%d params)", request.method, len(request.params))
 
 
 class HostServer(ThreadingHTTPServer):

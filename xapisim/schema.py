@@ -213,10 +213,11 @@ class DataModel:
             elif kind == "int":
                 if isinstance(value, bool):
                     raise ValueError
-                if isinstance(value, int):
-                    return value
                 if isinstance(value, str):
-                    return int(value)
+                    value = int(value)
+                # xapi's ints are OCaml int64s: nothing past their range
+                if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:
+                    return value
             elif kind == "float":
                 if isinstance(value, bool):
                     raise ValueError
@@ -275,6 +276,7 @@ class DataModel:
 
 
 _NO_DEFAULT = object()
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _parse_default(t: Type, raw: str) -> Any:
