@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -36,10 +37,20 @@ PARAMS_BEYOND_MODEL: dict[str, list[str]] = {
 }
 
 
-def declared_param_counts(code: str, declared: list[str]) -> set[int]:
-    """The parameter counts an error ``code`` may carry: the model's, and
-    xapi's own where it raises more."""
-    counts = {len(declared)}
+# xapi relays an SM driver's error N as SR_BACKEND_FAILURE_N with the
+# parameters of SR_BACKEND_FAILURE (status, stdout, stderr).
+SM_FAILURE = re.compile(r"SR_BACKEND_FAILURE_[0-9]+")
+
+
+def declared_param_counts(code: str, model_errors: dict[str, list[str]]) -> set[int]:
+    """The parameter counts an error ``code`` may carry on the wire: the
+    model's, xapi's own where it raises more, SR_BACKEND_FAILURE's for the
+    SM family. Empty: xapi never answers ``code``."""
+    counts: set[int] = set()
+    if code in model_errors:
+        counts.add(len(model_errors[code]))
+    elif SM_FAILURE.fullmatch(code) and "SR_BACKEND_FAILURE" in model_errors:
+        counts.add(len(model_errors["SR_BACKEND_FAILURE"]))
     if code in PARAMS_BEYOND_MODEL:
         counts.add(len(PARAMS_BEYOND_MODEL[code]))
     return counts

@@ -1,14 +1,21 @@
-"""HTTP(S) front door: one threaded server per simulated host address.
+"""HTTP(S) front door: one threaded server per simulated host address, and
+xapi's local Unix socket in each host's dom0 root.
 
 POST ``/`` and ``/RPC2`` carry XML-RPC, POST ``/jsonrpc`` JSON-RPC; every
-other path goes to the routes of ``xapisim.handlers``."""
+other path goes to the routes of ``xapisim.handlers``. The local socket
+speaks the same; xapi trusts root there (a login needs no credentials)
+and, on a pool member, forwards calls to the coordinator."""
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
+import pathlib
 import socket
+import socketserver
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -180,7 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         sim = self.server.sim
         try:
-            out = rpc_answer.answer(sim.dispatcher, self.server.host_ref, body, protocol)
+            out = rpc_answer.answer(sim.dispatcher, self.server.host_ref, body, protocol,
+                                    local_socket=self.server.local,
+                                    peer_root=self.server.peer_is_root(self.connection))
         except DropConnection:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -238,7 +247,35 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
 
 
-class HostServer(ThreadingHTTPServer):
+class _Connections:
+    """The open connections of a listener, to drop them all at once."""
+
+    host_ref: str
+    local = False
+
+    def _init_connections(self) -> None:
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+
+    def peer_is_root(self, conn: socket.socket) -> bool:
+        return False
+
+    def track(self, conn: socket.socket, add: bool) -> None:
+        with self._conns_lock:
+            (self._conns.add if add else self._conns.discard)(conn)
+
+    def drop_all_connections(self, keep: socket.socket | None = None) -> int:
+        with self._conns_lock:
+            conns = [c for c in self._conns if c is not keep]
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(conns)
+
+
+class HostServer(_Connections, ThreadingHTTPServer):
     """The listener of one simulated host."""
 
     daemon_threads = True
@@ -250,8 +287,7 @@ class HostServer(ThreadingHTTPServer):
         self.sim = sim
         self.host_ref = host_ref
         self.tls = tls
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
+        self._init_connections()
         super().__init__(addr, _Handler)
 
     def get_request(self):
@@ -269,16 +305,48 @@ class HostServer(ThreadingHTTPServer):
         else:
             LOG.exception("error serving %s", client_address[0])
 
-    def track(self, conn: socket.socket, add: bool) -> None:
-        with self._conns_lock:
-            (self._conns.add if add else self._conns.discard)(conn)
 
-    def drop_all_connections(self, keep: socket.socket | None = None) -> int:
-        with self._conns_lock:
-            conns = [c for c in self._conns if c is not keep]
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        return len(conns)
+class _LocalHandler(_Handler):
+    disable_nagle_algorithm = False  # no TCP here
+
+    def address_string(self) -> str:
+        return "local"
+
+
+class LocalServer(_Connections, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """xapi's Unix socket (``var/lib/xcp/xapi`` in a host's dom0 root)."""
+
+    daemon_threads = True
+    local = True
+
+    def __init__(self, path: pathlib.Path, sim: SimServices, host_ref: str):
+        self.sim = sim
+        self.host_ref = host_ref
+        self.path = path
+        self._init_connections()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        super().__init__(str(path), _LocalHandler)
+        os.chmod(path, 0o600)  # as xapi's: dom0's root only
+
+    def peer_is_root(self, conn: socket.socket) -> bool:
+        """The caller is dom0's root: uid 0, or the simulator's own user
+        (who plays root in the simulated dom0)."""
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+        except OSError:
+            return False
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return uid in (0, os.getuid())
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            LOG.debug("local connection ended: %r", exc)
+        else:
+            LOG.exception("error serving a local connection")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.path.unlink(missing_ok=True)

@@ -47,15 +47,19 @@ PROTOCOLS: dict[str, tuple[Callable[[bytes], wire.Request],
 }
 
 
-def answer(calls: Calls, host_ref: str, body: bytes, protocol: str) -> bytes:
-    """The answer to ``body`` received by ``host_ref``'s listener.
-    DropConnection and HangConnection (injected faults) pass through."""
+def answer(calls: Calls, host_ref: str, body: bytes, protocol: str, *,
+           local_socket: bool = False, peer_root: bool = False) -> bytes:
+    """The answer to ``body`` received by ``host_ref``'s listener (its
+    local Unix socket if ``local_socket``; ``peer_root``: the caller there
+    is dom0's root). DropConnection and HangConnection (injected faults)
+    pass through."""
     decode, ok, fail = PROTOCOLS[protocol]
     request = None
     try:
         request = decode(body)
         _log_call(request)
-        return ok(request, calls.call(host_ref, request.method, request.params))
+        return ok(request, calls.call(host_ref, request.method, request.params,
+                                      local_socket=local_socket, peer_root=peer_root))
     except XenAPIError as e:
         LOG.debug("-> %s", e.code)
         return fail(request, e)

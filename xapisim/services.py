@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 class Calls(Protocol):
     """The dispatcher, as those that place calls see it."""
 
-    def call(self, host_ref: str, method: str, params: list[Any]) -> Any: ...
+    def call(self, host_ref: str, method: str, params: list[Any], *,
+             local_socket: bool = False, peer_root: bool = False) -> Any: ...
 
     def handler_for(self, wire_name: str) -> Any: ...
 

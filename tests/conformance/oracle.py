@@ -28,6 +28,7 @@ UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 REF_RE = re.compile(rf"^OpaqueRef:(NULL|{UUID})$")
 
 
+SM_FAILURE = re.compile(r"SR_BACKEND_FAILURE_[0-9]+")
 # Errors xapi raises with more parameters than its published model declares
 # (read in xen-api's ocaml/xapi sources): code -> xapi's parameters. Kept
 # here apart from xapisim's own table so the oracle stays independent.
@@ -128,6 +129,8 @@ class Oracle:
         if not description or not isinstance(description[0], str):
             return f"malformed ErrorDescription {description!r}"
         code, params = description[0], description[1:]
+        if SM_FAILURE.fullmatch(code):
+            code = "SR_BACKEND_FAILURE"  # xapi relays SM driver error N under this name
         if code not in self.errors:
             return f"undeclared error code {code} {params}"
         beyond = XAPI_PARAMS_BEYOND_MODEL.get(code)

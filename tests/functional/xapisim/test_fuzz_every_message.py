@@ -192,10 +192,11 @@ def problem(desc: Any, model_errors: dict[str, list[str]]) -> str | None:
     code, params = desc[0], desc[1:]
     if code == "INTERNAL_ERROR":
         return f"INTERNAL_ERROR {params}"
-    if code not in model_errors:
+    counts = declared_param_counts(code, model_errors)
+    if not counts:
         return f"undeclared {code}"
-    if len(params) not in declared_param_counts(code, model_errors[code]):
-        return f"{code} with {len(params)} params {params}, declared {model_errors[code]}"
+    if len(params) not in counts:
+        return f"{code} with {len(params)} params {params}, declared {model_errors.get(code)}"
     return None
 
 
