@@ -9,7 +9,6 @@ and, on a pool member, forwards calls to the coordinator."""
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import pathlib
 import socket
@@ -23,14 +22,14 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from xapisim import handlers, rpc_answer
+from xapisim import handlers, log_redaction, rpc_answer
 from xapisim.errors import XenAPIError
 from xapisim.faults import DropConnection, HangConnection
 
 if TYPE_CHECKING:
     from xapisim.services import SimServices
 
-LOG = logging.getLogger("xapisim.http")
+LOG = log_redaction.logger("xapisim.http")
 _CURRENT = threading.local()
 
 

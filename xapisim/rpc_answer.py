@@ -13,12 +13,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from xapisim import wire
+from xapisim import log_redaction, wire
 from xapisim.errors import XenAPIError
 from xapisim.faults import DropConnection, HangConnection
 from xapisim.services import Calls
 
-LOG = logging.getLogger("xapisim.rpc")
+LOG = log_redaction.logger("xapisim.rpc")
 SECRET_METHODS = ("session.login_with_password", "session.slave_local_login_with_password")
 XMLRPC, JSONRPC = "xmlrpc", "jsonrpc"
 

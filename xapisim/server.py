@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import pathlib
 import socket
 import ssl
@@ -25,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from xapisim import api, handlers, plugins
+from xapisim import api, handlers, log_redaction, plugins
 from xapisim.bootstrap import PoolShape, bootstrap
 from xapisim.dispatch import Dispatcher
 from xapisim.errors import XenAPIError
@@ -37,7 +36,7 @@ from xapisim.store import Store
 from xapisim.tasks import TaskManager
 from xapisim.tlscert import make_self_signed
 
-LOG = logging.getLogger("xapisim")
+LOG = log_redaction.logger("xapisim")
 
 
 def _default_plugins_dir() -> pathlib.Path:
@@ -116,6 +115,9 @@ class Simulator:
         self.failed_hosts: set[str] = set()
         handlers.load_all()
         api.load_all()
+        for secret in self.users.values():
+            log_redaction.add_password(secret)
+        log_redaction.protect_all()
 
     # -- life cycle -------------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from xapisim import log_redaction
 from xapisim.errors import XenAPIError
 from xapisim.store import now_datetime
 
@@ -57,6 +58,7 @@ class SessionManager:
                 "other_config": {"local": "true"} if local else {},
             },
         )
+        log_redaction.add_session(ref)
         with self.lock:
             self.last_used[ref] = time.monotonic()
         self._enforce_limit(uname, originator)
@@ -94,6 +96,7 @@ class SessionManager:
         with self.lock:
             self.last_used.pop(ref, None)
         self.legacy_events.pop(ref, None)
+        log_redaction.forget_session(ref)
 
     def forget_all(self) -> None:
         """Simulated xapi restart: every session becomes invalid."""
@@ -101,6 +104,7 @@ class SessionManager:
         with store.lock:
             for ref in list(store.tables["session"]):
                 store.destroy("session", ref)
+                log_redaction.forget_session(ref)
         with self.lock:
             self.last_used.clear()
         self.legacy_events.clear()

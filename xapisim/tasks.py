@@ -14,13 +14,14 @@ import xmlrpc.client
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from xapisim import log_redaction
 from xapisim.errors import XenAPIError
 from xapisim.store import NULL_REF, now_datetime
 
 if TYPE_CHECKING:
     from xapisim.store import Store
 
-LOG = logging.getLogger("xapisim")
+LOG = log_redaction.logger("xapisim")
 # The entry xapi adds to a pending task's current_operations on task.destroy.
 DESTROY_MARK = ("task", "destroy")
 
