@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import pathlib
 import re
 from dataclasses import dataclass, field
@@ -221,10 +222,12 @@ class DataModel:
             elif kind == "float":
                 if isinstance(value, bool):
                     raise ValueError
-                if isinstance(value, int | float):
-                    return float(value)
-                if isinstance(value, str):
-                    return float(value)
+                if isinstance(value, int | float | str):
+                    value = float(value)
+                    # nan and inf: xapi would store them and then write
+                    # JSON no parser reads; the simulator refuses them
+                    if math.isfinite(value):
+                        return value
             elif kind == "bool":
                 if isinstance(value, bool):
                     return value

@@ -106,6 +106,42 @@ def check_params(params: list[Any]) -> None:
             raise XenAPIError("INVALID_VALUE", "Invalid UTF-8 string in parameter", rpc_text(p))
 
 
+# Deeper than any XenAPI type nests (a map of sets is 2); refused while
+# decoding, before anything recursive walks the value.
+MAX_DEPTH = 64
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests arrays and structs more than ``limit`` deep
+    (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, list | tuple):
+            children = v
+        elif isinstance(v, dict):
+            children = v.values()
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((c, depth + 1) for c in children)
+    return False
+
+
+def finite_float(text: str) -> float:
+    """JSON numbers as xapi's parser takes them: no inf from 1e999."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def no_constants(name: str) -> Any:
+    """NaN and Infinity are not JSON."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def plain(value: Any) -> Any:
     """The value with decoded ``<base64>`` turned into ordinary text (after
     check_params: handlers, the store and the encoders see plain types)."""

@@ -257,3 +257,38 @@ def test_every_wire_type_into_every_parameter(swept):
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:40])
     assert not errors.records, [r.getMessage() for r in errors.records][:5]
     assert calls > 40_000
+
+
+@pytest.mark.parametrize("depth", [65, 2000, 100_000])
+def test_deeply_nested_values_are_refused_not_crashed_on(swept, depth):
+    """Nesting no XenAPI type has (arrays in arrays ...) is refused while
+    decoding, over real HTTP, on both protocols."""
+    sim, session, errors = swept
+    conn = http.client.HTTPConnection(sim.addresses[0], sim.port, timeout=30)
+    try:
+        body = json_call("VM.get_record", [session, "x"])
+        body = body.replace(b'"x"', b"[" * depth + b"]" * depth)
+        conn.request("POST", "/jsonrpc", body)
+        doc = json.loads(conn.getresponse().read())
+        assert doc["error"]["message"] == "INTERNAL_ERROR"
+        assert doc["error"]["data"][0].startswith("JSON-RPC request"), doc
+        nested = "<value><array><data>" * depth + "</data></array></value>" * depth
+        conn.request("POST", "/", xml_call("VM.get_record", [session, Raw(nested)]))
+        assert xml_error(conn.getresponse().read())[0] == "XMLRPC_UNMARSHAL_FAILURE"
+    finally:
+        conn.close()
+    assert not errors.records
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_json_numbers_json_does_not_have_are_refused(swept, token):
+    sim, session, errors = swept
+    conn = http.client.HTTPConnection(sim.addresses[0], sim.port, timeout=30)
+    try:
+        body = b'{"jsonrpc": "2.0", "method": "pool.get_all", "params": [], "id": ' + token + b"}"
+        conn.request("POST", "/jsonrpc", body)
+        raw = conn.getresponse().read()
+    finally:
+        conn.close()
+    doc = json.loads(raw, parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
+    assert doc["error"]["data"] == ["JSON-RPC request is not valid JSON"]
