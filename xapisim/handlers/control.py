@@ -215,6 +215,8 @@ def state(sim, doc) -> dict:
                 "live": metrics.get("live", False),
                 "resident_VMs": len(rec["resident_VMs"]),
                 "dom0_root": str(plugins.dom0_root(sim, ref, create=False)),
+                "xapi_socket": str(plugins.dom0_root(sim, ref, create=False)
+                                   / plugins.LOCAL_SOCKET),
             })
         vms = Counter(
             rec["power_state"] for rec in store.tables["VM"].values()
