@@ -2,13 +2,14 @@
 
 For each message the simulator serves (those that could end the test's
 own session or restart xapi aside), each parameter in turn gets a value of
-every XML-RPC wire type (string, int, int64 past its range, double,
-boolean, dateTime, base64, array, struct, nil, refs of the wrong class,
-a long string) and of every JSON type, the other parameters holding
-plausible values (a real object of the declared class, zero values). The
-bodies go through the same ``rpc_answer.answer`` the HTTP listeners use
-(in-process, so the sweep is exhaustive within a small fixed budget); a
-deterministic sample of the same calls goes over real HTTP as well.
+every XML-RPC wire type (string, untyped text, int, i8, int64 at and past
+its range, double with inf and nan, boolean, dateTime, base64, array,
+struct, nil, refs of the wrong class, a long string) and of every JSON
+type, the other parameters holding plausible values (a real object of the
+declared class, zero values). The bodies go through the same
+``rpc_answer.answer`` the HTTP listeners use (in-process, so the sweep is
+exhaustive within a small fixed budget); a deterministic sample of the
+same calls goes over real HTTP as well.
 
 Every answer must be a success or a declared XenAPI error with its
 parameter count, never INTERNAL_ERROR (a Python exception reaching the
@@ -101,7 +102,8 @@ def xml_values(wrong_ref: str) -> list[Any]:
     return [
         "fuzz", "", "OpaqueRef:NULL", wrong_ref, 7, -(2**31), "9223372036854775808",
         "9223372036854775807", "-9223372036854775808",
-        "-1", 1e308, math.inf, math.nan, True,
+        "-1", Raw("<value><i8>-42</i8></value>"), Raw("<value>untyped text</value>"),
+        1e308, math.inf, math.nan, True,
         xmlrpc.client.DateTime("20261130T00:00:00Z"),
         Raw("<value><base64>" + base64.b64encode(b"fuzz").decode() + "</base64></value>"),
         [], ["a", 1, [True]], {}, {"k": {"n": ["v", None]}}, None, "x" * 5000,
@@ -256,7 +258,7 @@ def test_every_wire_type_into_every_parameter(swept):
           f"top errors {codes.most_common(6)}")
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:40])
     assert not errors.records, [r.getMessage() for r in errors.records][:5]
-    assert calls > 40_000
+    assert calls > 60_000
 
 
 @pytest.mark.parametrize("depth", [65, 2000, 100_000])
