@@ -294,3 +294,38 @@ def test_json_numbers_json_does_not_have_are_refused(swept, token):
         conn.close()
     doc = json.loads(raw, parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
     assert doc["error"]["data"] == ["JSON-RPC request is not valid JSON"]
+
+
+def test_async_variants_end_their_tasks_with_declared_errors(swept):
+    """Async.<message> for every target, a wrong-ish value in its first
+    parameter: the call answers a task (or a declared error at once), and
+    every task ends without INTERNAL_ERROR."""
+    sim, session, errors = swept
+    model = sim.model
+    refs = current_refs(sim, session)
+    tasks, problems = [], []
+    for msg in targets(sim):
+        base = [plausible(p.type, refs, model) for p in msg.params[1:]]
+        body = xml_call(f"Async.{msg.wire_name}", [session, "OpaqueRef:NULL", *base[1:]])
+        (env,), _ = xmlrpc.client.loads(
+            rpc_answer.answer(sim.dispatcher, sim.master_ref, body, rpc_answer.XMLRPC))
+        if env["Status"] == "Success":
+            tasks.append((msg.wire_name, env["Value"]))
+        elif why := problem(env["ErrorDescription"], model.errors):
+            problems.append(f"Async.{msg.wire_name}: {why}")
+    assert len(tasks) > 500
+    proxy = xmlrpc.client.ServerProxy(sim.url)
+    deadline = time.monotonic() + 60
+    for name, task in tasks:
+        while True:
+            rec = proxy.task.get_record(session, task)["Value"]
+            if rec["status"] not in ("pending", "cancelling") or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        if rec["status"] in ("pending", "cancelling"):
+            problems.append(f"Async.{name}: task still {rec['status']}")
+        elif rec["status"] == "failure" and (why := problem(rec["error_info"], model.errors)):
+            problems.append(f"Async.{name}: {why}")
+    proxy("close")()
+    assert not problems, "\n".join(problems[:40])
+    assert not errors.records, [r.getMessage() for r in errors.records][:5]
