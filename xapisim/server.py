@@ -25,6 +25,7 @@ from xapisim.bootstrap import bootstrap
 from xapisim.dispatch import Dispatcher
 from xapisim.errors import XenAPIError
 from xapisim.faults import Faults
+from xapisim.http_counts import HttpCounts
 from xapisim.httpserver import HostServer, current_connection
 from xapisim.schema import load as load_model
 from xapisim.sessions import DEFAULT_SESSION_LIMIT, SessionManager
@@ -106,6 +107,7 @@ class Simulator:
         self._stop = threading.Event()
         # hosts that are "down" (host failure): their listener refuses calls
         self.failed_hosts: set[str] = set()
+        self.http_counts = HttpCounts()
         handlers.load_all()
         api.load_all()
 
