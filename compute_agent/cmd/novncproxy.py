@@ -26,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     from oslo_config import cfg
     from oslo_log import log as logging
 
-    from compute_agent import exceptions, version
+    from compute_agent import exceptions
     from compute_agent.conf import CONF
-    from compute_agent.logging import setup_logging
+    from compute_agent.process import version
+    from compute_agent.process.log_setup import setup_logging
 
     logging.register_options(CONF)
     try:
