@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from xapisim import plugins
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
 
 LOG_DIR = pathlib.PurePosixPath("var/log/xen/guest")
 MAX_LOG_BYTES = 1024 * 1024
@@ -51,7 +51,7 @@ _ENDINGS = {
 }
 
 
-def log_path(sim: Simulator, host: str, domid: int) -> pathlib.Path:
+def log_path(sim: SimServices, host: str, domid: int) -> pathlib.Path:
     """The console log of domain ``domid`` on ``host``."""
     return plugins.dom0_root(sim, host) / LOG_DIR / f"console.{domid}"
 
@@ -79,7 +79,7 @@ def _append(path: pathlib.Path, data: bytes) -> None:
         f.write(data)
 
 
-def booted(sim: Simulator, host: str, domid: int, rec: dict, vcpus: int, memory: int) -> None:
+def booted(sim: SimServices, host: str, domid: int, rec: dict, vcpus: int, memory: int) -> None:
     """A new domain of the VM ``rec`` started on ``host``."""
     if domid <= 0 or rec.get("is_control_domain"):
         return
@@ -88,7 +88,7 @@ def booted(sim: Simulator, host: str, domid: int, rec: dict, vcpus: int, memory:
     _append(log_path(sim, host, domid), _stamp(time.monotonic(), lines))
 
 
-def ended(sim: Simulator, host: str, domid: int, reason: str) -> None:
+def ended(sim: SimServices, host: str, domid: int, reason: str) -> None:
     """The guest's domain is going away: ``reason`` is halted, rebooted or
     crashed (xapi's last_shutdown_reason)."""
     lines = _ENDINGS.get(reason)
