@@ -68,6 +68,8 @@ class HostMetrics:
                 self._poller = self._make_poller()
             snap = self._poller.poll()
             self._map_vms(list(snap.vms))
+            # forget VMs that left the host: the map stays as big as the host
+            self._instance_of = {u: i for u, i in self._instance_of.items() if u in snap.vms}
             instances = {}
             for vm_uuid, values in snap.vms.items():
                 inst = self._instance_of.get(vm_uuid)

@@ -1,6 +1,6 @@
 """The proxy's systemd unit, checked with systemd's own tools as the
-agent's is (tests/functional/test_systemd.py), and the console script it
-names."""
+agent's is (tests/functional/test_systemd.py), the console script it names,
+and the proxy's refusals to start (exit 2: configuration, 3: database)."""
 
 from __future__ import annotations
 
