@@ -122,6 +122,11 @@ def test_vnc_console_opens_in_a_browser(stack: Stack):
         browser.quit()
     # used once: the same URL is refused now
     assert websocket_upgrade(stack.proxy.port, token_path(console["token"]))[0] == 403
+    # a secret: in no log of the agent or the proxy (both log to the agent's
+    # log file, at debug level), while the instance is named there
+    logs = stack.agent.log_file.read_text() + stack.proxy.stderr_file.read_text()
+    assert f"console of instance {stack.uuid} opened" in logs
+    assert console["token"] not in logs
 
 
 def test_console_output_follows_the_guest(stack: Stack):
@@ -244,3 +249,43 @@ def test_one_rrd_request_per_interval_with_100_instances(stack: Stack):
     n = ctl.http_requests("/rrd_updates")
     intervals = elapsed / RRD_INTERVAL
     assert int(intervals) <= n <= int(intervals) + 1, (n, elapsed)
+
+
+def test_metrics_endpoint_under_eventlet_with_the_fake_driver(tmp_path: Path):
+    """The other concurrency backend: /metrics answers from a green agent,
+    the fake driver's figures labelled like the XenAPI driver's."""
+    tag = uuidlib.uuid4().hex[:10]
+    rpc = Rpc("ca_console", tag)
+    port = free_port()
+    agent = AgentProcess(tmp_path, host=f"green-{tag}", driver="fake", backend="eventlet",
+                         db_url=f"sqlite:///{tmp_path}/green.sqlite", exchange=rpc.exchange,
+                         topic=rpc.topic,
+                         options={"metrics": {"listen": f"127.0.0.1:{port}",
+                                              "rrd_interval": RRD_INTERVAL}})
+    rpc.hosts.append(agent.host)
+    try:
+        agent.db_sync()
+        agent.start()
+        agent.wait_serving(rpc.api)
+        body = instance_spec("green-vm")
+        rpc.api.build_instance(agent.host, body, confirm=True)
+        wait_until(lambda: rpc.api.get_instance(agent.host, body["uuid"])["vm_state"]
+                   == "active", 30, "the build")
+
+        def scraped() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return r.read().decode()
+
+        line = (f'compute_agent_instance_cpu_utilisation_ratio{{host="{agent.host}",'
+                f'name="green-vm",uuid="{body["uuid"]}"}} 0.25')
+        def with_instance() -> str | None:
+            text = scraped()
+            return text if line in text else None
+
+        text = wait_until(with_instance, 3 * RRD_INTERVAL + 10, "the instance in /metrics", 0.5)
+        assert ('compute_agent_rpc_requests_total{method="build_instance",outcome="success"}'
+                in text)
+        assert 'compute_agent_task_wait_seconds_count{operation="spawn"}' in text
+    finally:
+        agent.stop()
+        rpc.close()
