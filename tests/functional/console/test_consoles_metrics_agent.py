@@ -166,6 +166,10 @@ def test_diagnostics_shape(stack: Stack):
     assert 0.01 <= d["cpu"]["average"] <= 0.95
     assert d["memory"]["total_bytes"] > 0
     assert [x["device"] for x in d["disks"]] == ["xvda"]
+    # the scheduler's view of the host gains its CPU utilisation (the
+    # simulator's host cpu_avg walks in [0.01, 0.9])
+    resources = stack.api.get_host_status(stack.agent.host)["resources"]
+    assert 0.01 <= resources["cpu_utilisation"] <= 0.9
 
 
 def _prometheus(tmp: Path, target_port: int) -> tuple[subprocess.Popen, int]:
