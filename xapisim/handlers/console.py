@@ -107,7 +107,6 @@ class Rfb:
     def __init__(self, rfile, wfile, name: str, vm_uuid: str = ""):
         self.rfile = rfile
         self.wfile = wfile
-        self.label = name
         self.name = (name or "xapi-sim console").encode()[:255]
         self.format = framebuffer.PixelFormat()
         self.opened = time.monotonic()
