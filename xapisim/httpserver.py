@@ -229,6 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._host_is_down():
             return
         req = HTTPRequest(self)
+        if not req.path.startswith("/_sim/"):
+            self.server.sim.http_counts.add(self.server.label, self.command, req.path)
         fn = handlers.find(self.command, req.path)
         if fn is None:
             req.send_error(404, f"no handler for {self.command} {req.path}")
@@ -251,6 +253,11 @@ class _Connections:
 
     host_ref: str
     local = False
+
+    @property
+    def label(self) -> str:
+        """Where it listens: the host's address, or the socket's path."""
+        return str(self.server_address[0])
 
     def _init_connections(self) -> None:
         self._conns: set[socket.socket] = set()
@@ -327,6 +334,10 @@ class LocalServer(_Connections, socketserver.ThreadingMixIn, socketserver.UnixSt
         path.unlink(missing_ok=True)
         super().__init__(str(path), _LocalHandler)
         os.chmod(path, 0o600)  # as xapi's: dom0's root only
+
+    @property
+    def label(self) -> str:
+        return str(self.path)
 
     def peer_is_root(self, conn: socket.socket) -> bool:
         """The caller is dom0's root: uid 0, or the simulator's own user

@@ -29,6 +29,7 @@ from xapisim.bootstrap import PoolShape, bootstrap
 from xapisim.dispatch import Dispatcher
 from xapisim.errors import XenAPIError
 from xapisim.faults import Faults
+from xapisim.http_counts import HttpCounts
 from xapisim.httpserver import HostServer, LocalServer, current_connection
 from xapisim.schema import load as load_model
 from xapisim.sessions import DEFAULT_SESSION_LIMIT, SessionManager
@@ -113,6 +114,7 @@ class Simulator:
         self._stop = threading.Event()
         # hosts that are "down" (host failure): their listener refuses calls
         self.failed_hosts: set[str] = set()
+        self.http_counts = HttpCounts()
         handlers.load_all()
         api.load_all()
         for secret in self.users.values():
@@ -150,7 +152,7 @@ class Simulator:
         self.running = True
         for srv in self.servers:
             t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
-                                 name=f"xapisim-{_label(srv)}", daemon=True)
+                                 name=f"xapisim-{srv.label}", daemon=True)
             t.start()
             self._threads.append(t)
         gc = threading.Thread(target=self._housekeeping, name="xapisim-gc", daemon=True)
@@ -300,12 +302,6 @@ class Simulator:
     def call(self, method: str, *params: Any, host_ref: str | None = None) -> Any:
         """In-process call for the simulator's own tests and control API."""
         return self.dispatcher.call(host_ref or self.master_ref, method, list(params))
-
-
-def _label(srv: HostServer | LocalServer) -> str:
-    if isinstance(srv, LocalServer):
-        return f"local-{srv.host_ref}"
-    return str(srv.server_address[0])
 
 
 def _temporary_state_dir() -> tempfile.TemporaryDirectory:

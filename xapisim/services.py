@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from xapisim.faults import Faults
+    from xapisim.http_counts import HttpCounts
     from xapisim.schema import DataModel
     from xapisim.sessions import SessionManager
     from xapisim.store import Store
@@ -52,6 +53,7 @@ class SimServices(Protocol):
     tasks: TaskManager
     dispatcher: Calls
     legacy_events: dict[str, Any]
+    http_counts: HttpCounts
     log: logging.Logger
     # hosts that are "down": their listener refuses calls
     failed_hosts: set[str]
@@ -96,3 +98,5 @@ class SimServices(Protocol):
     def restart_xapi(self, drop_connections: bool = True) -> None: ...
 
     def save(self) -> None: ...
+
+    def local_socket_path(self, host_ref: str) -> pathlib.Path: ...
