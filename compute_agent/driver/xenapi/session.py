@@ -99,14 +99,6 @@ class XenAPISession:
     def logged_in(self) -> bool:
         return self._sdk is not None
 
-    @property
-    def handle(self) -> str:
-        """The session reference, for dom0's HTTP handlers (a secret: it
-        is the session; never logged)."""
-        if self._sdk is None:
-            self.login()
-        return str(getattr(self._sdk, "_session", ""))
-
     def _secrets(self) -> list[str]:
         handle = getattr(self._sdk, "_session", None) if self._sdk is not None else None
         return [s for s in (handle, self.settings.password) if s]
@@ -184,6 +176,18 @@ class XenAPISession:
             LOG.debug("XenAPI logout failed: %s", errors.describe_transport_error(e))
         finally:
             transport.close()
+
+    def handle(self) -> str:
+        """The session reference (logging in first if needed), for dom0's
+        HTTP handlers' ``session_id``. A secret: it must reach no log."""
+        if self._sdk is None:
+            self.login()
+        assert self._sdk is not None
+        return str(self._sdk._session)
+
+    def forget(self) -> None:
+        """dom0 refused the handle (HTTP 401): the next use logs in anew."""
+        self._drop_dead_session()
 
     def _drop_dead_session(self) -> None:
         """Forget a session xapi no longer knows (no logout to send)."""

@@ -221,7 +221,7 @@ class TaskRunner:
             raise exceptions.OperationTimedOut(op.name, op.instance_uuid, state.timeout)
         with self.pool.session() as sess:
             ref = sess.call("task.create", label, f"{op.name} of {op.instance_uuid}")
-            handle = sess.handle
+            handle = sess.handle()
         tracked = self.waiter.track(ref)
         try:
             uuid = tracked.known_uuid(UUID_WAIT) or self._lookup_uuid(ref)
