@@ -118,7 +118,6 @@ class ComputeManager:
         self._guest = GuestRequests(self._calls)
         self._builder = Builder(self._runner, self._build_slots,
                                 after_build=self._attachments.record_build)
-        self._builder = Builder(self._runner, self._build_slots)
         self._consoles = ConsoleQueries(conf, db, driver, self.host)
         self.metrics = MetricsPoll(db, driver, self.host, float(conf.metrics.rrd_interval))
 
