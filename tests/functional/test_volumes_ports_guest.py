@@ -200,7 +200,7 @@ def failure_xapi(fn, *args) -> bool:
     return False
 
 
-def test_volume_on_a_halted_instance_is_plugged_at_its_next_start(env):
+def test_volume_and_port_on_a_halted_instance_are_plugged_at_its_next_start(env):
     uuid = env.build("vol-halted")
     env.api.stop_instance(env.host, uuid)
     env.settled(uuid, "stopped")
@@ -208,14 +208,18 @@ def test_volume_on_a_halted_instance_is_plugged_at_its_next_start(env):
     att = env.api.attach_volume(env.host, uuid, "vol-h", env.connection(iqn, 0),
                                 device="xvdd")
     assert att["device"] == "xvdd"
+    port = env.api.attach_interface(env.host, uuid, {"id": str(uuidlib.uuid4()),
+                                                     "mac_address": "02:50:00:00:00:01"})
     with env.sim.session() as x:
         vbd = x.VBD.get_by_uuid(att["vbd_uuid"])
         assert x.VBD.get_currently_attached(vbd) is False
         assert x.VBD.get_userdevice(vbd) == "3"
+        assert x.VIF.get_currently_attached(x.VIF.get_by_uuid(port["vif_uuid"])) is False
     env.api.start_instance(env.host, uuid)
     env.settled(uuid, "active")
     with env.sim.session() as x:
         assert x.VBD.get_currently_attached(x.VBD.get_by_uuid(att["vbd_uuid"])) is True
+        assert x.VIF.get_currently_attached(x.VIF.get_by_uuid(port["vif_uuid"])) is True
     env.api.detach_volume(env.host, uuid, "vol-h")
     with env.sim.session() as x:
         assert not env.iscsi_srs(x)
