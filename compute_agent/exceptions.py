@@ -131,6 +131,28 @@ class NoValidHost(ComputeAgentError):
     msg_fmt = "No live compute host can take the request: {0}"
 
 
+class OperationNotSupported(ComputeAgentError):
+    """The driver cannot do this operation. params: operation, driver."""
+
+    code = "OPERATION_NOT_SUPPORTED"
+    msg_fmt = "{0} is not supported by the {1} driver"
+
+
+class ResizeDiskTooSmall(ComputeAgentError):
+    """A resize may only grow the root disk. params: uuid, current root_gb,
+    requested root_gb."""
+
+    code = "RESIZE_DISK_TOO_SMALL"
+    msg_fmt = "Instance {0}: the root disk ({1} GB) cannot shrink to {2} GB"
+
+
+class FlavorUnchanged(ComputeAgentError):
+    """A resize to the flavor the instance has. params: uuid."""
+
+    code = "FLAVOR_UNCHANGED"
+    msg_fmt = "Instance {0} already has this flavor"
+
+
 def hypervisor_error(details: list[Any]) -> HypervisorError:
     """Build the structured error for a XenAPI ``ErrorDescription``."""
     code = str(details[0]) if details else "UNKNOWN_XENAPI_ERROR"
