@@ -254,9 +254,9 @@ class ComputeDriver:
         """Undo a resize: the old root disk (its contents and size) back in
         place of the grown one, the old vCPUs and memory, the power state
         the VM had before the resize. Idempotent; also undoes a resize that
-        was interrupted half way. Returns ``{"flavor": {vcpus, memory_mb,
-        root_gb}}`` as the VM has it afterwards, or None if there was
-        nothing to revert."""
+        was interrupted half way, and does nothing when there is nothing to
+        revert. Returns ``{"flavor": {vcpus, memory_mb, root_gb}}`` as the VM
+        has it afterwards (what the instance record must say)."""
         raise self._unsupported("revert_resize")
 
     # -- queries -------------------------------------------------------------

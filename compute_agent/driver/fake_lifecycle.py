@@ -113,11 +113,11 @@ class FakeLifecycle:
             with self._lock:
                 vm = self._vm(instance["uuid"])
                 kept = resizes.pop(instance["uuid"], None)
-                if kept is None:
-                    return None
-                old, power = kept
-                vm.vcpus, vm.memory_mb, vm.root_gb = old["vcpus"], old["memory_mb"], old[
-                    "root_gb"]
-                vm.power_state = power
-                vm.history.append("revert_resize")
-                return {"flavor": dict(old)}
+                if kept is not None:
+                    old, power = kept
+                    vm.vcpus, vm.memory_mb = old["vcpus"], old["memory_mb"]
+                    vm.root_gb = old["root_gb"]
+                    vm.power_state = power
+                    vm.history.append("revert_resize")
+                return {"flavor": {"vcpus": vm.vcpus, "memory_mb": vm.memory_mb,
+                                   "root_gb": vm.root_gb}}

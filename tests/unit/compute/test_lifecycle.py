@@ -214,4 +214,5 @@ def test_recovery_rolls_back_an_interrupted_resize(manager, agent_db, fake_drive
     assert (inst["vm_state"], inst["task_state"]) == (states.ACTIVE, None)
     assert inst["fault"]["code"] == "OPERATION_INTERRUPTED"
     assert fake_driver.vms[uuid].root_gb == 1
-    assert fake_driver.revert_resize(Operation(uuid, "revert_resize", "r"), inst) is None
+    assert fake_driver.revert_resize(Operation(uuid, "revert_resize", "r"), inst) == {
+        "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1}}
