@@ -56,7 +56,8 @@ class WrongHost(exceptions.ComputeAgentError):
     msg_fmt = "Instance {0} is on host {1}, not {2}"
 
 
-# The driver cannot do the operation (params: operation, driver).
+# params: operation, driver. Drivers raise the same error for what their
+# hypervisor cannot do.
 NotSupported = exceptions.OperationNotSupported
 
 
