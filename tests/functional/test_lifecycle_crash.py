@@ -103,8 +103,15 @@ def test_kill9_mid_suspend_resize_and_rescue_settles_everything(crashable, datab
     env.api.suspend_instance(env.host, uuids["suspend"], confirm=True)
     env.api.resize_instance(env.host, uuids["resize"], BIG, confirm=True)
     env.api.rescue_instance(env.host, uuids["rescue"], confirm=True)
-    wait_until(lambda: env.long_tasks_running() == set(LONG_TASKS), 20,
-               "the three long dom0 tasks to run", 0.05)
+
+    def all_in_flight() -> bool:
+        # Running in dom0 and recorded as tracked tasks (the agent records a
+        # task right after dom0 hands out its ref: wait for both).
+        tracked = {t["operation"] for t in env.db.list_tracked_tasks(agent_host=env.host)}
+        return tracked >= {"suspend", "resize", "rescue"} and \
+            env.long_tasks_running() == set(LONG_TASKS)
+
+    wait_until(all_in_flight, 20, "the three long dom0 tasks to run", 0.05)
     env.agent.kill9()
     pending = env.db.list_tracked_tasks(agent_host=env.host)
     assert {t["operation"] for t in pending} >= {"suspend", "resize", "rescue"}, pending
