@@ -73,7 +73,12 @@ class Resizes:
         try:
             if root is not None:
                 backup = self.runner.run(op, "VDI.clone", root, {})
-                self.storage.mark_disk(backup, {ownership.DISK_KEY: ownership.RESIZE_BACKUP})
+                # xapi copies the root's other_config into the clone; the
+                # marks are written in full all the same, so the backup is
+                # found whatever the SR's clone keeps.
+                self.storage.mark_disk(backup, {
+                    **ownership.marks(uuid, self.storage.agent_host),
+                    ownership.DISK_KEY: ownership.RESIZE_BACKUP})
             self.vmops.halt(op, ref, rec, self.clean_shutdown_timeout)
             self.vmops.apply_flavor(ref, flavor)
             if root is not None and new_size > size:

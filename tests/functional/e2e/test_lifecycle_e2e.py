@@ -7,6 +7,9 @@ SQLite, PostgreSQL and MariaDB, real RabbitMQ, driven through ComputeAPI
   stopped and error; resize from active and stopped), each followed by
   its way back, and refusals (INSTANCE_INVALID_STATE) from the states it
   does not accept; the three databases run the same walk side by side;
+- a revert gives back the root disk's old contents (a pattern written
+  through the simulator's HTTP import before the resize, read back through
+  its export after the revert);
 - get_instance_actions gives back the walk, list_instances pages;
 - a second XenAPI client pausing, suspending and resuming the VM is
   reflected in the database (the watcher's event stream and power sync).
@@ -14,7 +17,9 @@ SQLite, PostgreSQL and MariaDB, real RabbitMQ, driven through ComputeAPI
 
 from __future__ import annotations
 
+import base64
 import time
+import urllib.request
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +28,7 @@ import pytest
 
 from compute_agent import exceptions
 from compute_agent.db.api import Database
-from tests.functional.harness import AgentProcess, Rpc, SimProcess, wait_until
+from tests.functional.harness import PASSWORD, USER, AgentProcess, Rpc, SimProcess, wait_until
 
 from .conftest import RPC_PREFIX, Stack, _Cleanups, _new_database, _start_agents
 from .stack import assert_dom0_matches_db, instance_spec, watch
@@ -36,6 +41,20 @@ BIG = {"vcpus": 2, "memory_mb": 512, "root_gb": 2}
 BIGGER = {"vcpus": 3, "memory_mb": 768, "root_gb": 3}
 MiB, GiB = 1024**2, 1024**3
 EXTERNAL_BOUND_S = 10.0  # bound for an outside change to show; never a speed assertion
+PATTERN = bytes(range(256)) * 256  # 64 KiB
+
+
+def disk_io(sim: SimProcess, vdi: str, body: bytes | None = None) -> bytes:
+    """PUT ``body`` at the head of the VDI (raw import), or GET its head."""
+    path = "/import_raw_vdi" if body is not None else "/export_raw_vdi"
+    req = urllib.request.Request(f"{sim.url}{path}?vdi={vdi}&format=raw", data=body,
+                                 method="PUT" if body is not None else "GET")
+    req.add_header("Authorization", "Basic " + base64.b64encode(
+        f"{USER}:{PASSWORD}".encode()).decode())
+    if body is not None:
+        req.add_header("Content-Length", str(len(body)))
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the test's simulator
+        return resp.read() if body is not None else resp.read(len(PATTERN))
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +107,7 @@ def dom0_vm(stack: Stack, uuid: str) -> dict:
         vm = found[0]
         for vbd in vm["VBDs"]:
             if x.VBD.get_userdevice(vbd) == "0":
+                vm["root"] = x.VDI.get_uuid(x.VBD.get_VDI(vbd))
                 vm["root_size"] = int(x.VDI.get_virtual_size(x.VBD.get_VDI(vbd)))
     return vm
 
@@ -153,8 +173,11 @@ def walk(stack: Stack) -> None:
               "rescue_instance", "resize_instance", "start_instance")
     w.power(w.do("unrescue_instance", "active"), 1, "Running")
 
-    # resize from active: revert, then again and confirm.
+    # resize from active: revert (the old disk's contents come back), then
+    # again and confirm.
+    disk_io(stack.sim, dom0_vm(stack, w.uuid)["root"], PATTERN)
     inst = w.do("resize_instance", "resized", BIG)
+    disk_io(stack.sim, dom0_vm(stack, w.uuid)["root"], b"\xff" * len(PATTERN))
     w.power(inst, 1, "Running")
     w.flavor(inst, BIG)
     assert_dom0_matches_db(stack.sim, stack.db, stack.host)
@@ -162,6 +185,7 @@ def walk(stack: Stack) -> None:
               "unrescue_instance", "resume_instance")
     inst = w.do("revert_resize", "active")
     w.flavor(inst, SMALL)
+    assert disk_io(stack.sim, dom0_vm(stack, w.uuid)["root"]) == PATTERN
     w.power(inst, 1, "Running")
     w.flavor(w.do("resize_instance", "resized", BIG), BIG)
     w.flavor(w.do("confirm_resize", "active"), BIG)
