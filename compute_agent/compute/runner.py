@@ -42,6 +42,13 @@ from compute_agent.driver.base import Operation as DriverOperation
 DriverCall = Callable[[DriverOperation, dict], dict | None]
 
 
+# A failed unrescue (its rescue VM still there), confirm or revert of a resize
+# leaves the instance in the state it started from, so it can be retried.
+RETRY_FROM: dict[str, str] = {"unrescue": states.RESCUED,
+                              "confirm_resize": states.RESIZED,
+                              "revert_resize": states.RESIZED}
+
+
 class ServiceStopping(exceptions.ComputeAgentError):
     """The agent is shutting down and takes no new work. params: host."""
 
@@ -186,6 +193,11 @@ class RequestRunner:
                 # itself may have left the VM half way (reboot).
                 vm_state = states.ERROR if request == "reboot" else inst["vm_state"]
                 return vm_state, None
+            if request in RETRY_FROM and inst["vm_state"] == RETRY_FROM[request] and (
+                    request != "unrescue" or info.extra.get("rescue_vm")):
+                # Kept where the request can be made again (each is
+                # idempotent): what it was to remove is still in dom0.
+                return inst["vm_state"], info.power_state
             return SETTLED_VM_STATE.get(info.power_state, states.ERROR), info.power_state
 
         return settle

@@ -227,7 +227,7 @@ class ComputeDriver:
         failure whatever the rescue created is removed and the VM is left
         as it was found. While a rescue VM exists, :meth:`get_info` of an
         instance whose ``vm_state`` is 'rescued' reports the rescue VM's
-        power state."""
+        power state (and its handle in ``extra['rescue_vm']``)."""
         raise self._unsupported("rescue")
 
     def unrescue(self, op: Operation, instance: dict[str, Any],

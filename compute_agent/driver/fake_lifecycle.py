@@ -81,7 +81,7 @@ class FakeLifecycle:
         rescues, _ = self._lifecycle_state()
         if instance.get("vm_state") == "rescued" and instance["uuid"] in rescues:
             return InstanceInfo(power_state.RUNNING, info.vm_ref, info.shutdown_reason,
-                                {**info.extra, "rescue": True})
+                                {**info.extra, "rescue_vm": "fake-rescue"})
         return info
 
     # -- resize ----------------------------------------------------------------------

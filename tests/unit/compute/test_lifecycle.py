@@ -216,3 +216,25 @@ def test_recovery_rolls_back_an_interrupted_resize(manager, agent_db, fake_drive
     assert fake_driver.vms[uuid].root_gb == 1
     assert fake_driver.revert_resize(Operation(uuid, "revert_resize", "r"), inst) == {
         "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1}}
+
+
+@pytest.mark.parametrize("method, state, op", [
+    ("unrescue_instance", states.RESCUED, "unrescue"),
+    ("confirm_resize", states.RESIZED, "confirm_resize"),
+    ("revert_resize", states.RESIZED, "revert_resize"),
+])
+def test_failed_undo_keeps_the_state_it_can_be_retried_from(manager, agent_db, fake_driver,
+                                                              method, state, op):
+    uuid = build(manager)
+    if state == states.RESCUED:
+        run(manager, "rescue_instance", uuid)
+    else:
+        run(manager, "resize_instance", uuid, BIG)
+    fake_driver.inject_failure(op, exceptions.HypervisorError("x", code="SR_BACKEND_FAILURE"))
+    run(manager, method, uuid)
+    inst = agent_db.get_instance(uuid)
+    assert (inst["vm_state"], inst["task_state"], inst["fault"]["code"]) == (
+        state, None, "SR_BACKEND_FAILURE")
+    back = {"unrescue": "unrescue_instance"}.get(op, method)
+    run(manager, back, uuid)
+    assert agent_db.get_instance(uuid)["vm_state"] == states.ACTIVE
