@@ -1,14 +1,19 @@
-"""kill -9 in the middle of a suspend, a resize and a rescue (issue 8): a
-real ``xapi-sim`` process whose VM.suspend, VDI.resize and VDI.create tasks
-take seconds, a real ``compute-agent`` (XenAPI driver) killed with SIGKILL
-while all three run in dom0, real RabbitMQ and SQLite or MariaDB.
+"""kill -9 in the middle of the operations of issue 8: a real ``xapi-sim``
+process whose tasks of interest take seconds, a real ``compute-agent``
+(XenAPI driver) killed with SIGKILL while they run in dom0, real RabbitMQ
+and SQLite, MariaDB or PostgreSQL.
 
-After the restart every instance settles and keeps no task_state: the
-suspend, whose task ran on in dom0, is re-attached to and completes; the
-resize and the rescue are rolled back (the old flavor, root disk and power
-state; the rescue VM and its disk removed) with fault OPERATION_INTERRUPTED;
-no tracked task stays pending, and dom0 holds nothing the database does not
-know (tests/functional/e2e/stack.py: assert_dom0_matches_db).
+- suspend, resize and rescue (SQLite, MariaDB): after the restart the
+  suspend, whose task ran on in dom0, is re-attached to and completes; the
+  resize and the rescue are rolled back (the old flavor, root disk and power
+  state; the rescue VM and its disk removed) with fault
+  OPERATION_INTERRUPTED;
+- the ways back, pause, unpause, resume, unrescue, confirm and revert
+  (PostgreSQL): each is completed.
+
+Every instance settles and keeps no task_state, no tracked task stays
+pending, and dom0 holds nothing the database does not know
+(tests/functional/e2e/stack.py: assert_dom0_matches_db).
 """
 
 from __future__ import annotations
@@ -63,11 +68,23 @@ class Crashable:
             return None  # a build cast not consumed yet
         return inst if inst["task_state"] is None and inst["vm_state"] != "building" else None
 
-    def long_tasks_running(self) -> set[str]:
+    def long_tasks_running(self, methods: tuple[str, ...] = LONG_TASKS) -> list[str]:
+        """The pending dom0 tasks of ``methods``, sorted (one per task)."""
         with self.sim.session() as x:
-            return {rec["name_label"].removeprefix("Async.")
-                    for rec in x.task.get_all_records().values()
-                    if rec["status"] == "pending"} & set(LONG_TASKS)
+            return sorted(rec["name_label"].removeprefix("Async.")
+                          for rec in x.task.get_all_records().values()
+                          if rec["status"] == "pending"
+                          and rec["name_label"].removeprefix("Async.") in methods)
+
+    def build(self, name: str) -> str:
+        body = instance_spec(name, flavor=dict(SMALL))
+        self.api.build_instance(self.host, body)
+        return body["uuid"]
+
+    def wait_settled(self, uuid: str, want: str, limit: float = 30) -> dict:
+        inst = wait_until(lambda: self.settled(uuid), limit, f"instance {uuid} to settle", 0.05)
+        assert inst["vm_state"] == want, inst
+        return inst
 
 
 @pytest.fixture
@@ -109,7 +126,7 @@ def test_kill9_mid_suspend_resize_and_rescue_settles_everything(crashable, datab
         # task right after dom0 hands out its ref: wait for both).
         tracked = {t["operation"] for t in env.db.list_tracked_tasks(agent_host=env.host)}
         return tracked >= {"suspend", "resize", "rescue"} and \
-            env.long_tasks_running() == set(LONG_TASKS)
+            env.long_tasks_running() == sorted(LONG_TASKS)
 
     wait_until(all_in_flight, 20, "the three long dom0 tasks to run", 0.05)
     env.agent.kill9()
@@ -151,3 +168,54 @@ def test_kill9_mid_suspend_resize_and_rescue_settles_everything(crashable, datab
     env.api.resize_instance(env.host, uuids["resize"], BIG, confirm=True)
     inst = wait_until(lambda: env.settled(uuids["resize"]), 30, "the second resize")
     assert (inst["vm_state"], inst["flavor"]) == ("resized", BIG)
+
+
+BACK_TASKS = ("VM.resume", "VM.pause", "VM.unpause", "VDI.destroy")
+
+
+def test_kill9_mid_the_ways_back_completes_each(crashable):
+    env = crashable("postgresql")
+    names = ("resume", "pause", "unpause", "unrescue", "confirm", "revert")
+    uuids = {name: env.build(f"back-{name}") for name in names}
+    for uuid in uuids.values():
+        env.wait_settled(uuid, "active")
+    # Into the states the ways back start from (dom0 quick).
+    for name, method, args in (
+            ("resume", "suspend_instance", ()), ("unpause", "pause_instance", ()),
+            ("unrescue", "rescue_instance", ()), ("confirm", "resize_instance", (BIG,)),
+            ("revert", "resize_instance", (BIG,))):
+        getattr(env.api, method)(env.host, uuids[name], *args, confirm=True)
+    for name, state in (("resume", "suspended"), ("unpause", "paused"),
+                        ("unrescue", "rescued"), ("confirm", "resized"), ("revert", "resized")):
+        env.wait_settled(uuids[name], state)
+    for method in BACK_TASKS:
+        env.sim.control.set_duration(method, LONG_S)
+    for name, method in (("resume", "resume_instance"), ("pause", "pause_instance"),
+                         ("unpause", "unpause_instance"), ("unrescue", "unrescue_instance"),
+                         ("confirm", "confirm_resize"), ("revert", "revert_resize")):
+        getattr(env.api, method)(env.host, uuids[name], confirm=True)
+    ops = {"resume", "pause", "unpause", "unrescue", "confirm_resize", "revert_resize"}
+    # unrescue, confirm and revert each end in a VDI.destroy (the rescue
+    # disk, the kept root disk, the grown root disk).
+    wanted = sorted(["VM.resume", "VM.pause", "VM.unpause"] + ["VDI.destroy"] * 3)
+
+    def all_in_flight() -> bool:
+        tracked = {t["operation"] for t in env.db.list_tracked_tasks(agent_host=env.host)}
+        return tracked >= ops and env.long_tasks_running(BACK_TASKS) == wanted
+
+    wait_until(all_in_flight, 30, "the six long dom0 tasks to run", 0.05)
+    env.agent.kill9()
+    for method in BACK_TASKS:
+        env.sim.control.set_duration(method, 0.1)
+    env.agent.start()
+    settled = {name: env.wait_settled(uuids[name], want, SETTLE_LIMIT_S) for name, want in (
+        ("resume", "active"), ("pause", "paused"), ("unpause", "active"),
+        ("unrescue", "active"), ("confirm", "active"), ("revert", "active"))}
+    assert settled["confirm"]["flavor"] == BIG
+    assert settled["revert"]["flavor"] == SMALL
+    assert all(i["power_state"] == (3 if n == "pause" else 1) for n, i in settled.items())
+    for name, uuid in uuids.items():
+        last = env.db.list_actions(uuid)[-1]
+        assert last["result"] == "success", (name, last)
+    assert_dom0_matches_db(env.sim, env.db, env.host)
+    assert env.db.list_tracked_tasks(agent_host=env.host) == [], "tracked tasks left pending"
