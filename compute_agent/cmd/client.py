@@ -19,6 +19,7 @@ import uuid as uuidlib
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from compute_agent.cmd.client_hosts import list_hosts, open_database, pick_host  # noqa: F401
 from compute_agent.cmd.client_output import (  # noqa: F401 - part of the CLI's API
     COLUMNS,
     POWER_NAMES,
@@ -136,41 +137,6 @@ def _add_wait(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--poll-interval", type=float, default=0.5)
 
 
-# --------------------------------------------------------------------------- scheduling
-
-def list_hosts(conf: Any, db: Any | None = None) -> list[dict[str, Any]]:
-    """Compute nodes merged with their compute-agent service record."""
-    from compute_agent.compute.host_status import SERVICE_BINARY
-
-    db = db or _database(conf)
-    services = {s["host"]: s for s in db.list_services(conf.service_down_time)
-                if s["binary"] == SERVICE_BINARY}
-    nodes = {n["host"]: n for n in db.list_compute_nodes()}
-    hosts = []
-    for host in sorted(set(services) | set(nodes)):
-        service = services.get(host, {})
-        hosts.append({**nodes.get(host, {"host": host}),
-                      "alive": bool(service.get("alive")) and not service.get("disabled"),
-                      "heartbeat": service.get("updated_at")})
-    return hosts
-
-
-def pick_host(hosts: list[dict[str, Any]], memory_mb: int) -> str:
-    """The live host with the most free memory that fits ``memory_mb``."""
-    from compute_agent.exceptions import NoValidHost
-
-    candidates = [h for h in hosts if h["alive"] and h.get("free_memory_mb", 0) >= memory_mb]
-    if not candidates:
-        raise NoValidHost(f"no live host has {memory_mb} MB free")
-    return max(candidates, key=lambda h: (h["free_memory_mb"], h["host"]))["host"]
-
-
-def _database(conf: Any) -> Any:
-    from compute_agent.db.api import Database
-
-    return Database.from_conf(conf)
-
-
 # --------------------------------------------------------------------------- commands
 
 class Client:
@@ -183,7 +149,7 @@ class Client:
     @property
     def db(self) -> Any:
         if self._db is None:
-            self._db = _database(self.conf)
+            self._db = open_database(self.conf)
         return self._db
 
     def run(self, args: argparse.Namespace) -> int:
@@ -226,9 +192,17 @@ class Client:
 
     def _all_pages(self, host: str, vm_state: str | None,
                    marker: str | None = None) -> list[dict[str, Any]]:
+        from compute_agent.exceptions import ComputeAgentError
+
         found: list[dict[str, Any]] = []
         while True:
-            page = self.api.list_instances(host, vm_state=vm_state, limit=PAGE, marker=marker)
+            try:
+                page = self.api.list_instances(host, vm_state=vm_state, limit=PAGE,
+                                               marker=marker)
+            except ComputeAgentError as exc:
+                if exc.code != "UNSUPPORTED_VERSION" or vm_state or marker or found:
+                    raise
+                return self.api.list_instances(host)  # an agent older than 1.2: no paging
             found.extend(page)
             if len(page) < PAGE:
                 return found

@@ -197,3 +197,17 @@ def test_wait_on_a_terminal_draws_a_progress_bar(rpc_env, agent_conf):
     text = out.getvalue()
     # rich's bar (box-drawing characters) at 100 %, not one line per state.
     assert "━" in text and "100%" in text
+
+
+def test_list_falls_back_to_one_answer_from_an_agent_before_1_2(rpc_env, agent_conf, cli):
+    from compute_agent.rpc.rpcapi import ComputeAPI
+
+    code, out, _ = cli("--json", "boot", "old-1", "--memory-mb", "256", "--wait",
+                       "--poll-interval", "0.05")
+    uuid = json.loads(out)["uuid"]
+    old = ComputeAPI(agent_conf, rpc_transport=rpc_env[0].transport, version_cap="1.1",
+                     timeout=10)
+    out = io.StringIO()
+    assert client.main(["--json", "list", "--host", RPC_HOST], conf=agent_conf, api=old,
+                       out=out, err=io.StringIO()) == 0
+    assert uuid in [i["uuid"] for i in json.loads(out.getvalue())]
