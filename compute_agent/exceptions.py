@@ -152,6 +152,18 @@ class FlavorUnchanged(ComputeAgentError):
 
     code = "FLAVOR_UNCHANGED"
     msg_fmt = "Instance {0} already has this flavor"
+class ConsoleNotAvailable(ComputeAgentError):
+    """params: instance uuid, its power state (or why)."""
+
+    code = "CONSOLE_NOT_AVAILABLE"
+    msg_fmt = "Instance {0} has no console now ({1})"
+
+
+class InstanceNotRunning(ComputeAgentError):
+    """params: instance uuid, its power state."""
+
+    code = "INSTANCE_NOT_RUNNING"
+    msg_fmt = "Instance {0} is not running ({1})"
 
 
 def hypervisor_error(details: list[Any]) -> HypervisorError:
