@@ -32,17 +32,21 @@ def list_instances(db: Any, default_host: str, vm_state: Any = None, host: Any =
 
 def instance_actions(db: Any, instance_uuid: Any) -> list[dict[str, Any]]:
     """The instance's actions, oldest first, each with its events. An
-    action's ``fault`` is the error it ended with ("CODE [params]") or None;
-    an event's ``fault`` is the traceback of a failed step or None.
-    Raises INSTANCE_NOT_FOUND."""
+    action's ``fault`` is the error it ended with ("CODE [params]", as the
+    instance fault has it) or None; a failed event carries its action's
+    fault. The tracebacks the events keep in the database stay there: they
+    are for the operator's eyes, and a dom0 error's text may hold a session
+    reference. Raises INSTANCE_NOT_FOUND."""
     uuid = validate_uuid(instance_uuid)
     db.get_instance(uuid)
     out = []
     for action in db.list_actions(uuid):
         item = {k: action.get(k) for k in ACTION_FIELDS}
-        item["fault"] = action.get("message") if action.get("result") == "error" else None
+        fault = action.get("message") if action.get("result") == "error" else None
+        item["fault"] = fault
         item["events"] = [
-            {**{k: e.get(k) for k in EVENT_FIELDS}, "fault": e.get("traceback") or None}
+            {**{k: e.get(k) for k in EVENT_FIELDS},
+             "fault": fault if e.get("result") == "error" else None}
             for e in action.get("events", [])]
         out.append(item)
     return out

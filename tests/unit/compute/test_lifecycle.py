@@ -238,3 +238,16 @@ def test_failed_undo_keeps_the_state_it_can_be_retried_from(manager, agent_db, f
     back = {"unrescue": "unrescue_instance"}.get(op, method)
     run(manager, back, uuid)
     assert agent_db.get_instance(uuid)["vm_state"] == states.ACTIVE
+
+
+def test_actions_give_a_failed_step_its_fault_not_its_traceback(manager, fake_driver):
+    uuid = build(manager)
+    fake_driver.inject_failure("pause", exceptions.HypervisorError(
+        "1", "", "disk gone", code="SR_BACKEND_FAILURE"))
+    run(manager, "pause_instance", uuid)
+    failed = manager.get_instance_actions(new_context(), uuid)[-1]
+    assert failed["result"] == "error"
+    assert failed["fault"] == "SR_BACKEND_FAILURE ['1', '', 'disk gone']"
+    assert [(e["event"], e["result"], e["fault"]) for e in failed["events"]] == [
+        ("compute_pause_instance", "error", failed["fault"])]
+    assert "Traceback" not in str(failed)
