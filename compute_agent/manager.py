@@ -150,17 +150,7 @@ class ComputeManager:
             LOG.exception("Recovery (%s) failed", reason)
             return
         # Attachments once the instances are settled (compute/attachments.py).
-        threading.Thread(target=self._reconcile_attachments, args=(run, reason),
-                         name=f"reconcile-attachments-{reason}", daemon=True).start()
-
-    def _reconcile_attachments(self, run: Any, reason: str) -> None:
-        try:
-            run.wait()
-            changed = self._attachments.reconcile(self.busy_instances())
-            if changed:
-                LOG.info("Attachments reconciled (%s): %d rows changed", reason, changed)
-        except Exception:
-            LOG.exception("Reconciling attachments (%s) failed", reason)
+        self._attachments.reconcile_after(run, reason, self.busy_instances)
 
     def recover(self, ctxt: RequestContext) -> None:
         """Periodic backstop: settle what no operation of this process owns

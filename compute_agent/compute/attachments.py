@@ -24,6 +24,8 @@ target's portal, IQN and LUN and the SR uuid.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from compute_agent import exceptions
@@ -176,6 +178,21 @@ class Attachments:
             self.ports.delete(inst["uuid"], row["port_id"])
 
     # -- recovery ----------------------------------------------------------------------------
+    def reconcile_after(self, run: Any, reason: str, busy: Callable[[], set[str]]) -> None:
+        """In a thread of its own: wait for a recovery run to settle its
+        instances, then reconcile."""
+        def work() -> None:
+            try:
+                run.wait()
+                changed = self.reconcile(busy())
+                if changed:
+                    LOG.info("Attachments reconciled (%s): %d rows changed", reason, changed)
+            except Exception:
+                LOG.exception("Reconciling attachments (%s) failed", reason)
+
+        threading.Thread(target=work, name=f"reconcile-attachments-{reason}",
+                         daemon=True).start()
+
     def reconcile(self, busy: set[str]) -> int:
         """Make rows and dom0 agree for every instance of this host that
         has rows or is not deleted (see the module docstring). Returns how
