@@ -1,0 +1,72 @@
+"""Options of the [glance] group: how the agent reaches the image service.
+
+The group takes keystoneauth1's standard session (``cafile``, ``insecure``,
+``certfile``, ``timeout``...), auth (``auth_type``, ``auth_url``,
+``username``...) and adapter (``service_type``, ``valid_interfaces``,
+``endpoint_override``, ``region_name``...) options, registered with
+keystoneauth's own loading helpers, as nova's ``[glance]`` does: a
+Keystone-backed cloud configures it the way it configures every other
+service, and ``auth_type = none`` with ``endpoint_override`` reaches a
+Glance that runs without Keystone. TLS is verified unless ``insecure``.
+"""
+
+from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg
+
+GROUP = "glance"
+SERVICE_TYPE = "image"
+VALID_INTERFACES = ["internal", "public"]
+
+glance_group = cfg.OptGroup(
+    GROUP,
+    title="Image service (Glance) options",
+    help="Connection to the OpenStack Image service (Glance v2) that builds fetch "
+    "images from and snapshots are uploaded to. Takes keystoneauth1's session, auth "
+    "and adapter options.",
+)
+
+GLANCE_OPTS = [
+    cfg.IntOpt(
+        "num_retries",
+        default=2,
+        min=0,
+        help="How many times a failed image metadata request is retried (data "
+        "transfers are not retried: a build fails with IMAGE_UNAVAILABLE).",
+    ),
+    cfg.IntOpt(
+        "chunk_size_kb",
+        default=1024,
+        min=16,
+        max=16384,
+        help="Size in KiB of the pieces image data moves in (download, import into "
+        "dom0, snapshot upload). Memory per transfer stays at about two of them.",
+    ),
+]
+
+
+def _adapter_opts() -> list[cfg.Opt]:
+    opts = ks_loading.get_adapter_conf_options(include_deprecated=False)
+    cfg.set_defaults(opts, service_type=SERVICE_TYPE, valid_interfaces=VALID_INTERFACES)
+    return opts
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(glance_group)
+    conf.register_opts(GLANCE_OPTS, group=glance_group)
+    ks_loading.register_session_conf_options(conf, GROUP)
+    ks_loading.register_auth_conf_options(conf, GROUP)
+    ks_loading.register_adapter_conf_options(conf, GROUP, include_deprecated=False)
+    conf.set_default("service_type", SERVICE_TYPE, group=GROUP)
+    conf.set_default("valid_interfaces", VALID_INTERFACES, group=GROUP)
+
+
+def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
+    return {
+        glance_group: (
+            GLANCE_OPTS
+            + ks_loading.get_session_conf_options()
+            + ks_loading.get_auth_common_conf_options()
+            + ks_loading.get_auth_plugin_conf_options("password")
+            + _adapter_opts()
+        )
+    }
