@@ -19,6 +19,9 @@ from compute_agent.conf import CONF
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
 from compute_agent.driver.task_state import TaskState
 from compute_agent.driver.xenapi.host import HostInfo
+from compute_agent.driver.xenapi.image_cache import ImageCache
+from compute_agent.driver.xenapi.image_disks import ImageDisks
+from compute_agent.driver.xenapi.image_import import ImageImporter
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
 from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
@@ -26,6 +29,7 @@ from compute_agent.driver.xenapi.tasks import PollingWaiter, TaskRunner, TaskWai
 from compute_agent.driver.xenapi.transport import TLSSettings
 from compute_agent.driver.xenapi.vm_ops import VMOps
 from compute_agent.driver.xenapi.watcher import TaskWatcher
+from compute_agent.image.service import ImageService
 
 LOG = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ class XenAPIDriver(ComputeDriver):
         self.host_info: HostInfo | None = None
         self.host: str | None = None
         self.watcher: TaskWatcher | None = None
+        self.image_cache: ImageCache | None = None
         self.reconnect_listener: Callable[[], None] | None = None
         self._closed = threading.Event()
         self._reconnect_lock = threading.Lock()
@@ -98,10 +103,16 @@ class XenAPIDriver(ComputeDriver):
             self.pool, waiter, self.task_listener, float(CONF.tasks.default_timeout)
         )
         storage = Storage(self.pool, self.runner, sr_filter, host)
+        images = ImageService.from_conf(CONF)
+        importer = ImageImporter(self.pool, self.runner, images)
+        self.image_cache = (ImageCache(self.pool, self.runner, importer, host)
+                            if CONF.image_cache.enabled else None)
         self.vmops = VMOps(
             self.pool, self.runner, storage, Networking(self.pool), host,
             CONF.xenserver.vm_template or "",
             cleanup_timeout=float(CONF.tasks.destroy_timeout),
+            image_disks=ImageDisks(self.pool, self.runner, storage, images, importer,
+                                   self.image_cache, host),
         )
         self.host_info = HostInfo(self.pool, storage)
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",

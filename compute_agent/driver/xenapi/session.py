@@ -218,6 +218,14 @@ class XenAPISession:
             self.coordinator.logged_in_at(url)
             return
 
+    def handle(self) -> str:
+        """The session reference (logging in first if needed), for xapi's
+        HTTP handlers (``session_id=``). A secret: never log it."""
+        if self._sdk is None:
+            self.login()
+        assert self._sdk is not None
+        return self._sdk._session
+
     def _connect(self, url: str) -> tuple[Any, Any]:
         timeout = self.settings.login_timeout
         transport: Any
