@@ -35,7 +35,6 @@ XAPI_POWER_STATES = {
 # last_shutdown_reason values that mean the guest died rather than stopped.
 CRASH_REASONS = frozenset({"crashed", "crash"})
 # How long a soft reboot may take before it is done the hard way.
-SOFT_REBOOT_TIMEOUT = 60.0
 
 
 def shutdown_reason(record: dict[str, Any]) -> str | None:
@@ -119,6 +118,7 @@ class VMOps:
         agent_host: str,
         template: str = "",
         cleanup_timeout: float = 300.0,
+        soft_reboot_timeout: float = 60.0,
         image_disks: ImageDisks | None = None,
     ):
         self.pool = pool
@@ -128,6 +128,8 @@ class VMOps:
         self.agent_host = agent_host
         self.template = template
         self.cleanup_timeout = cleanup_timeout
+        # How long a guest gets to reboot itself before a hard reboot.
+        self.soft_reboot_timeout = soft_reboot_timeout
         self.image_disks = image_disks
         # instance uuid -> VM ref; checked before use, rebuilt on a miss.
         self._refs: dict[str, str] = {}
@@ -336,7 +338,7 @@ class VMOps:
             return
         if reboot_type != REBOOT_HARD and state == "Running":
             try:
-                self.runner.run(op, "VM.clean_reboot", ref, timeout=SOFT_REBOOT_TIMEOUT)
+                self.runner.run(op, "VM.clean_reboot", ref, timeout=self.soft_reboot_timeout)
                 return
             except (exceptions.HypervisorError, exceptions.OperationTimedOut) as e:
                 LOG.info("Soft reboot of %s did not work (%s); rebooting hard",
