@@ -279,6 +279,11 @@ class ComputeManager:
         """Heartbeat the service and report host resources (compute_nodes)."""
         self._host_status.report()
 
+    def manage_image_cache(self, ctxt: RequestContext) -> int:
+        """Periodic: remove cached image VDIs unused for [image_cache]
+        max_unused_age (the driver knows its cache); returns how many."""
+        return self.driver.manage_image_cache(float(self.conf.image_cache.max_unused_age))
+
     def sync_power_states(self, ctxt: RequestContext) -> int:
         """Backstop reconciliation of power states (power_sync.py has the
         rules); returns how many instances changed. Instances with an

@@ -183,6 +183,13 @@ class ComputeDriver:
         nothing behind. Idempotent: a missing VM is success."""
         raise NotImplementedError
 
+    def manage_image_cache(self, max_unused_age: float) -> int:
+        """Remove cached images (base disks kept to clone root disks from)
+        that no instance disk comes from and no build used for
+        ``max_unused_age`` seconds; return how many. Drivers without an
+        image cache have nothing to do (0)."""
+        return 0
+
     # -- queries -------------------------------------------------------------
 
     def get_info(self, instance: dict[str, Any]) -> InstanceInfo:

@@ -104,6 +104,7 @@ class XenAPIDriver(ComputeDriver):
                                    self.image_cache, host),
         )
         self.host_info = HostInfo(self.pool, storage)
+        self._remove_half_imported_images()
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
                  self.pool.coordinator.url, tasks.watcher_mode)
 
@@ -206,6 +207,24 @@ class XenAPIDriver(ComputeDriver):
         runner, vmops = self._ops()
         with runner.operation(op, self._timeout(op)):
             vmops.destroy(op, instance)
+
+    def manage_image_cache(self, max_unused_age: float) -> int:
+        self._ops()
+        if self.image_cache is None:
+            return 0
+        op = Operation("image-cache", "image_cache_cleanup", "image-cache-cleanup")
+        return len(self.image_cache.cleanup(op, max_unused_age))
+
+    def _remove_half_imported_images(self) -> None:
+        """A base VDI still 'importing' at start-up was cut off by a crash:
+        no build of this process can be using it."""
+        if self.image_cache is None:
+            return
+        op = Operation("image-cache", "image_cache_recover", "image-cache-recover")
+        try:
+            self.image_cache.remove_half_imported(op)
+        except exceptions.ComputeAgentError as e:
+            LOG.warning("Could not check the image cache for half-imported VDIs: %s", e)
 
     # -- queries ---------------------------------------------------------------------
     def get_info(self, instance: dict[str, Any]) -> InstanceInfo:
