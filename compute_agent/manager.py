@@ -25,6 +25,7 @@ State transitions (task_state is None in every stable state):
   reboot     active (SOFT), active|stopped|error (HARD)
                               -> rebooting[_hard]       -> active
   terminate  any but deleted  -> deleting               -> deleted (row kept)
+  snapshot   active|stopped   -> image_snapshot         -> as the power state shows
 
 On a failed start/stop/reboot the instance settles into what the hypervisor
 shows (running -> active, halted -> stopped, otherwise error); a failed
@@ -55,6 +56,7 @@ from compute_agent.compute.runner import (  # noqa: F401 - part of the manager's
     ServiceStopping,
     WrongHost,
 )
+from compute_agent.compute.snapshots import Snapshotter
 from compute_agent.compute.task_listener import TrackedTaskListener
 from compute_agent.compute.validation import validate_uuid
 from compute_agent.compute.workers import Workers
@@ -64,7 +66,7 @@ from compute_agent.driver.base import ComputeDriver
 
 LOG = logging.getLogger(__name__)
 
-RPC_API_VERSION = "1.1"
+RPC_API_VERSION = "1.3"
 
 
 class ComputeManager:
@@ -106,6 +108,8 @@ class ComputeManager:
         self._runner = RequestRunner(conf, db, driver, self.notifier, self.host, self._locks,
                                      self._workers, self._outcomes, self._stopping)
         self._builder = Builder(self._runner, self._build_slots)
+        self._snapshots = Snapshotter(conf, db, self._runner, driver)
+        self.recovery.discard_images = self._snapshots.discard_images
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -243,6 +247,14 @@ class ComputeManager:
                 return inst  # deleting twice is not an error
         return self._runner.accept(ctxt, instance_uuid, "terminate",
                                    lambda op, inst: self.driver.destroy(op, inst))
+
+    # ------------------------------------------------------------------ RPC 1.3: snapshot
+
+    def snapshot_instance(self, ctxt: RequestContext, instance_uuid: Any,
+                          image: Any) -> dict[str, Any]:
+        """Snapshot the instance's root disk into a new Glance image
+        (snapshots.py); answers ``{image_id}`` at once, the work runs on."""
+        return self._snapshots.accept(ctxt, instance_uuid, image)
 
     # ------------------------------------------------------------------ RPC 1.1: cancel
 

@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--hard", action="store_true",
                              help="hard power off / hard reboot")
 
+    snap = sub.add_parser("snapshot", help="snapshot an instance's root disk into a new "
+                          "Glance image (prints the image id)")
+    snap.add_argument("uuid")
+    snap.add_argument("name", help="name of the new image")
+    snap.add_argument("--host", default=None,
+                      help="agent host (default: asked from any agent)")
+    snap.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
+                      help="an image property (repeat)")
+    _add_wait(snap)
+
     hosts = sub.add_parser("hosts", help="compute hosts, their resources and liveness")
     hosts.add_argument("--ping", action="store_true", help="also ping every live host")
     return parser
@@ -254,6 +264,15 @@ class Client:
         host = self._host_of(args)
         return self._after(args, "delete", host,
                            self.api.terminate_instance(host, args.uuid, confirm=True))
+
+    def cmd_snapshot(self, args: argparse.Namespace) -> int:
+        host = self._host_of(args)
+        image = {**_parse_meta(args.property), "name": args.name}
+        answer = self.api.snapshot_instance(host, args.uuid, image)
+        self.out.data(answer)
+        if not args.wait:
+            return EXIT_OK
+        return self._wait(args, "snapshot", host, self.api.get_instance(host, args.uuid))
 
     def cmd_hosts(self, args: argparse.Namespace) -> int:
         hosts = list_hosts(self.conf, self.db)

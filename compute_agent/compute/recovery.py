@@ -90,6 +90,7 @@ class Recovery:
         host: str,
         locks: InstanceLocks | None = None,
         busy: Callable[[], set[str]] | None = None,
+        discard_images: Callable[[str], int] | None = None,
     ):
         self.conf = conf
         self.db = db
@@ -98,6 +99,8 @@ class Recovery:
         self.host = host
         self.locks = locks if locks is not None else InstanceLocks()
         self.busy = busy or set
+        # Deletes the unfinished snapshot images of an instance (snapshots.py).
+        self.discard_images = discard_images
         self._mine: set[str] = set()  # instances a recovery thread works on
         self._mine_lock = threading.Lock()
         self._stop = threading.Event()
@@ -296,6 +299,8 @@ class Recovery:
         if not decision.finished:
             timeout = timeout_of(self.conf, op_name)
             error = cause(uuid, task_state, op_name, outcomes, timeout)
+        if decision.discard_snapshot:
+            self._discard_snapshot(uuid, inst, request_id or rctxt.request_id)
         if decision.destroy:
             op = Operation(uuid, "destroy", request_id or rctxt.request_id,
                            timeout=timeout_of(self.conf, "destroy"))
@@ -343,6 +348,22 @@ class Recovery:
                     uuid, task_state, updated["vm_state"], power_state.name(
                         updated["power_state"]), f", fault {error.code}" if error else "")
         return decision.vm_state
+
+    def _discard_snapshot(self, uuid: str, inst: dict[str, Any], request_id: str) -> None:
+        """An interrupted snapshot: its snapshot VM and disks out of dom0,
+        its unfinished image out of Glance. Best effort: a failure is
+        logged, and the periodic recovery does not come back to it."""
+        op = Operation(uuid, "destroy", request_id, timeout=timeout_of(self.conf, "destroy"))
+        try:
+            self.driver.discard_snapshots(op, driver_view(inst))
+        except exceptions.ComputeAgentError as exc:
+            LOG.warning("Could not remove the snapshot of %s from dom0: %s", uuid, exc.message)
+        if self.discard_images is not None:
+            try:
+                self.discard_images(uuid)
+            except exceptions.ComputeAgentError as exc:
+                LOG.warning("Could not delete the unfinished image of %s: %s", uuid,
+                            exc.message)
 
     def _destroy(self, op: Operation, inst: dict[str, Any]) -> None:
         """driver.destroy, waiting out a dom0 operation on the VM that no

@@ -54,6 +54,9 @@ REQUESTS: dict[str, Request] = {
                 states.REBOOTING, "reboot_soft", states.ACTIVE),
         Request("terminate", "delete", "compute_terminate_instance", "destroy",
                 "destroy_timeout", states.DELETING, "terminate", states.DELETED),
+        # The instance keeps running: it settles into what its power state means.
+        Request("snapshot", "createImage", "compute_snapshot_instance", "snapshot",
+                "snapshot_timeout", states.IMAGE_SNAPSHOT, "snapshot", None),
     )
 }
 

@@ -51,5 +51,6 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "stop": (ACTIVE, ERROR, RESCUED),
     "reboot_soft": (ACTIVE,),
     "reboot_hard": (ACTIVE, STOPPED, ERROR),
+    "snapshot": (ACTIVE, STOPPED),
     "terminate": (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, RESCUED, RESIZED, ERROR),
 }

@@ -50,23 +50,22 @@ def _adapter_opts() -> list[cfg.Opt]:
     return opts
 
 
+# keystoneauth1's options, made once: registering and listing the same
+# objects keeps a config file, the sample and the docs in step. The chosen
+# auth plugin's own options (auth_url, username, password, project_name...
+# for auth_type = password) are registered by keystoneauth when it loads the
+# plugin, as for every OpenStack service.
+KEYSTONEAUTH_OPTS: list[cfg.Opt] = (
+    ks_loading.get_session_conf_options()
+    + ks_loading.get_auth_common_conf_options()
+    + _adapter_opts()
+)
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(glance_group)
-    conf.register_opts(GLANCE_OPTS, group=glance_group)
-    ks_loading.register_session_conf_options(conf, GROUP)
-    ks_loading.register_auth_conf_options(conf, GROUP)
-    ks_loading.register_adapter_conf_options(conf, GROUP, include_deprecated=False)
-    conf.set_default("service_type", SERVICE_TYPE, group=GROUP)
-    conf.set_default("valid_interfaces", VALID_INTERFACES, group=GROUP)
+    conf.register_opts(GLANCE_OPTS + KEYSTONEAUTH_OPTS, group=glance_group)
 
 
 def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
-    return {
-        glance_group: (
-            GLANCE_OPTS
-            + ks_loading.get_session_conf_options()
-            + ks_loading.get_auth_common_conf_options()
-            + ks_loading.get_auth_plugin_conf_options("password")
-            + _adapter_opts()
-        )
-    }
+    return {glance_group: GLANCE_OPTS + KEYSTONEAUTH_OPTS}

@@ -55,6 +55,13 @@ TASKS_OPTS = [
         min=1,
         help="Seconds destroying an instance may take.",
     ),
+    cfg.IntOpt(
+        "snapshot_timeout",
+        default=3600,
+        min=1,
+        help="Seconds a snapshot may take: the dom0 snapshot, streaming its root "
+        "disk to the image service and removing it from dom0.",
+    ),
     cfg.FloatOpt(
         "progress_write_interval",
         default=1.0,

@@ -17,7 +17,7 @@ exactly as XenAPI gives them), an unreachable dom0 as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -182,6 +182,23 @@ class ComputeDriver:
         """Shut the VM down hard and remove it and its disks (VDIs), leaving
         nothing behind. Idempotent: a missing VM is success."""
         raise NotImplementedError
+
+    def snapshot(self, op: Operation, instance: dict[str, Any],
+                 upload: Callable[[Iterable[bytes]], None]) -> None:
+        """Take a crash-consistent snapshot of the instance's root disk
+        (the VM keeps running) and hand its data, as a VHD, to
+        ``upload(chunks)``: an iterable of byte strings, each of bounded
+        size, never the whole disk in memory. Whatever happens, nothing of
+        the snapshot is left in the hypervisor afterwards. Raises
+        InstanceNotFound without a VM; an error ``upload`` raises
+        propagates. Drivers that cannot snapshot raise NotImplementedError
+        (the manager answers OPERATION_NOT_SUPPORTED)."""
+        raise NotImplementedError
+
+    def discard_snapshots(self, op: Operation, instance: dict[str, Any]) -> int:
+        """Remove what an interrupted ``snapshot`` of the instance left in
+        the hypervisor (recovery); returns how many snapshots. Idempotent."""
+        return 0
 
     def manage_image_cache(self, max_unused_age: float) -> int:
         """Remove cached images (base disks kept to clone root disks from)

@@ -5,6 +5,7 @@ Versions:
 * 1.0 — ping, build_instance, start_instance, stop_instance, reboot_instance,
   terminate_instance, get_instance, list_instances, get_host_status.
 * 1.1 — cancel_operation.
+* 1.3 — snapshot_instance (1.2 is reserved for the lifecycle methods).
 
 ``version_cap`` pins the highest version this client sends, so a scheduler
 can be upgraded before its agents: a method that needs more than the cap
@@ -28,6 +29,7 @@ import oslo_messaging
 from oslo_config import cfg
 
 from compute_agent import context as ca_context
+from compute_agent import exceptions
 from compute_agent.compute.validation import validate_instance, validate_uuid
 from compute_agent.rpc import errors, transport
 from compute_agent.rpc.serializer import JsonPayloadSerializer
@@ -120,6 +122,19 @@ class ComputeAPI:
         validate_uuid(instance_uuid)
         return self._call(ctxt, host, "cancel_operation", version="1.1",
                           instance_uuid=instance_uuid)
+
+    # ------------------------------------------------------------------ 1.3
+
+    def snapshot_instance(self, host: str, instance_uuid: str, image: dict,
+                          ctxt: Context = None) -> dict:
+        """-> {image_id} at once: the new Glance image the snapshot of the
+        instance's root disk streams into (task_state image_snapshot until
+        it is done; a failure deletes the image and adds a fault)."""
+        validate_uuid(instance_uuid)
+        if not isinstance(image, dict) or not isinstance(image.get("name"), str):
+            raise exceptions.InvalidInput("image", "must be an object with a name")
+        return self._call(ctxt, host, "snapshot_instance", version="1.3",
+                          instance_uuid=instance_uuid, image=image)
 
     # ------------------------------------------------------------------ plumbing
 

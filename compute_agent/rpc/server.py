@@ -119,6 +119,11 @@ class ComputeEndpoint:
     def cancel_operation(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.cancel_operation(ctxt, instance_uuid)
 
+    # -- 1.3 --------------------------------------------------------------------------
+    @_endpoint
+    def snapshot_instance(self, ctxt: Any, instance_uuid: Any, image: Any) -> dict[str, Any]:
+        return self.manager.snapshot_instance(ctxt, instance_uuid, image)
+
 
 def get_server(
     conf: cfg.ConfigOpts,

@@ -24,6 +24,7 @@ from compute_agent.driver.xenapi.image_import import ImageImporter
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.polling import PollingWaiter
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
+from compute_agent.driver.xenapi.snapshots import Snapshots, Upload
 from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
 from compute_agent.driver.xenapi.tasks import TaskRunner, TaskWaiter
 from compute_agent.driver.xenapi.transport import TLSSettings
@@ -65,6 +66,7 @@ class XenAPIDriver(ComputeDriver):
         self.host: str | None = None
         self.watcher: TaskWatcher | None = None
         self.image_cache: ImageCache | None = None
+        self.snapshots: Snapshots | None = None
         self.reconnect_listener: Callable[[], None] | None = None
         self._closed = threading.Event()
         self._reconnect_lock = threading.Lock()
@@ -104,6 +106,9 @@ class XenAPIDriver(ComputeDriver):
                                    self.image_cache, host),
         )
         self.host_info = HostInfo(self.pool, storage)
+        self.snapshots = Snapshots(self.pool, self.runner, host,
+                                   chunk_size=self.conf.glance.chunk_size_kb * 1024,
+                                   cleanup_timeout=float(tasks.destroy_timeout))
         self._remove_half_imported_images()
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
                  self.pool.coordinator.url, tasks.watcher_mode)
@@ -207,6 +212,19 @@ class XenAPIDriver(ComputeDriver):
         runner, vmops = self._ops()
         with runner.operation(op, self._timeout(op)):
             vmops.destroy(op, instance)
+
+    def snapshot(self, op: Operation, instance: dict[str, Any], upload: Upload) -> None:
+        runner, vmops = self._ops()
+        assert self.snapshots is not None
+        with runner.operation(op, self._timeout(op)):
+            vm, _ = vmops.require(instance)
+            self.snapshots.snapshot(op, vm, f"{instance['name']} snapshot", upload)
+
+    def discard_snapshots(self, op: Operation, instance: dict[str, Any]) -> int:
+        runner, _ = self._ops()
+        assert self.snapshots is not None
+        with runner.operation(op, self._timeout(op)):
+            return self.snapshots.discard(op, instance["uuid"])
 
     def manage_image_cache(self, max_unused_age: float) -> int:
         self._ops()

@@ -43,8 +43,8 @@ def test_list_opts_groups():
 def test_glance_takes_keystoneauth_options_and_defaults_to_the_image_service():
     conf = _fresh_conf()
     listed = {o.dest for _, o in _all_opts(include_library=True)}
-    for name in ("auth_type", "auth_url", "endpoint_override", "valid_interfaces", "cafile",
-                 "insecure", "region_name", "service_type", "username", "password"):
+    for name in ("auth_type", "auth_section", "endpoint_override", "valid_interfaces",
+                 "cafile", "insecure", "region_name", "service_type", "timeout"):
         assert name.replace("-", "_") in listed
     for name in ("auth_type", "endpoint_override", "valid_interfaces", "cafile", "insecure"):
         assert name in conf.glance
@@ -53,6 +53,24 @@ def test_glance_takes_keystoneauth_options_and_defaults_to_the_image_service():
     assert conf.glance.insecure is False  # TLS verified by default
     assert conf.image_cache.enabled is True
     assert conf.xenserver.image_handler == "stream"
+
+
+def test_glance_password_auth_reads_keystoneauth_plugin_options(tmp_path):
+    from keystoneauth1 import loading as ks_loading
+
+    path = tmp_path / "agent.conf"
+    path.write_text("[glance]\nauth_type = password\nauth_url = https://keystone.example/v3\n"
+                    "username = agent\npassword = secret\nproject_name = service\n"
+                    "user_domain_name = Default\nproject_domain_name = Default\n")
+    # A group of its own: loading the plugin registers its options in the
+    # group object, which the module-level glance_group would share.
+    conf = cfg.ConfigOpts()
+    conf.register_opts(glance.GLANCE_OPTS + glance.KEYSTONEAUTH_OPTS, group="glance")
+    conf(["--config-file", str(path)], project="compute-agent", default_config_files=[],
+         default_config_dirs=[])
+    auth = ks_loading.load_auth_from_conf_options(conf, "glance")
+    assert auth.auth_url == "https://keystone.example/v3"
+    assert conf.glance.password == "secret" and conf.glance.username == "agent"
 
 
 @pytest.mark.parametrize("group,opt", list(_all_opts()), ids=lambda v: getattr(v, "name", v))
