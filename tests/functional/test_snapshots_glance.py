@@ -22,8 +22,10 @@ import pytest
 from compute_agent import exceptions
 from compute_agent.db.api import Database
 from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.glance_fixture import GlanceProcess
-from tests.functional.glance_fixture import glance  # noqa: F401  (a fixture)
+from tests.functional.glance_fixture import (
+    GlanceProcess,
+    glance,  # noqa: F401  (a fixture)
+)
 from tests.functional.harness import AgentProcess, Rpc, SimProcess, sdk_session, wait_until
 
 pytestmark = pytest.mark.timeout(240)
