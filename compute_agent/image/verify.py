@@ -42,6 +42,9 @@ class VerifiedStream:
     def _next_raw(self) -> bytes | None:
         if self._pushed:
             return self._pushed.pop(0)
+        return self._read_source()
+
+    def _read_source(self) -> bytes | None:
         try:
             while True:
                 data = next(self._chunks)
@@ -69,7 +72,7 @@ class VerifiedStream:
         shorter), without consuming them."""
         got = b"".join(self._pushed)
         while len(got) < n:
-            data = self._next_raw()
+            data = self._read_source()
             if data is None:
                 break
             self._pushed.append(data)
