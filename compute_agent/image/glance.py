@@ -16,6 +16,7 @@ from typing import Any
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
+from keystoneauth1 import noauth
 
 from compute_agent import exceptions
 from compute_agent.image.meta import ImageMeta, pick_hash
@@ -98,6 +99,27 @@ class GlanceClient:
             meta.image_id, "GET", f"/v2/images/{meta.image_id}/file", stream=True))
         return VerifiedStream(meta.image_id, resp.iter_content(self.chunk_size), meta.size,
                               meta.hash_algo, meta.hash_value, close=resp.close)
+
+    def data_url(self, image_id: str) -> str:
+        """Where the image's data is, for a downloader other than this
+        client (the dom0 plugin)."""
+        try:
+            endpoint = self.adapter.get_endpoint()
+        except ks_exc.ClientException as e:
+            raise exceptions.ImageUnavailable(image_id, _reason(e)) from e
+        if not endpoint:
+            raise exceptions.ImageUnavailable(image_id, "no image service endpoint")
+        return f"{endpoint.rstrip('/')}/v2/images/{image_id}/file"
+
+    def token(self) -> str | None:
+        """The Keystone token requests carry, or None without Keystone."""
+        auth = self.adapter.auth or self.adapter.session.auth
+        if auth is None or isinstance(auth, noauth.NoAuth):
+            return None
+        try:
+            return self.adapter.get_token()
+        except ks_exc.ClientException as e:
+            raise exceptions.ImageUnavailable("glance", _reason(e)) from e
 
     # -- snapshots ------------------------------------------------------------------
     def create(self, properties: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from compute_agent.driver.task_status import TaskState
 from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.image_cache import ImageCache
 from compute_agent.driver.xenapi.image_disks import ImageDisks
-from compute_agent.driver.xenapi.image_import import ImageImporter
+from compute_agent.driver.xenapi.image_dom0 import Dom0ImageImporter
+from compute_agent.driver.xenapi.image_import import ImageImporter, Importer
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.polling import PollingWaiter
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
@@ -94,7 +95,9 @@ class XenAPIDriver(ComputeDriver):
         )
         storage = Storage(self.pool, self.runner, sr_filter, host)
         images = ImageService.from_conf(self.conf)
-        importer = ImageImporter(self.pool, self.runner, images)
+        importer: Importer = (
+            Dom0ImageImporter(self.pool, self.runner, images)
+            if xs.image_handler == "dom0" else ImageImporter(self.pool, self.runner, images))
         self.image_cache = (ImageCache(self.pool, self.runner, importer, host)
                             if self.conf.image_cache.enabled else None)
         self.vmops = VMOps(

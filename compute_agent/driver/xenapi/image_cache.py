@@ -24,7 +24,7 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation
 from compute_agent.driver.xenapi import ownership
-from compute_agent.driver.xenapi.image_import import ImageImporter
+from compute_agent.driver.xenapi.image_import import Importer
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.tasks import TaskRunner
 from compute_agent.image.meta import ImageMeta
@@ -53,7 +53,7 @@ def is_base(rec: dict[str, Any], agent_host: str) -> bool:
 
 
 class ImageCache:
-    def __init__(self, pool: SessionPool, runner: TaskRunner, importer: ImageImporter,
+    def __init__(self, pool: SessionPool, runner: TaskRunner, importer: Importer,
                  agent_host: str):
         self.pool = pool
         self.runner = runner

@@ -16,7 +16,7 @@ from typing import Any
 from compute_agent.driver.base import Operation
 from compute_agent.driver.xenapi import ownership
 from compute_agent.driver.xenapi.image_cache import ImageCache
-from compute_agent.driver.xenapi.image_import import ImageImporter
+from compute_agent.driver.xenapi.image_import import Importer
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.storage import ROOT_USERDEVICE, GiB, Storage, vbd_record
 from compute_agent.driver.xenapi.tasks import TaskRunner
@@ -27,7 +27,7 @@ LOG = logging.getLogger(__name__)
 
 class ImageDisks:
     def __init__(self, pool: SessionPool, runner: TaskRunner, storage: Storage,
-                 images: ImageService, importer: ImageImporter, cache: ImageCache | None,
+                 images: ImageService, importer: Importer, cache: ImageCache | None,
                  agent_host: str):
         self.pool = pool
         self.runner = runner

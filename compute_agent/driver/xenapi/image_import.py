@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation
@@ -34,6 +34,14 @@ class ImportedImage:
     vdi: str
     virtual_size: int
     digest: str  # the verified digest ("" when the source named none)
+
+
+class Importer(Protocol):
+    """An image handler: ImageImporter (stream) or Dom0ImageImporter (dom0)."""
+
+    def import_image(self, op: Operation, meta: ImageMeta, sr: str, name: str,
+                     other_config: dict[str, str], max_size: int | None,
+                     on_created: Callable[[str], None] | None = None) -> ImportedImage: ...
 
 
 def round_up(size: int, unit: int = SECTOR) -> int:

@@ -29,11 +29,11 @@ GiB = 1024 * MiB
 
 @pytest.fixture
 def images_driver(sim, glance, make_driver, listener, conf_overrides):  # noqa: F811
-    def make(cache: bool = True):
+    def make(cache: bool = True, handler: str = "stream"):
         conf_overrides("glance", auth_type="none", endpoint_override=glance.url,
                        chunk_size_kb=256)
         conf_overrides("image_cache", enabled=cache)
-        return make_driver(sim.url, listener=listener)
+        return make_driver(sim.url, listener=listener, image_handler=handler)
     return make
 
 
@@ -87,12 +87,13 @@ def cache_vdis(xapi) -> dict[str, dict]:
 
 @pytest.mark.parametrize("disk_format", ["raw", "vhd"])
 @pytest.mark.parametrize("cache", [True, False], ids=["cache", "nocache"])
+@pytest.mark.parametrize("handler", ["stream", "dom0"])
 def test_boot_from_glance_image_holds_exactly_its_bytes(
-        sim, xapi, glance, images_driver, listener, disk_format, cache):  # noqa: F811
+        sim, xapi, glance, images_driver, listener, disk_format, cache, handler):  # noqa: F811
     data = image_bytes()
     payload = data if disk_format == "raw" else dynamic_vhd(data)
     image = glance.create_image(payload, disk_format=disk_format)
-    driver = images_driver(cache=cache)
+    driver = images_driver(cache=cache, handler=handler)
     inst = boot(driver, {"id": image["id"]})
     vdi = root_vdi(xapi, inst)
     assert disk_head(sim, xapi, vdi, len(data) + MiB) == data + bytes(MiB)
