@@ -37,7 +37,6 @@ import threading
 import xmlrpc.client
 from typing import TYPE_CHECKING
 
-from xapisim import sr_files
 from xapisim.errors import XenAPIError
 
 if TYPE_CHECKING:
@@ -104,7 +103,6 @@ def call(sim: SimServices, host: str, session_ref: str, plugin: str, fn: str,
     business)."""
     path = find(sim, plugin)
     root = dom0_root(sim, host)
-    sr_files.ensure_mounts(sim, host)
     request = xmlrpc.client.dumps((session_ref, dict(args)), fn)
     proc = subprocess.Popen(
         [sys.executable, str(path), request],

@@ -26,7 +26,7 @@ from xapisim import plugins, vdi_data, vhd
 from xapisim.vdi_records import new_vdi
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
 
 LOG = logging.getLogger("xapisim")
 
@@ -34,7 +34,7 @@ FILE_SR_TYPES = frozenset({"ext", "nfs", "file"})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def _serving_host(sim: Simulator, sr: str) -> str | None:
+def _serving_host(sim: SimServices, sr: str) -> str | None:
     store = sim.store
     with store.lock:
         for pbd in store.raw("SR", sr)["PBDs"]:
@@ -44,7 +44,7 @@ def _serving_host(sim: Simulator, sr: str) -> str | None:
     return None
 
 
-def mount_dir(sim: Simulator, sr: str) -> pathlib.Path | None:
+def mount_dir(sim: SimServices, sr: str) -> pathlib.Path | None:
     """``<dom0 root>/var/run/sr-mount/<sr-uuid>`` of a file-based SR
     attached somewhere (created if missing); None for other SRs."""
     store = sim.store
@@ -59,7 +59,7 @@ def mount_dir(sim: Simulator, sr: str) -> pathlib.Path | None:
     return path
 
 
-def ensure_mounts(sim: Simulator, host: str) -> None:
+def ensure_mounts(sim: SimServices, host: str) -> None:
     """The mount directories of the file-based SRs attached on ``host``,
     as a real dom0 has them while the PBDs are plugged (a plugin about to
     run may write there)."""
@@ -72,7 +72,7 @@ def ensure_mounts(sim: Simulator, host: str) -> None:
         mount_dir(sim, sr)
 
 
-def scan(sim: Simulator, sr: str) -> list[str]:
+def scan(sim: SimServices, sr: str) -> list[str]:
     """Introduce the ``<uuid>.vhd`` files of the SR's mount directory that
     are not VDIs yet; returns the new VDI refs. A file that is not a valid
     VHD is left alone (logged), as the SM skips it."""
@@ -94,7 +94,7 @@ def scan(sim: Simulator, sr: str) -> list[str]:
     return made
 
 
-def _introduce(sim: Simulator, sr: str, path: pathlib.Path, uuid: str) -> str:
+def _introduce(sim: SimServices, sr: str, path: pathlib.Path, uuid: str) -> str:
     tmp = vdi_data.temp_path(sim, uuid)
     try:
         with open(path, "rb") as f:

@@ -11,7 +11,7 @@ by those libraries and are not redefined here.
 
 from oslo_config import cfg
 
-from compute_agent.conf import database, default, glance, image_cache, tasks, xenserver
+from compute_agent.conf import database, default, glance, image_cache, libvirt, tasks, xenserver
 
 CONF = cfg.CONF
 
@@ -19,6 +19,7 @@ default.register_opts(CONF)
 database.register_opts(CONF)
 xenserver.register_opts(CONF)
 tasks.register_opts(CONF)
+libvirt.register_opts(CONF)
 glance.register_opts(CONF)
 image_cache.register_opts(CONF)
 

@@ -7,9 +7,9 @@ namespaces (see etc/compute-agent/compute-agent-config-generator.conf).
 
 from oslo_config import cfg
 
-from compute_agent.conf import database, default, glance, image_cache, tasks, xenserver
+from compute_agent.conf import database, default, glance, image_cache, libvirt, tasks, xenserver
 
-_MODULES = (default, database, xenserver, tasks, glance, image_cache)
+_MODULES = (default, database, xenserver, tasks, libvirt, glance, image_cache)
 
 
 def list_opts() -> list[tuple[str | cfg.OptGroup, list[cfg.Opt]]]:

@@ -5,7 +5,16 @@ import socket
 import pytest
 from oslo_config import cfg
 
-from compute_agent.conf import database, default, glance, image_cache, opts, tasks, xenserver
+from compute_agent.conf import (
+    database,
+    default,
+    glance,
+    image_cache,
+    libvirt,
+    opts,
+    tasks,
+    xenserver,
+)
 
 
 def _keystoneauth_names() -> set[str]:
@@ -26,7 +35,7 @@ def _all_opts(include_library: bool = False):
 
 def _fresh_conf(args=(), files=()):
     conf = cfg.ConfigOpts()
-    for module in (default, database, xenserver, tasks, glance, image_cache):
+    for module in (default, database, xenserver, tasks, libvirt, glance, image_cache):
         module.register_opts(conf)
     argv = list(args)
     for path in files:
@@ -37,7 +46,8 @@ def _fresh_conf(args=(), files=()):
 
 def test_list_opts_groups():
     names = [g if isinstance(g, str) else g.name for g, _ in opts.list_opts()]
-    assert names == ["DEFAULT", "database", "xenserver", "tasks", "glance", "image_cache"]
+    assert names == ["DEFAULT", "database", "xenserver", "tasks", "libvirt", "glance",
+                     "image_cache"]
 
 
 def test_glance_takes_keystoneauth_options_and_defaults_to_the_image_service():
@@ -146,7 +156,9 @@ def test_config_file_values(tmp_path):
 
 @pytest.mark.parametrize("section,line", [
     ("DEFAULT", "concurrency_backend = asyncio"),
-    ("DEFAULT", "compute_driver = libvirt"),
+    ("DEFAULT", "compute_driver = vmware"),
+    ("libvirt", "virt_type = lxc"),
+    ("libvirt", "volume_format = vmdk"),
     ("DEFAULT", "max_concurrent_builds = 0"),
     ("tasks", "watcher_mode = sometimes"),
     ("xenserver", "connection_url = ftp://dom0"),
