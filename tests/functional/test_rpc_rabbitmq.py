@@ -14,6 +14,7 @@ import pytest
 from compute_agent import exceptions
 from compute_agent.db import migration
 from compute_agent.db.api import Database
+from compute_agent.rpc import transport
 from tests.functional.harness import RABBIT, AgentProcess, Rpc
 
 SETTLE_S = 20  # bound for an operation to settle; never a speed assertion
@@ -270,7 +271,8 @@ def test_wire_protocol_as_documented(env):
     reply = raw_call(agent, "cancel_operation", {"instance_uuid": body["uuid"]}, "1.1")
     assert reply["result"] == {"instance_uuid": body["uuid"], "task_state": None,
                                "cancelled": False}
-    reply = raw_call(agent, "ping", {}, version="1.2")
+    major, minor = transport.RPC_API_VERSION.split(".")
+    reply = raw_call(agent, "ping", {}, version=f"{major}.{int(minor) + 1}")
     assert json.loads(reply["failure"])["class"] == "UnsupportedVersion"
 
 
