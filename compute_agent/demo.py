@@ -8,8 +8,9 @@ manager, XenAPI driver, periodic jobs) runs in this process. A client using
 the same ComputeAPI a scheduler would boots three instances and walks them
 through stop, start, soft and hard reboot and delete, printing every state
 change; it also boots twice from an image served over in-process HTTP, the
-second time from the per-SR image cache (demo_images.py). At the end the simulator's VMs and disks are checked against the
-database. Exit status 0 when everything matched.
+second time from the per-SR image cache (demo_images.py). At the end the
+simulator's VMs and disks are checked against the database. Exit status 0
+when everything matched.
 """
 
 from __future__ import annotations
