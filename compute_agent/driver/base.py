@@ -30,7 +30,7 @@ REBOOT_TYPES = (REBOOT_SOFT, REBOOT_HARD)
 
 # Instance operations a driver may implement (capabilities() lists those it does).
 INSTANCE_OPERATIONS = ("spawn", "power_on", "power_off", "reboot", "destroy", "pause",
-                       "unpause", "suspend", "resume")
+                       "unpause", "suspend", "resume", "snapshot")
 
 # Keys of the dict get_host_resources returns (the compute_nodes columns).
 HOST_RESOURCE_KEYS = (
