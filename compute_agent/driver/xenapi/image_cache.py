@@ -38,6 +38,8 @@ SELF = "compute_agent_image_vdi"  # the base's own uuid
 LAST_USED = "compute_agent_image_last_used"  # unix time, as a string
 SIZE = "compute_agent_image_size"  # the image's virtual size in bytes
 BASE = "compute_agent_image_base"  # on a clone: the uuid of its base
+GROWN = "compute_agent_image_grown_to"  # on a base grown past the image: its size
+GiB = 1024**3
 IMPORTING, READY = "importing", "ready"
 
 
@@ -75,22 +77,38 @@ class ImageCache:
         recs = self.pool.call("VDI.get_all_records_where", where)
         return {ref: rec for ref, rec in recs.items() if is_base(rec, self.agent_host)}
 
-    def find_ready(self, sr: str, meta: ImageMeta) -> tuple[str, dict[str, Any]] | None:
-        for ref, rec in sorted(self._bases(sr).items()):
+    @staticmethod
+    def _match(bases: dict[str, dict[str, Any]], meta: ImageMeta,
+               grown_to: int | None = None) -> tuple[str, dict[str, Any]] | None:
+        """The ready base of the image: the image-sized one (``grown_to``
+        None) or the one grown to ``grown_to`` bytes."""
+        want = None if grown_to is None else str(grown_to)
+        for ref, rec in sorted(bases.items()):
             oc = rec.get("other_config") or {}
             if oc.get(KEY) == meta.cache_key and oc.get(VERSION) == meta.version \
-                    and oc.get(STATE) == READY and oc.get(SELF) == rec.get("uuid"):
+                    and oc.get(STATE) == READY and oc.get(SELF) == rec.get("uuid") \
+                    and oc.get(GROWN) == want:
                 return ref, rec
         return None
 
+    def find_ready(self, sr: str, meta: ImageMeta) -> tuple[str, dict[str, Any]] | None:
+        return self._match(self._bases(sr), meta)
+
     # -- builds ------------------------------------------------------------------------
     def clone_for(self, op: Operation, meta: ImageMeta, sr: str, max_size: int,
-                  disk_marks: dict[str, str], name: str) -> tuple[str, int]:
+                  disk_marks: dict[str, str], name: str, root: int = 0) -> tuple[str, int]:
         """A new VDI cloned from the image's ready base on ``sr`` (imported
-        first if there is none), marked with ``disk_marks``. Returns (vdi,
-        the image's virtual size)."""
+        first if there is none), marked with ``disk_marks``; at least
+        ``root`` bytes large when ``root`` exceeds the image. Returns (vdi,
+        its virtual size).
+
+        A disk larger than the image comes from a second base: the image's
+        base cloned and grown to that size once, then cloned for every
+        build of that size, so such a build costs one clone, as a blank
+        disk costs one create."""
         with self._lock(sr, meta.cache_key):
-            found = self.find_ready(sr, meta)
+            bases = self._bases(sr)
+            found = self._match(bases, meta)
             if found is None:
                 base, size = self._import_base(op, meta, sr, max_size)
             else:
@@ -99,14 +117,40 @@ class ImageCache:
                            found[1].get("virtual_size") or 0)
                 if size > max_size:
                     raise exceptions.FlavorDiskTooSmall(meta.image_id, size, max_size)
-            self._set(base, LAST_USED, str(int(time.time())))
-            base_uuid = self.pool.call("VDI.get_uuid", base)
-            clone = self.runner.run(op, "VDI.clone", base, {})
+            now = str(int(time.time()))
+            self._set(base, LAST_USED, now)
+            source = base
+            if root > size:
+                grown = self._match(bases, meta, root)
+                source = grown[0] if grown else self._grow(op, meta, base, root)
+                size = root
+                self._set(source, LAST_USED, now)
+            clone = self.runner.run(op, "VDI.clone", source, {})
             # The clone carries the base's marks: make it the instance's disk
             # before anything else (the build's clean-up finds it by these).
-            self.pool.call("VDI.set_other_config", clone, {**disk_marks, BASE: base_uuid})
+            self.pool.call("VDI.set_other_config", clone,
+                           {**disk_marks, BASE: self.pool.call("VDI.get_uuid", source)})
             self.pool.call("VDI.set_name_label", clone, name)
         return clone, size
+
+    def _grow(self, op: Operation, meta: ImageMeta, base: str, size: int) -> str:
+        """A base of the image grown to ``size`` bytes: a clone of the
+        image's base, marked (importing until grown), resized."""
+        grown = self.runner.run(op, "VDI.clone", base, {})
+        try:
+            uuid = self.pool.call("VDI.get_uuid", grown)
+            marks = {**base_marks(meta, self.agent_host), SELF: uuid, SIZE: str(size),
+                     GROWN: str(size), BASE: self.pool.call("VDI.get_uuid", base)}
+            self.pool.call("VDI.set_other_config", grown, marks)
+            self.pool.call("VDI.set_name_label", grown,
+                           f"image {meta.name or meta.image_id} (cache, {size // GiB} GiB)"
+                           if size % GiB == 0 else f"image {meta.image_id} (cache, {size} B)")
+            self.runner.run(op, "VDI.resize", grown, str(size))
+            self._set(grown, STATE, READY)
+        except BaseException:
+            self._destroy_quietly(op, grown)
+            raise
+        return grown
 
     def _import_base(self, op: Operation, meta: ImageMeta, sr: str,
                      max_size: int) -> tuple[str, int]:
@@ -156,6 +200,12 @@ class ImageCache:
             LOG.info("Removed %d half-imported image cache VDI(s)", len(gone))
         return gone
 
+    def _orphan_copy(self, rec: dict[str, Any]) -> bool:
+        oc = rec.get("other_config") or {}
+        return bool(oc.get(KEY)) and oc.get(ownership.HOST_KEY) == self.agent_host \
+            and oc.get(SELF) not in (None, rec.get("uuid")) \
+            and not oc.get(ownership.INSTANCE_KEY)
+
     def cleanup(self, op: Operation, max_unused_age: float) -> list[str]:
         """Destroy ready bases that no VDI was cloned from and that no build
         used for ``max_unused_age`` seconds."""
@@ -164,6 +214,12 @@ class ImageCache:
         now = time.time()
         gone = []
         for ref, rec in sorted(recs.items()):
+            if self._orphan_copy(rec):
+                # a clone the agent died before marking as a disk or base
+                with self._lock(rec.get("SR", ""), (rec.get("other_config") or {}).get(KEY, "")):
+                    self._destroy_quietly(op, ref)
+                gone.append(ref)
+                continue
             if not is_base(rec, self.agent_host):
                 continue
             oc = rec.get("other_config") or {}

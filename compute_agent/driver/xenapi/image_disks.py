@@ -46,7 +46,7 @@ class ImageDisks:
                                 **{ownership.DISK_KEY: "root"})
         name = f"{instance['name']} root"
         if self.cache is not None:
-            vdi, size = self.cache.clone_for(op, meta, sr, root or 2**63, marks, name)
+            vdi, size = self.cache.clone_for(op, meta, sr, root or 2**63, marks, name, root)
         else:
             imported = self.importer.import_image(op, meta, sr, name, marks, max_size)
             vdi, size = imported.vdi, imported.virtual_size

@@ -105,7 +105,8 @@ def test_boot_from_glance_image_holds_exactly_its_bytes(
     finished = {a[1]: a[2] for a in listener.of("finished")}
     imports = [a[1] for a in started if a[0] == "spawn"]
     assert any(finished.get(ref) == "success" for ref in imports)
-    assert (len(cache_vdis(xapi)) == 1) is cache
+    # the image's base and the base grown to the flavor's 1 GiB
+    assert len(cache_vdis(xapi)) == (2 if cache else 0)
     driver.destroy(op_for(inst, "destroy"), inst)
     assert set(vdis(xapi)) == set(cache_vdis(xapi))
 
@@ -118,14 +119,25 @@ def test_second_build_downloads_nothing_and_clones_the_cached_base(
     first = boot(driver, {"id": image["id"]})
     second = boot(driver, {"id": image["id"]}, root_gb=2)
     assert glance.downloads(image["id"]) == 1
-    (base, rec), = cache_vdis(xapi).items()
-    oc = rec["other_config"]
-    assert oc[image_cache.STATE] == "ready" and oc[image_cache.KEY] == image["id"]
-    assert oc[image_cache.VERSION] == hashlib.sha512(data).hexdigest()
-    for inst in (first, second):
+    bases = {rec["other_config"].get(image_cache.GROWN): rec
+             for rec in cache_vdis(xapi).values()}
+    # the image-sized base, and one grown to each root size, cloned from it
+    assert set(bases) == {None, str(1 * GiB), str(2 * GiB)}
+    for rec in bases.values():
+        oc = rec["other_config"]
+        assert oc[image_cache.STATE] == "ready" and oc[image_cache.KEY] == image["id"]
+        assert oc[image_cache.VERSION] == hashlib.sha512(data).hexdigest()
+    for size in (str(1 * GiB), str(2 * GiB)):
+        assert bases[size]["other_config"][image_cache.BASE] == bases[None]["uuid"]
+    for inst, size in ((first, 1 * GiB), (second, 2 * GiB)):
         vdi = root_vdi(xapi, inst)
-        assert xapi.xenapi.VDI.get_other_config(vdi)[image_cache.BASE] == rec["uuid"]
+        assert xapi.xenapi.VDI.get_other_config(vdi)[image_cache.BASE] == \
+            bases[str(size)]["uuid"]
         assert disk_head(sim, xapi, vdi, len(data)) == data
+    # a third build of a known size is one clone of its grown base
+    third = boot(driver, {"id": image["id"]})
+    assert len(cache_vdis(xapi)) == 3 and glance.downloads(image["id"]) == 1
+    assert disk_head(sim, xapi, root_vdi(xapi, third), len(data)) == data
     assert int(xapi.xenapi.VDI.get_virtual_size(root_vdi(xapi, second))) == 2 * GiB
 
 
@@ -136,7 +148,7 @@ def test_concurrent_builds_of_a_new_image_download_it_once(
     with ThreadPoolExecutor(5) as pool:
         insts = list(pool.map(lambda _: boot(driver, {"id": image["id"]}), range(5)))
     assert glance.downloads(image["id"]) == 1
-    assert len(cache_vdis(xapi)) == 1
+    assert len(cache_vdis(xapi)) == 2  # the image's base and the 1 GiB one
     assert len({root_vdi(xapi, i) for i in insts}) == 5
 
 
@@ -149,7 +161,7 @@ def test_boot_from_an_http_url(sim, xapi, images_driver):
         again = boot(driver, {"url": f"{base}/disk.img", "disk_format": "raw"})
     for i in (inst, again):
         assert disk_head(sim, xapi, root_vdi(xapi, i), len(data)) == data
-    assert len(cache_vdis(xapi)) == 1
+    assert len(cache_vdis(xapi)) == 2
 
 
 def _fails_clean(xapi, driver, image: dict, error: type, root_gb: int = 1):
@@ -205,8 +217,23 @@ def test_cache_cleanup_keeps_used_bases_and_removes_unused_ones(
     assert driver.image_cache.cleanup(op, max_unused_age=0) == []  # a disk was cloned from it
     driver.destroy(op_for(inst, "destroy"), inst)
     assert driver.image_cache.cleanup(op, max_unused_age=3600) == []  # used too recently
+    # the grown base goes first; then nothing is cloned from the image's base
+    assert len(driver.image_cache.cleanup(op, max_unused_age=0)) == 1
     assert len(driver.image_cache.cleanup(op, max_unused_age=0)) == 1
     assert cache_vdis(xapi) == {} and vdis(xapi) == {}
+
+
+def test_a_clone_the_agent_died_before_marking_is_cleaned_up(xapi, glance, images_driver):  # noqa: F811
+    image = glance.create_image(image_bytes())
+    driver = images_driver()
+    boot(driver, {"id": image["id"]})
+    x = xapi.xenapi
+    base = next(r for r, rec in cache_vdis(xapi).items()
+                if image_cache.GROWN not in rec["other_config"])
+    orphan = x.VDI.clone(base, {})  # carries the base's marks, with the base's uuid
+    op = Operation("image-cache", "image_cache_cleanup", "req-orphans")
+    assert driver.image_cache.cleanup(op, max_unused_age=3600) == [orphan]
+    assert orphan not in vdis(xapi) and base in vdis(xapi)
 
 
 def test_half_imported_cache_vdi_is_removed_and_never_used(
