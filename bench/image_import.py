@@ -172,21 +172,29 @@ def main(argv: list[str] | None = None) -> int:
             image = glance.create_image(path, name=f"bench-{label}")
             path.unlink()
             meta = disks.images.meta({"id": image["id"]})
-            op = Operation(f"bench-{label}", "spawn", f"req-{uuidlib.uuid4()}")
-            with RSSPeak() as rss:
-                started = time.monotonic()
-                imported = disks.importer.import_image(op, meta, sr, "bench", {}, None)
-                agent_s = time.monotonic() - started
-            x.VDI.destroy(imported.vdi)
-            target = new_vdi(mib * MiB)
-            plain_s = plain_copy(glance.url, image["id"], sim_url, xapi._session, target,
-                                 mib * MiB)
-            x.VDI.destroy(target)
-            results[label] = (mib, agent_s, plain_s, rss.growth)
+            # alternated, best of two each: page cache and writeback weigh
+            # on whichever runs at the wrong moment
+            agent_runs, plain_runs, growths = [], [], []
+            for attempt in range(2):
+                target = new_vdi(mib * MiB)
+                plain_runs.append(plain_copy(glance.url, image["id"], sim_url, xapi._session,
+                                             target, mib * MiB))
+                x.VDI.destroy(target)
+                op = Operation(f"bench-{label}-{attempt}", "spawn", f"req-{uuidlib.uuid4()}")
+                with RSSPeak() as rss:
+                    started = time.monotonic()
+                    imported = disks.importer.import_image(op, meta, sr, "bench", {}, None)
+                    agent_runs.append(time.monotonic() - started)
+                growths.append(rss.growth)
+                x.VDI.destroy(imported.vdi)
+            agent_s, plain_s = min(agent_runs), min(plain_runs)
+            # the second import's: the first also pays one-time costs (imports,
+            # thread stacks) that have nothing to do with the image's size
+            results[label] = (mib, agent_s, plain_s, growths[-1])
 
         print(f"{'image':>8} {'agent MB/s':>11} {'plain MB/s':>11} {'ratio':>6} "
               f"{'peak RSS growth':>16}")
-        for label, (mib, agent_s, plain_s, growth) in results.items():
+        for mib, agent_s, plain_s, growth in results.values():
             agent_mbs = mib * MiB / agent_s / 1e6
             plain_mbs = mib * MiB / plain_s / 1e6
             print(f"{mib:>5}MiB {agent_mbs:>11.1f} {plain_mbs:>11.1f} "

@@ -11,7 +11,10 @@ Memory: the chunk in hand plus the one held back.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from compute_agent import exceptions
 
@@ -117,3 +120,52 @@ class VerifiedStream:
 def _reason(e: BaseException) -> str:
     text = str(e) or e.__class__.__name__
     return f"{e.__class__.__name__}: {text}"[:300]
+
+
+_END = object()
+
+
+def read_ahead(chunks: Iterable[bytes], depth: int = 2) -> Iterator[bytes]:
+    """``chunks`` read by a thread of its own, at most ``depth`` pieces
+    ahead of the consumer: the download (and its hashing) overlaps the
+    upload instead of alternating with it. Memory: ``depth`` + 1 pieces.
+    An error of the source reaches the consumer in order, after the pieces
+    before it; a consumer that stops early stops the reader."""
+    pieces: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                pieces.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(_END)
+        except BaseException as e:  # handed to the consumer
+            put(e)
+        finally:
+            close = getattr(chunks, "close", None)
+            if stop.is_set() and close is not None:
+                close()
+
+    thread = threading.Thread(target=reader, name="image-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = pieces.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(5.0)

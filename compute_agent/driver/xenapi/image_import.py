@@ -23,6 +23,7 @@ from compute_agent.driver.xenapi.transfer_tasks import run_transfer
 from compute_agent.image import vhd_footer
 from compute_agent.image.meta import ImageMeta
 from compute_agent.image.service import ImageService
+from compute_agent.image.verify import read_ahead
 
 LOG = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class ImageImporter:
                 query = {"session_id": sess.handle(), "vdi": vdi,
                          "format": meta.disk_format, "task_id": task_ref}
                 return put_stream(sess.url, self.pool.settings.tls, "/import_raw_vdi",
-                                  query, stream, int(meta.size or 0))
+                                  query, read_ahead(stream), int(meta.size or 0))
 
         run_transfer(self.runner, op, f"Import image {meta.image_id}", work)
 

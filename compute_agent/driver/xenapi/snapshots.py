@@ -23,6 +23,7 @@ from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.storage import ROOT_USERDEVICE
 from compute_agent.driver.xenapi.tasks import TaskRunner
 from compute_agent.driver.xenapi.transfer_tasks import run_transfer
+from compute_agent.image.verify import read_ahead
 
 LOG = logging.getLogger(__name__)
 
@@ -59,8 +60,9 @@ class Snapshots:
             with self.pool.session() as sess:
                 query = {"session_id": sess.handle(), "vdi": vdi, "format": "vhd",
                          "task_id": task_ref}
-                upload(get_stream(sess.url, self.pool.settings.tls, "/export_raw_vdi", query,
-                                  chunk_size=self.chunk_size))
+                upload(read_ahead(get_stream(sess.url, self.pool.settings.tls,
+                                             "/export_raw_vdi", query,
+                                             chunk_size=self.chunk_size)))
 
         run_transfer(self.runner, op, "Export snapshot", work)
 

@@ -57,7 +57,8 @@ def run_transfer(runner: TaskRunner, op: Operation, label: str,
     ref = runner.pool.call("task.create", label, f"{op.name} of {op.instance_uuid}")
     tracked = runner.waiter.track(ref)
     try:
-        uuid = tracked.known_uuid(0.2) or runner._lookup_uuid(ref)
+        # one quick read: the watcher may not have seen the new task yet
+        uuid = tracked.known_uuid(0.0) or runner._lookup_uuid(ref)
         runner._notify("task_started", op, ref, uuid, host_of(runner.pool.url))
     except BaseException:
         tracked.forget()

@@ -101,3 +101,29 @@ def test_snapshot_image_properties():
         with pytest.raises(exceptions.InvalidInput) as e:
             image_properties(bad, "u")
         assert e.value.params[0] == field
+
+
+def test_read_ahead_keeps_order_and_passes_the_error_after_the_pieces_before_it():
+    from compute_agent.image.verify import read_ahead
+
+    def source():
+        yield b"1"
+        yield b"2"
+        raise exceptions.ImageUnavailable("img", "cut")
+
+    got = []
+    with pytest.raises(exceptions.ImageUnavailable):
+        for piece in read_ahead(source(), depth=1):
+            got.append(piece)
+    assert got == [b"1", b"2"]
+    assert list(read_ahead(iter([b"a", b"b", b"c"]))) == [b"a", b"b", b"c"]
+
+
+def test_read_ahead_stops_its_reader_when_the_consumer_stops():
+    from compute_agent.image.verify import read_ahead
+
+    s = VerifiedStream("img", iter([b"x"] * 100), 100)
+    it = read_ahead(s, depth=2)
+    assert next(it) == b"x"
+    it.close()
+    assert s.closed  # the reader closed the source
