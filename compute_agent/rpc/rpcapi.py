@@ -7,6 +7,8 @@ Versions:
 * 1.1 — cancel_operation.
 * 1.3 — snapshot_instance (1.2 is reserved for the lifecycle methods).
 
+* 1.5 — get_vnc_console, get_console_output, get_diagnostics (issue 11).
+
 ``version_cap`` pins the highest version this client sends, so a scheduler
 can be upgraded before its agents: a method that needs more than the cap
 raises UNSUPPORTED_VERSION locally instead of confusing an old agent.
@@ -135,6 +137,29 @@ class ComputeAPI:
             raise exceptions.InvalidInput("image", "must be an object with a name")
         return self._call(ctxt, host, "snapshot_instance", version="1.3",
                           instance_uuid=instance_uuid, image=image)
+
+    # ------------------------------------------------------------------ 1.5
+
+    def get_vnc_console(self, host: str, instance_uuid: str, ctxt: Context = None) -> dict:
+        """-> {instance_uuid, protocol: "vnc", url, token, expires_at}: a noVNC
+        URL through compute-agent-novncproxy, usable once, until expires_at."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_vnc_console", version="1.5",
+                          instance_uuid=instance_uuid)
+
+    def get_console_output(self, host: str, instance_uuid: str, tail_length: int | None = None,
+                           ctxt: Context = None) -> dict:
+        """-> {instance_uuid, output, truncated}: the end of the guest's
+        console log (the last ``tail_length`` lines when given)."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_console_output", version="1.5",
+                          instance_uuid=instance_uuid, tail_length=tail_length)
+
+    def get_diagnostics(self, host: str, instance_uuid: str, ctxt: Context = None) -> dict:
+        """-> the instance's latest figures (docs/metrics.md has the shape)."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_diagnostics", version="1.5",
+                          instance_uuid=instance_uuid)
 
     # ------------------------------------------------------------------ plumbing
 

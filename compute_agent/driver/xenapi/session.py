@@ -148,14 +148,6 @@ class XenAPISession:
             self.coordinator.logged_in_at(url)
             return
 
-    def handle(self) -> str:
-        """The session reference (logging in first if needed), for xapi's
-        HTTP handlers (``session_id=``). A secret: never log it."""
-        if self._sdk is None:
-            self.login()
-        assert self._sdk is not None
-        return self._sdk._session
-
     def _connect(self, url: str) -> tuple[Any, Any]:
         timeout = self.settings.login_timeout
         transport: Any
@@ -184,6 +176,18 @@ class XenAPISession:
             LOG.debug("XenAPI logout failed: %s", errors.describe_transport_error(e))
         finally:
             transport.close()
+
+    def handle(self) -> str:
+        """The session reference (logging in first if needed), for dom0's
+        HTTP handlers' ``session_id``. A secret: it must reach no log."""
+        if self._sdk is None:
+            self.login()
+        assert self._sdk is not None
+        return str(self._sdk._session)
+
+    def forget(self) -> None:
+        """dom0 refused the handle (HTTP 401): the next use logs in anew."""
+        self._drop_dead_session()
 
     def _drop_dead_session(self) -> None:
         """Forget a session xapi no longer knows (no logout to send)."""

@@ -46,8 +46,8 @@ def _fresh_conf(args=(), files=()):
 
 def test_list_opts_groups():
     names = [g if isinstance(g, str) else g.name for g, _ in opts.list_opts()]
-    assert names == ["DEFAULT", "database", "xenserver", "tasks", "libvirt", "glance",
-                     "image_cache"]
+    assert names == ["DEFAULT", "database", "xenserver", "tasks", "libvirt", "console",
+                     "metrics", "glance", "image_cache"]
 
 
 def test_glance_takes_keystoneauth_options_and_defaults_to_the_image_service():
