@@ -175,3 +175,22 @@ def test_kill9_mid_snapshot_settles_clean(stack):
     assert stack.snapshot_leftovers() == []
     image = stack.glance.image(image_id)
     assert image is None or image["status"] == "killed", image
+
+
+def test_client_snapshot_command(stack):
+    import io
+    import json
+
+    from compute_agent.cmd import client
+
+    source = stack.glance.create_image(bytes(512) + os.urandom(MiB))
+    uuid = stack.boot(source["id"])
+    out, err = io.StringIO(), io.StringIO()
+    code = client.main(["--json", "snapshot", uuid, "from-cli", "--host", stack.host,
+                        "--property", "os_distro=demo"],
+                       conf=stack.rpc.conf, api=stack.rpc.api, out=out, err=err)
+    assert code == 0, err.getvalue()
+    image_id = json.loads(out.getvalue())["image_id"]
+    assert stack.settled(uuid)["fault"] is None
+    image = stack.glance.image(image_id)
+    assert (image["name"], image["os_distro"], image["status"]) == ("from-cli", "demo", "active")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 import urllib.request
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
@@ -255,3 +256,30 @@ def test_half_imported_cache_vdi_is_removed_and_never_used(
     op = Operation("image-cache", "image_cache_recover", "req-recover")
     assert driver.image_cache.remove_half_imported(op) == [half]
     assert half not in vdis(xapi)
+
+
+def test_glance_killed_mid_import_leaves_nothing(xapi, ctl, glance, images_driver):  # noqa: F811
+    image = glance.create_image(image_bytes(64 * MiB))
+    driver = images_driver()
+    before_vdis, before_vms = set(vdis(xapi)), set(xapi.xenapi.VM.get_all())
+    # dom0 sits on the upload for a while: Glance dies with most of the
+    # image still to send
+    ctl.set_latency("PUT /import_raw_vdi", 1.5)
+    inst = make_instance(root_gb=1)
+    inst["image"] = {"id": image["id"], "url": None, "disk_format": None}
+    with ThreadPoolExecutor(1) as pool:
+        build = pool.submit(driver.spawn, op_for(inst, "spawn"), inst)
+        wait = time.monotonic() + 20
+        while not any(rec["other_config"].get(image_cache.STATE) == "importing"
+                      for rec in vdis(xapi).values()):
+            assert time.monotonic() < wait, "the import never started"
+            time.sleep(0.02)
+        glance.kill()
+        try:
+            with pytest.raises(exceptions.ImageUnavailable) as e:
+                build.result(60)
+        finally:
+            ctl.set_latency("PUT /import_raw_vdi", 0.0)
+            glance.restart()
+    assert e.value.params[0] == image["id"]
+    assert set(vdis(xapi)) == before_vdis and set(xapi.xenapi.VM.get_all()) == before_vms
