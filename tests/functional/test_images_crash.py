@@ -58,7 +58,7 @@ def test_kill9_mid_import_settles_clean(tmp_path, glance):  # noqa: F811
         agent.wait_serving(rpc.api)
         # dom0 holds the import request before taking any data: the agent is
         # waiting on a recorded task with a half-made cache VDI when it dies
-        sim.control.set_latency("PUT /import_raw_vdi", 6.0)
+        sim.control.set_latency("PUT /import_raw_vdi", 3.0)
         first = body(image["id"])
         rpc.api.build_instance(host, first)
 

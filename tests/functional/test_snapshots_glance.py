@@ -162,7 +162,7 @@ def test_kill9_mid_snapshot_settles_clean(stack):
     uuid = stack.boot(source["id"])
     # dom0 holds the export: the agent dies with a snapshot VM made and an
     # image queued in Glance
-    stack.sim.control.set_latency("GET /export_raw_vdi", 6.0)
+    stack.sim.control.set_latency("GET /export_raw_vdi", 3.0)
     image_id = stack.rpc.api.snapshot_instance(stack.host, uuid, {"name": "cut"})["image_id"]
     wait_until(lambda: stack.snapshot_leftovers(), 20, "the snapshot VM", 0.05)
     stack.agent.kill9()

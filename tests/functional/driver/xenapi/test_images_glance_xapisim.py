@@ -86,9 +86,10 @@ def cache_vdis(xapi) -> dict[str, dict]:
             if rec["other_config"].get(image_cache.KEY)}
 
 
+@pytest.mark.parametrize("handler, cache", [("stream", True), ("stream", False),
+                                            ("dom0", True)],
+                         ids=["stream-cache", "stream-nocache", "dom0-cache"])
 @pytest.mark.parametrize("disk_format", ["raw", "vhd"])
-@pytest.mark.parametrize("cache", [True, False], ids=["cache", "nocache"])
-@pytest.mark.parametrize("handler", ["stream", "dom0"])
 def test_boot_from_glance_image_holds_exactly_its_bytes(
         sim, xapi, glance, images_driver, listener, disk_format, cache, handler):  # noqa: F811
     data = image_bytes()
