@@ -177,6 +177,19 @@ class FlavorDiskTooSmall(ComputeAgentError):
     msg_fmt = "Image {0} needs {1} bytes; the flavor's root disk has {2}"
 
 
+class ResizeDiskTooSmall(ComputeAgentError):
+    """A resize may only grow the root disk. params: uuid, current root_gb,
+    requested root_gb."""
+
+    code = "RESIZE_DISK_TOO_SMALL"
+    msg_fmt = "Instance {0}: the root disk ({1} GB) cannot shrink to {2} GB"
+
+
+class FlavorUnchanged(ComputeAgentError):
+    """A resize to the flavor the instance has. params: uuid."""
+
+    code = "FLAVOR_UNCHANGED"
+    msg_fmt = "Instance {0} already has this flavor"
 class ConsoleNotAvailable(ComputeAgentError):
     """params: instance uuid, its power state (or why)."""
 

@@ -48,6 +48,15 @@ ACTIONS = {
     "terminate": "delete",
     "snapshot": "snapshot",
     "cancel": "cancel",
+    "pause": "pause",
+    "unpause": "unpause",
+    "suspend": "suspend",
+    "resume": "resume",
+    "rescue": "rescue",
+    "unrescue": "unrescue",
+    "resize": "resize",
+    "confirm_resize": "resize_confirm",
+    "revert_resize": "resize_revert",
 }
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from compute_agent import exceptions
-from compute_agent.compute.runner import NotSupported, RequestRunner
+from compute_agent.compute.runner import RequestRunner
 from compute_agent.compute.validation import validate_uuid
 from compute_agent.context import RequestContext
 from compute_agent.driver.base import ComputeDriver, Operation
@@ -96,9 +96,6 @@ class Snapshotter:
 
         try:
             self.driver.snapshot(op, inst, upload)
-        except NotImplementedError:
-            self.glance.delete(image_id)
-            raise NotSupported("snapshot_instance", type(self.driver).__name__) from None
         except BaseException:
             # no half image: a deleted one (Glance may also keep it 'killed')
             self.glance.delete(image_id)
