@@ -19,6 +19,7 @@ import uuid as uuidlib
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from compute_agent.cmd import client_images
 from compute_agent.cmd.client_hosts import list_hosts, open_database, pick_host  # noqa: F401
 from compute_agent.cmd.client_output import (  # noqa: F401 - part of the CLI's API
     COLUMNS,
@@ -101,15 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--hard", action="store_true",
                              help="hard power off / hard reboot")
 
-    snap = sub.add_parser("snapshot", help="snapshot an instance's root disk into a new "
-                          "Glance image (prints the image id)")
-    snap.add_argument("uuid")
-    snap.add_argument("name", help="name of the new image")
-    snap.add_argument("--host", default=None,
-                      help="agent host (default: asked from any agent)")
-    snap.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
-                      help="an image property (repeat)")
-    _add_wait(snap)
+    _add_wait(client_images.add_snapshot_parser(sub))
 
     for name, (_, help_text) in SIMPLE_REQUESTS.items():
         cmd = sub.add_parser(name, help=help_text)
@@ -254,13 +247,7 @@ class Client:
                            self.api.terminate_instance(host, args.uuid, confirm=True))
 
     def cmd_snapshot(self, args: argparse.Namespace) -> int:
-        host = self._host_of(args)
-        image = {**_parse_meta(args.property), "name": args.name}
-        answer = self.api.snapshot_instance(host, args.uuid, image)
-        self.out.data(answer)
-        if not args.wait:
-            return EXIT_OK
-        return self._wait(args, "snapshot", host, self.api.get_instance(host, args.uuid))
+        return client_images.snapshot(self, args, _parse_meta(args.property))
 
     def cmd_rescue(self, args: argparse.Namespace) -> int:
         host = self._host_of(args)

@@ -46,6 +46,7 @@ from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.recovery_redo import driver_op_of, redo
 from compute_agent.compute.recovery_rules import KINDS, Decision, cause, decide
 from compute_agent.compute.requests import Request, driver_view, timeout_of
+from compute_agent.compute.snapshots import discard_interrupted
 from compute_agent.context import RequestContext, new_context
 from compute_agent.db.types import parse_time, utcnow
 from compute_agent.driver import power_state
@@ -307,7 +308,9 @@ class Recovery:
             timeout = timeout_of(self.conf, op_name)
             error = redone.error or cause(uuid, task_state, op_name, outcomes, timeout)
         if decision.discard_snapshot:
-            self._discard_snapshot(uuid, inst, request_id or rctxt.request_id)
+            discard_interrupted(self.driver, self.discard_images, inst, Operation(
+                uuid, "destroy", request_id or rctxt.request_id,
+                timeout=timeout_of(self.conf, "destroy")))
         if decision.destroy:
             op = Operation(uuid, "destroy", request_id or rctxt.request_id,
                            timeout=timeout_of(self.conf, "destroy"))
@@ -356,22 +359,6 @@ class Recovery:
                     uuid, task_state, updated["vm_state"], power_state.name(
                         updated["power_state"]), f", fault {error.code}" if error else "")
         return decision.vm_state
-
-    def _discard_snapshot(self, uuid: str, inst: dict[str, Any], request_id: str) -> None:
-        """An interrupted snapshot: its snapshot VM and disks out of dom0,
-        its unfinished image out of Glance. Best effort: a failure is
-        logged, and the periodic recovery does not come back to it."""
-        op = Operation(uuid, "destroy", request_id, timeout=timeout_of(self.conf, "destroy"))
-        try:
-            self.driver.discard_snapshots(op, driver_view(inst))
-        except exceptions.ComputeAgentError as exc:
-            LOG.warning("Could not remove the snapshot of %s from dom0: %s", uuid, exc.message)
-        if self.discard_images is not None:
-            try:
-                self.discard_images(uuid)
-            except exceptions.ComputeAgentError as exc:
-                LOG.warning("Could not delete the unfinished image of %s: %s", uuid,
-                            exc.message)
 
     def _destroy(self, op: Operation, inst: dict[str, Any]) -> None:
         """driver.destroy, waiting out a dom0 operation on the VM that no

@@ -14,10 +14,11 @@ crash interrupted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from compute_agent import exceptions
+from compute_agent.compute.requests import driver_view
 from compute_agent.compute.runner import RequestRunner
 from compute_agent.compute.validation import validate_uuid
 from compute_agent.context import RequestContext
@@ -113,3 +114,20 @@ class Snapshotter:
             if image.get("instance_uuid") == instance_uuid and image.get("status") in UNFINISHED:
                 gone += bool(self.glance.delete(image["id"]))
         return gone
+
+
+def discard_interrupted(driver: ComputeDriver, discard_images: Callable[[str], int] | None,
+                        inst: dict[str, Any], op: Operation) -> None:
+    """Recovery of an interrupted snapshot: its snapshot VM and disks out of
+    dom0, its unfinished image out of Glance. Best effort: a failure is
+    logged, and the periodic recovery does not come back to it."""
+    uuid = inst["uuid"]
+    try:
+        driver.discard_snapshots(op, driver_view(inst))
+    except exceptions.ComputeAgentError as exc:
+        LOG.warning("Could not remove the snapshot of %s from dom0: %s", uuid, exc.message)
+    if discard_images is not None:
+        try:
+            discard_images(uuid)
+        except exceptions.ComputeAgentError as exc:
+            LOG.warning("Could not delete the unfinished image of %s: %s", uuid, exc.message)

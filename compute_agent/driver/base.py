@@ -155,9 +155,9 @@ class ComputeDriver:
     # -- instance operations -----------------------------------------------
 
     def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
-        """Create the VM for ``instance`` (root disk sized to
-        ``flavor.root_gb``, memory and vcpus from the flavor, networks) and
-        start it. Returns the running VM's info.
+        """Create the VM for ``instance`` (root disk of ``flavor.root_gb``:
+        blank, or ``image``'s grown to it; vcpus, memory, networks) and
+        start it. Returns the running VM's info. Image errors: IMAGE_*.
 
         If a VM for this uuid already exists (a retried build), the driver
         reuses it rather than creating a second one. On failure the driver
@@ -283,10 +283,8 @@ class ComputeDriver:
         return 0
 
     def manage_image_cache(self, max_unused_age: float) -> int:
-        """Remove cached images (base disks kept to clone root disks from)
-        that no instance disk comes from and no build used for
-        ``max_unused_age`` seconds; return how many. Drivers without an
-        image cache have nothing to do (0)."""
+        """Remove cached images no disk comes from and no build used for
+        ``max_unused_age`` s; return how many (0: no image cache)."""
         return 0
 
     # -- queries -------------------------------------------------------------
