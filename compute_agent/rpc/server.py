@@ -167,6 +167,12 @@ class ComputeEndpoint:
     @_endpoint
     def get_instance_actions(self, ctxt: Any, instance_uuid: Any) -> list[dict[str, Any]]:
         return self.manager.get_instance_actions(ctxt, instance_uuid)
+
+    # -- 1.3 --------------------------------------------------------------------------
+    @_endpoint
+    def snapshot_instance(self, ctxt: Any, instance_uuid: Any, image: Any) -> dict[str, Any]:
+        return self.manager.snapshot_instance(ctxt, instance_uuid, image)
+
     # -- 1.4: volumes, ports, the guest ----------------------------------------------------
     @_endpoint
     def attach_volume(self, ctxt: Any, instance_uuid: Any, volume_id: Any,
@@ -199,6 +205,7 @@ class ComputeEndpoint:
     @_endpoint
     def reset_network(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.reset_network(ctxt, instance_uuid)
+
     # -- 1.5 --------------------------------------------------------------------------
     @_endpoint
     def get_vnc_console(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Any
 
-from xapisim import iscsi, iscsi_scan
+from xapisim import iscsi, iscsi_scan, sr_files
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -57,6 +57,7 @@ def sr_scan(ctx: CallContext, sr: str) -> None:
         assert_sr_plugged(store, sr)
     ctx.work()
     iscsi_scan.scan_luns(ctx.sim, sr)
+    sr_files.scan(ctx.sim, sr)
     with store.lock:
         refresh_sr_usage(store, sr)
 
