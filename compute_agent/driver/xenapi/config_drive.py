@@ -6,9 +6,10 @@ instead of a guest agent.
 The image is written with pycdlib (Rock Ridge and Joliet names, as
 cloud-init and Windows' cloudbase-init read them) to a temporary file,
 imported into a new VDI through ``PUT /import_raw_vdi`` (a tracked task,
-vdi_upload.py), made read-only and attached as a read-only CD before the
-first boot. The VDI is marked as the instance's (``compute_agent_disk:
-config-drive``), so it is destroyed with the instance like its other disks.
+vdi_upload.py, on the image import's transfer path), made read-only and
+attached as a read-only CD before the first boot. The VDI is marked as the
+instance's (``compute_agent_disk: config-drive``), so it is destroyed with
+the instance like its other disks.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class ConfigDrive:
                                                 **{ownership.DISK_KEY: "config-drive"}),
                 "xenstore_data": {}, "sm_config": {}, "tags": [],
             })
-            upload_raw(self.pool, self.runner, op, vdi, path)
+            upload_raw(self.pool, self.runner, op, vdi, path, "Import config drive")
         self.pool.call("VDI.set_read_only", vdi, True)
         device = sorted((d for d in self.pool.call("VM.get_allowed_VBD_devices", vm)
                          if d != "0"), key=int)[0]

@@ -206,40 +206,6 @@ class TaskRunner:
             raise exceptions.OperationCancelled(op.name, op.instance_uuid)
         raise outcome.error([self.pool.settings.password])
 
-    def run_http(self, op: Operation, label: str,
-                 transfer: Callable[[str, str], None], timeout: float | None = None) -> Any:
-        """An HTTP transfer to one of dom0's handlers (``/import_raw_vdi``,
-        ...) as a task: ``task.create``, reported to the listener before
-        anything moves, then ``transfer(task_ref, session_ref)`` (which
-        passes ``task_id`` to the handler), then followed like run()'s
-        tasks. Returns the task's decoded result."""
-        state = self._state_for(op)
-        if state.cancelled:
-            raise exceptions.OperationCancelled(op.name, op.instance_uuid)
-        limit = state.remaining() if timeout is None else min(state.remaining(), timeout)
-        if limit <= 0:
-            raise exceptions.OperationTimedOut(op.name, op.instance_uuid, state.timeout)
-        with self.pool.session() as sess:
-            ref = sess.call("task.create", label, f"{op.name} of {op.instance_uuid}")
-            handle = sess.handle()
-        tracked = self.waiter.track(ref)
-        try:
-            uuid = tracked.known_uuid(UUID_WAIT) or self._lookup_uuid(ref)
-            self._notify("task_started", op, ref, uuid, host_of(self.pool.url))
-            transfer(ref, handle)
-        except BaseException:
-            tracked.forget()
-            self._send_cancel(ref)
-            raise
-        outcome, timed_out = self._follow(op, state, tracked, limit)
-        if outcome is None or timed_out:
-            raise exceptions.OperationTimedOut(op.name, op.instance_uuid, round(limit, 3))
-        if outcome.status == "success":
-            return outcome.result
-        if outcome.status == "cancelled":
-            raise exceptions.OperationCancelled(op.name, op.instance_uuid)
-        raise outcome.error([self.pool.settings.password, handle])
-
     def reattach(self, op: Operation, ref: str, timeout: float) -> TaskState:
         """Follow a task an earlier run of the agent started (recovery).
 
