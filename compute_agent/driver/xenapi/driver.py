@@ -20,6 +20,7 @@ from compute_agent.driver.task_status import TaskState
 from compute_agent.driver.xenapi.config_drive import ConfigDrive
 from compute_agent.driver.xenapi.consoles import Consoles
 from compute_agent.driver.xenapi.devices import InstanceDevices
+from compute_agent.driver.xenapi.driver_devices import DeviceMethods
 from compute_agent.driver.xenapi.guest_agent import GuestAgent
 from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.host_metrics import HostMetrics
@@ -64,7 +65,7 @@ def settings_from_conf(conf: Any) -> ConnectionSettings:
     )
 
 
-class XenAPIDriver(ComputeDriver):
+class XenAPIDriver(DeviceMethods, ComputeDriver):
     """The XenAPI driver, configured by the ``conf`` it is given (its
     ``[xenserver]`` and ``[tasks]`` groups); it never reads a global."""
 
@@ -377,55 +378,3 @@ class XenAPIDriver(ComputeDriver):
         """Follow a task an earlier run of the agent started (recovery); see
         TaskRunner.reattach."""
         return self._ops()[0].reattach(op, task_ref, timeout)
-
-    # -- volumes, ports, the guest (RPC 1.4) -------------------------------------------
-    def _devices(self) -> InstanceDevices:
-        self._ops()
-        assert self.devices is not None
-        return self.devices
-
-    def attach_volume(self, op: Operation, instance: dict[str, Any], volume_id: str,
-                      connection_info: Any, device: Any = None) -> dict[str, Any]:
-        runner, _ = self._ops()
-        with runner.operation(op, self._timeout(op)):
-            return self._devices().attach_volume(op, instance, volume_id, connection_info,
-                                                 device)
-
-    def detach_volume(self, op: Operation, instance: dict[str, Any], volume_id: str,
-                      location: dict[str, Any] | None = None) -> None:
-        runner, _ = self._ops()
-        with runner.operation(op, self._timeout(op)):
-            self._devices().detach_volume(op, instance, volume_id, location)
-
-    def attach_interface(self, op: Operation, instance: dict[str, Any],
-                         port: Any) -> dict[str, Any]:
-        runner, _ = self._ops()
-        with runner.operation(op, self._timeout(op)):
-            return self._devices().attach_interface(op, instance, port)
-
-    def detach_interface(self, op: Operation, instance: dict[str, Any], port_id: str) -> None:
-        runner, _ = self._ops()
-        with runner.operation(op, self._timeout(op)):
-            self._devices().detach_interface(op, instance, port_id)
-
-    def list_attachments(self, instance: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return self._devices().list_attachments(instance)
-
-    def attachment_ids(self) -> dict[str, set[tuple[str, str]]]:
-        return self._devices().attachment_ids()
-
-    def set_admin_password(self, op: Operation, instance: dict[str, Any], password: str) -> None:
-        runner, _ = self._ops()
-        with runner.operation(op, self._timeout(op)):
-            self._devices().set_admin_password(op, instance, password)
-
-    def inject_file(self, op: Operation, instance: dict[str, Any], path: str,
-                    contents: bytes) -> None:
-        runner, _ = self._ops()
-        with runner.operation(op, self._timeout(op)):
-            self._devices().inject_file(op, instance, path, contents)
-
-    def reset_network(self, op: Operation, instance: dict[str, Any]) -> None:
-        runner, _ = self._ops()
-        with runner.operation(op, self._timeout(op)):
-            self._devices().reset_network(op, instance)
