@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import pytest
 
@@ -27,37 +26,12 @@ from compute_agent import exceptions
 from compute_agent.db.api import Database
 from tests.functional.db_fixtures import make_migrated_database_url
 from tests.functional.harness import AgentProcess, Rpc, wait_until
+from tests.functional.libvirt_node import libvirt_agent_options, node_xml
 
 pytestmark = pytest.mark.timeout(120)
 
-NS = "http://compute-agent.invalid/xmlns/libvirt/instance/1.0"
-POOL = "agent-pool"
 SETTLE_S = 30.0
 RUNNING, SHUTDOWN = 1, 4
-
-
-def node_xml(host: str, domains: dict[str, str], volumes: list[str]) -> str:
-    """A test:/// node: a storage pool, the 'default' network and the given
-    domains (uuid -> 'running' | 'shutoff'), marked as ``host``'s, with the
-    volumes named."""
-    parts = ["<node>"]
-    for uuid, run in domains.items():
-        parts.append(
-            f"<domain type='xen' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
-            f"<name>instance-{uuid}</name><uuid>{uuid}</uuid>"
-            f"<metadata><agent:instance xmlns:agent='{NS}'><agent:uuid>{uuid}</agent:uuid>"
-            f"<agent:host>{escape(host)}</agent:host></agent:instance></metadata>"
-            "<memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type>xen</type></os>"
-            f"<test:runstate>{1 if run == 'running' else 5}</test:runstate></domain>")
-    parts.append(f"<pool type='dir'><name>{POOL}</name><capacity unit='GiB'>100</capacity>"
-                 "<allocation>0</allocation><available unit='GiB'>100</available>"
-                 f"<target><path>/{POOL}</path></target>")
-    for name in volumes:
-        parts.append(f"<volume><name>{name}</name><capacity unit='GiB'>1</capacity>"
-                     f"<allocation>0</allocation><target><path>/{POOL}/{name}</path></target>"
-                     "</volume>")
-    parts.append("</pool><network><name>default</name><bridge name='virbr0'/></network></node>")
-    return "".join(parts)
 
 
 class LibvirtStack:
@@ -73,8 +47,7 @@ class LibvirtStack:
             workdir, host=self.host, db_url=self.db_url, exchange=self.rpc.exchange,
             topic=self.rpc.topic, driver="libvirt", backend=backend,
             options={"DEFAULT": {"reap_orphans": "true", "max_concurrent_builds": 2},
-                     "libvirt": {"connection_uri": f"test://{self.node}", "virt_type": "xen",
-                                 "storage_pool": POOL}})
+                     **libvirt_agent_options(self.node)})
         self.api = self.rpc.api
 
     def start(self) -> None:
