@@ -43,6 +43,16 @@ POWER_STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: power_state.SUSPENDED,
 }
 
+# Why a shut-off domain stopped, by libvirt's state reason: read with the
+# state itself, so it is never behind the (asynchronous) STOPPED event.
+SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "halted",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "suspended",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "crashed",
+}
+
 # Undefine the domain with whatever libvirt keeps beside it.
 UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                   | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -314,6 +324,8 @@ class DomainOps:
         shutdown_reason = stop.rsplit("-", 1)[-1] if stop else None
         if state == libvirt.VIR_DOMAIN_CRASHED:
             shutdown_reason = "crashed"
+        elif state == libvirt.VIR_DOMAIN_SHUTOFF and reason in SHUTOFF_REASONS:
+            shutdown_reason = SHUTOFF_REASONS[reason]
         return InstanceInfo(
             power_state=power_of(state, saved), vm_ref=uuid,
             shutdown_reason=shutdown_reason,

@@ -54,6 +54,11 @@ class LibvirtDriver(ComputeDriver):
 
     def init_host(self, host: str) -> None:
         opts = self.conf.libvirt
+        if self.connection is not None:
+            # Initialised before (a manager re-initialising a driver it was
+            # given): let go of the old connection and its events first.
+            self._release()
+            self._closed.clear()
         self.host = host
         self.virt_type = detection.resolve(opts.virt_type, opts.hypervisor_root)
         uri = detection.connection_uri(self.virt_type, opts.connection_uri)
@@ -89,6 +94,11 @@ class LibvirtDriver(ComputeDriver):
         if self._closed.is_set():
             return
         self._closed.set()
+        self._release()
+
+    def _release(self) -> None:
+        if self.events is not None:
+            self.events.unregister()
         if self.connection is not None:
             self.connection.close()
         if self._bridge is not None:
