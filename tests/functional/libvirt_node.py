@@ -15,13 +15,18 @@ from xml.sax.saxutils import escape
 # spelled out: the tests check the driver's promise, not its constant.
 NS = "http://compute-agent.invalid/xmlns/libvirt/instance/1.0"
 POOL = "agent-pool"
+NODE_MEMORY_MIB = 65536
+NODE_CPUS = 8
 
 
 def node_xml(host: str, domains: dict[str, str], volumes: list[str]) -> str:
-    """A test:/// node: a storage pool, the 'default' network and the given
-    domains (uuid -> 'running' | 'shutoff'), marked as ``host``'s, with the
-    volumes named."""
-    parts = ["<node>"]
+    """A test:/// node of NODE_CPUS CPUs and NODE_MEMORY_MIB of memory: a
+    storage pool, the 'default' network and the given domains (uuid ->
+    'running' | 'shutoff', 256 MiB, 1 vCPU each), marked as ``host``'s,
+    with the volumes named."""
+    parts = ["<node><cpu><mhz>2400</mhz><model>x86_64</model><nodes>1</nodes>"
+             f"<sockets>1</sockets><cores>{NODE_CPUS}</cores><threads>1</threads>"
+             f"<active>{NODE_CPUS}</active></cpu><memory>{NODE_MEMORY_MIB * 1024}</memory>"]
     for uuid, run in domains.items():
         parts.append(
             f"<domain type='xen' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"

@@ -13,8 +13,9 @@ how each driver's hypervisor is read.
                asks for one of them.
 ``make_stack`` (function) a factory for a simulator and an XenAPI agent of
                their own, for tests that stop the simulator.
-``pair``       (module) two simulators, one agent on each, both on one
-               PostgreSQL database (threading and eventlet): what the
+``pair``       (module) two agents of one driver (indirect parameter,
+               XenAPI unless told), each on a hypervisor of its own, both on
+               one PostgreSQL database (threading and eventlet): what the
                client CLI's scheduler chooses between.
 """
 
@@ -220,14 +221,16 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
 
 @dataclass
 class Pair:
-    """Two agents (two dom0s) sharing one database and one RPC topic."""
+    """Two agents (two hypervisors) sharing one database and one RPC topic."""
 
-    sims: list[SimProcess]
+    driver: str
+    sims: list[SimProcess]  # XenAPI: the agents' dom0s, in order
     agents: list[AgentProcess]
     rpc: Rpc
     db: Database
     db_url: str
     workdir: Path
+    views: list[HypervisorView]  # each agent's hypervisor, in order
 
     def client_config(self) -> Path:
         """A config file for compute-agent-client: transport, exchange,
@@ -240,35 +243,50 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    workdir = tmp_path_factory.mktemp("e2e-pair")
+def pair(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """Parametrize indirectly with the driver ("xenapi" unless told)."""
+    driver = getattr(request, "param", "xenapi")
+    workdir = tmp_path_factory.mktemp(f"e2e-pair-{driver}")
     tag = uuidlib.uuid4().hex[:10]
     cleanups = _Cleanups()
     try:
         rpc = Rpc(RPC_PREFIX, tag)
         cleanups.add(rpc.close)
         url = _new_database("postgresql", cleanups)
-        sims, agents = [], []
+        sims, agents, views = [], [], []
         for i, backend in enumerate(BACKENDS):
-            sim = SimProcess(workdir, name=f"sim{i}")
-            cleanups.add(sim.stop)
-            sim.start()
-            sims.append(sim)
-            agent = AgentProcess(workdir, host=f"e2e-cli{i}-{backend}-{tag}", backend=backend,
-                                 db_url=url, sim_url=sim.url, exchange=rpc.exchange,
-                                 topic=rpc.topic,
-                                 options={"DEFAULT": {"report_interval": 1}})
-            rpc.hosts.append(agent.host)
+            host = f"e2e-cli{i}-{driver}-{backend}-{tag}"
+            common = {"host": host, "backend": backend, "db_url": url,
+                      "exchange": rpc.exchange, "topic": rpc.topic}
+            options: dict = {"DEFAULT": {"report_interval": 1}}
+            view: HypervisorView
+            if driver == "xenapi":
+                sim = SimProcess(workdir, name=f"sim{i}")
+                cleanups.add(sim.stop)
+                sim.start()
+                sims.append(sim)
+                agent = AgentProcess(workdir, sim_url=sim.url, options=options, **common)
+                view = XenAPIView(sim, host)
+            else:
+                node = workdir / f"{host}.node.xml"
+                node.write_text(node_xml(host, {}, []))
+                agent = AgentProcess(workdir, driver="libvirt",
+                                     options={**options, **libvirt_agent_options(node)},
+                                     **common)
+                view = LibvirtView(rpc.api, host)
+            rpc.hosts.append(host)
             agents.append(agent)
+            views.append(view)
         # One database: db sync once (the second would be a no-op).
         agents[0].db_sync()
         cleanups.add(lambda: stop_all(agents))
         for agent in agents:
             agent.start()
         for agent in agents:
-            agent.wait_serving(rpc.api)
+            assert agent.wait_serving(rpc.api)["driver"] == DRIVER_CLASSES[driver]
         db = Database(url)
         cleanups.add(db.dispose)
-        yield Pair(sims, agents, rpc, db, url, workdir)
+        yield Pair(driver, sims, agents, rpc, db, url, workdir, views)
     finally:
         cleanups.run()
