@@ -26,7 +26,8 @@ from tests.functional.harness import SimProcess
 from .stack import XAPI_POWER, assert_dom0_matches_db, dom0_inventory
 
 MiB, GiB = 1024**2, 1024**3
-NOSTATE, RUNNING = 0, 1
+NOSTATE, RUNNING, PAUSED = 0, 1, 3
+ACTIVE_POWER = (RUNNING, PAUSED)  # a domain libvirt counts as active
 XAPI_TO_POWER = {name: number for number, name in XAPI_POWER.items()}
 # vm_states whose instance has a VM/domain in the hypervisor.
 WITH_VM = ("active", "stopped", "paused", "suspended", "rescued")
@@ -126,10 +127,13 @@ class LibvirtView:
     def assert_matches_db(self, db: Database) -> dict[str, int]:
         """libvirt holds a domain for exactly the instances the database
         shows with a VM, in the power state it shows, and nothing else (no
-        domain, no volume) for deleted or failed builds."""
+        domain, no volume) for deleted or failed builds; the running
+        domains use the memory and vCPUs of those instances' flavors (the
+        node holds the agent's domains only)."""
         rows = db.list_instances(host=self.host, include_deleted=True, internal=True)
         expected: dict[str, int] = {}
         counts: dict[str, int] = {}
+        memory_mb = vcpus = 0
         for row in rows:
             counts[row["vm_state"]] = counts.get(row["vm_state"], 0) + 1
             assert row["task_state"] is None, f"not settled: {row}"
@@ -138,17 +142,25 @@ class LibvirtView:
             if row["vm_state"] in WITH_VM or (row["vm_state"] == "error"
                                               and row["power_state"] != NOSTATE):
                 expected[row["uuid"]] = row["power_state"]
-        held = self.power_states()
+                if row["power_state"] in ACTIVE_POWER:
+                    memory_mb += row["flavor"]["memory_mb"]
+                    vcpus += row["flavor"]["vcpus"]
+        status = self.status()
+        held = status["hypervisor_instances"]
         assert held == expected, f"libvirt holds {held}, the database says {expected}"
+        resources = status["resources"]
+        assert (resources["memory_mb_used"], resources["vcpus_used"]) == (memory_mb, vcpus), (
+            resources, memory_mb, vcpus)
         return counts
 
     def check_built(self, uuid: str, body: dict) -> Any:
         status = self.status()
         assert status["hypervisor_instances"].get(uuid) == RUNNING, status
-        # The node holds only this agent's domains: the running ones' vCPUs
-        # include this one's.
+        # The node holds only this agent's domains: the running ones'
+        # memory and vCPUs include this one's flavor.
         resources = status["resources"]
         assert resources["running_vms"] >= 1
+        assert resources["memory_mb_used"] >= body["flavor"]["memory_mb"]
         assert resources["vcpus_used"] >= body["flavor"]["vcpus"]
         return None
 
