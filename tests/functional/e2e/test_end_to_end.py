@@ -26,6 +26,7 @@ from compute_agent import exceptions
 from tests.functional.harness import SETTLE_S, wait_until
 
 from .conftest import Stack
+from .hypervisor import XenAPIView
 from .stack import finished_actions, instance_spec, state_of, watch
 
 pytestmark = pytest.mark.timeout(120)
@@ -340,6 +341,7 @@ def test_dom0_errors_end_with_their_fault(matrix, combo):
         other, inst, _ = boot(stack, "bad-power")
         api.stop_instance(host, other["uuid"])
         settle(stack, other["uuid"], "stopped")
+        assert isinstance(stack.hypervisor, XenAPIView)
         vm_ref = stack.hypervisor.vm(other["uuid"])["ref"]
         ctl.fail("Async.VM.start", ["VM_BAD_POWER_STATE", vm_ref, "halted", "running"])
         api.start_instance(host, other["uuid"])
