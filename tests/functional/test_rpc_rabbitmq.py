@@ -88,7 +88,7 @@ def wait_for_task(api, host, uuid, task_state):
 def test_ping_and_host_status(env):
     agent, api, notes, db = env
     pong = api.ping(agent.host)
-    assert pong == {"host": agent.host, "version": "1.1", "backend": agent.backend,
+    assert pong == {"host": agent.host, "version": "1.5", "backend": agent.backend,
                     "driver": "FakeDriver"}
     status = api.get_host_status(agent.host)
     assert status["resources"]["hypervisor_type"] == "fake"
@@ -270,7 +270,7 @@ def test_wire_protocol_as_documented(env):
     reply = raw_call(agent, "cancel_operation", {"instance_uuid": body["uuid"]}, "1.1")
     assert reply["result"] == {"instance_uuid": body["uuid"], "task_state": None,
                                "cancelled": False}
-    reply = raw_call(agent, "ping", {}, version="1.2")
+    reply = raw_call(agent, "ping", {}, version="1.99")
     assert json.loads(reply["failure"])["class"] == "UnsupportedVersion"
 
 
