@@ -23,14 +23,12 @@ from compute_agent.db.api import Database
 from compute_agent.rpc.rpcapi import ComputeAPI
 from tests.functional.harness import SimProcess
 
-from .stack import XAPI_POWER, assert_dom0_matches_db, dom0_inventory
+from .stack import WITH_VM, XAPI_POWER, assert_dom0_matches_db, dom0_inventory
 
 MiB, GiB = 1024**2, 1024**3
 NOSTATE, RUNNING, PAUSED = 0, 1, 3
 ACTIVE_POWER = (RUNNING, PAUSED)  # a domain libvirt counts as active
 XAPI_TO_POWER = {name: number for number, name in XAPI_POWER.items()}
-# vm_states whose instance has a VM/domain in the hypervisor.
-WITH_VM = ("active", "stopped", "paused", "suspended", "rescued")
 
 
 class HypervisorView(Protocol):

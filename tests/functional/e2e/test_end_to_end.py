@@ -267,7 +267,7 @@ def test_wrong_state_is_refused(matrix, combo):
     assert err.value.params == [uuid, "vm_state", "stopped", "active"]
     with pytest.raises(exceptions.InstanceInvalidState) as err:
         api.stop_instance(host, uuid, confirm=True)
-    assert err.value.params == [uuid, "vm_state", "stopped", "active|error|rescued"]
+    assert err.value.params == [uuid, "vm_state", "stopped", "active|error"]
     assert stack.hypervisor.power_states()[uuid] == 4  # refusals changed nothing
     api.start_instance(host, uuid)
     assert state_of(settle(stack, uuid, "active")) == ("active", None, 1)
