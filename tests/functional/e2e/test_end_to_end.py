@@ -9,7 +9,8 @@ outside the agent (hypervisor.py: dom0 through a separate XenAPI session
 over HTTP; libvirt through what the agent reports it holds).
 
 Matrix (driver, database, backend): the full lifecycle (boot, stop, start,
-reboot SOFT and HARD, delete) on three XenAPI and two libvirt agents; boot
+reboot SOFT and HARD, delete) on three XenAPI and two libvirt agents, and
+on the libvirt ones pause and suspend (XenAPI's: test_lifecycle_e2e.py); boot
 and delete on the others; bad input, unknown instances and wrong states on
 two agents of each driver. XenAPI only, because they need dom0 behaviour
 only the simulator can be told to show (a slow task, an injected failure,
@@ -28,6 +29,7 @@ from tests.functional.harness import SETTLE_S, wait_until
 from .conftest import Stack
 from .hypervisor import XenAPIView
 from .stack import finished_actions, instance_spec, state_of, watch
+from .walk import Walk, pause_and_suspend
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,6 +150,20 @@ def test_boot_and_delete(matrix, combo):
     assert inst["task_state"] is None
     assert api.list_instances(host) == []
     assert stack.hypervisor.assert_matches_db(stack.db) == {"deleted": 1}
+
+
+# XenAPI walks these (with rescue and resize, which the libvirt driver does
+# not do) in test_lifecycle_e2e.py; the same walk here on libvirt.
+@pytest.mark.parametrize("combo", [c for c in FULL if c[0] == "libvirt"], ids=combo_id)
+def test_pause_and_suspend(matrix, combo):
+    stack = matrix[combo]
+    body, inst, _ = boot(stack, f"pause-{stack.name}")
+    w = Walk(stack, body["uuid"])
+    pause_and_suspend(w)
+    w.check_actions()
+    stack.api.terminate_instance(stack.host, w.uuid)
+    settle(stack, w.uuid, "deleted")
+    stack.hypervisor.assert_matches_db(stack.db)
 
 
 # --------------------------------------------------------------------------- bad input
