@@ -25,6 +25,7 @@ from compute_agent.driver.libvirt import domain_xml
 from compute_agent.driver.libvirt.connection import Connection
 from compute_agent.driver.libvirt.errors import translate
 from compute_agent.driver.libvirt.events import DomainEvents
+from compute_agent.driver.libvirt.images import RootImages, wants_image
 from compute_agent.driver.libvirt.steps import Steps
 from compute_agent.driver.libvirt.storage import Pool, root_volume_name
 
@@ -104,9 +105,10 @@ def nics_for(networks: list[Any] | None, default_network: str, bridge: str) -> l
 
 class DomainOps:
     def __init__(self, conn: Connection, pool: Pool, events: DomainEvents, steps: Steps,
-                 settings: DomainSettings):
+                 settings: DomainSettings, images: RootImages | None = None):
         self.conn = conn
         self.pool = pool
+        self.images = images
         self.events = events
         self.steps = steps
         self.settings = settings
@@ -115,7 +117,10 @@ class DomainOps:
 
     # -- building -------------------------------------------------------------
 
-    def domain_spec(self, instance: dict[str, Any]) -> domain_xml.DomainSpec:
+    def domain_spec(self, instance: dict[str, Any],
+                    disk_format: str | None = None) -> domain_xml.DomainSpec:
+        """The domain of ``instance``; its root disk in ``disk_format`` (the
+        image's) or the pool's volume_format."""
         s = self.settings
         flavor = instance.get("flavor") or {}
         uuid = instance["uuid"]
@@ -126,7 +131,7 @@ class DomainOps:
             mode=domain_xml.boot_mode(s.virt_type, s.xen_hvm, instance.get("image"),
                                       instance.get("metadata")),
             disk=domain_xml.Disk(self.pool.name, root_volume_name(uuid),
-                                 self.pool.volume_format),
+                                 disk_format or self.pool.volume_format),
             agent_host=s.agent_host,
             nics=nics_for(instance.get("networks"), s.default_network, s.bridge),
             pv_boot=s.pv_boot,
@@ -134,16 +139,25 @@ class DomainOps:
 
     def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
         uuid = instance["uuid"]
-        spec = self.domain_spec(instance)
+        root_gb = int((instance.get("flavor") or {}).get("root_gb", 1))
+        meta = None
+        if wants_image(instance.get("image")):
+            if self.images is None:
+                raise exceptions.OperationNotSupported("boot from an image", "libvirt")
+            meta = self.images.meta(instance["image"])  # refused here: nothing made yet
+        spec = self.domain_spec(instance, meta.disk_format if meta else None)
         created = False
         try:
             with self._libvirt(op, uuid) as conn:
                 dom = self._own_domain(conn, uuid)
                 if dom is None:
                     created = True
-                    with self.steps.step(op, "create root volume"):
-                        self.pool.ensure_root(conn, uuid,
-                                              int((instance.get("flavor") or {}).get("root_gb", 1)))
+                    if meta is not None:
+                        with self.steps.step(op, "import image into root volume"):
+                            self.images.fill(conn, uuid, root_gb, meta)
+                    else:
+                        with self.steps.step(op, "create root volume"):
+                            self.pool.ensure_root(conn, uuid, root_gb)
                     with self.steps.step(op, "define domain"):
                         dom = conn.defineXML(domain_xml.build(spec))
                 if not dom.isActive():

@@ -24,9 +24,11 @@ from compute_agent.driver.libvirt.domain_ops import DomainOps, DomainSettings
 from compute_agent.driver.libvirt.domain_xml import PVBoot
 from compute_agent.driver.libvirt.errors import DRIVER_NAME, translate
 from compute_agent.driver.libvirt.events import Bridge, DomainEvents, EventLoop
+from compute_agent.driver.libvirt.images import RootImages
 from compute_agent.driver.libvirt.steps import Steps
 from compute_agent.driver.libvirt.storage import Pool
 from compute_agent.driver.task_status import LOST, TaskState
+from compute_agent.image.service import ImageService
 
 LOG = logging.getLogger(__name__)
 
@@ -86,7 +88,8 @@ class LibvirtDriver(ComputeDriver):
                            ramdisk=opts.xen_pv_ramdisk, cmdline=opts.xen_pv_cmdline),
             default_network=opts.default_network, bridge=opts.bridge, agent_host=host)
         self.ops = DomainOps(self.connection, self._pool, self.events,
-                             Steps(self.task_listener, hypervisor_host), settings)
+                             Steps(self.task_listener, hypervisor_host), settings,
+                             RootImages(ImageService.from_conf(self.conf), self._pool))
         LOG.info("libvirt driver connected to %s (%s, pool %s)", uri, self.virt_type,
                  self._pool.name)
 
