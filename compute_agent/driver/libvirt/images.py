@@ -8,7 +8,7 @@ volume taking the image's format (a qcow2 volume under a raw image would
 be read as garbage, and the reverse).
 
 - raw: the volume is ``root_gb`` large and the image's bytes fill its
-  start; the image must fit.
+  start; the image must fit. (``root_gb`` 0: the image's size.)
 - qcow2: the image's virtual size is read from its header (bytes 24-31,
   big-endian) before anything is written; it must fit ``root_gb``. The
   written file is the image (its header sets the virtual size), so the
@@ -78,11 +78,12 @@ class RootImages:
     def fill(self, conn: libvirt.virConnect, uuid: str, root_gb: int,
              meta: ImageMeta) -> libvirt.virStorageVol:
         """The instance's root volume, in the image's format, holding the
-        image. FLAVOR_DISK_TOO_SMALL when it does not fit ``root_gb``."""
+        image: ``root_gb`` large, or the image's virtual size when
+        ``root_gb`` is 0. FLAVOR_DISK_TOO_SMALL when it does not fit."""
         if meta.size is None:
             raise exceptions.ImageUnavailable(meta.image_id, "the image's size is unknown")
-        capacity = max(1, int(root_gb)) * GiB
-        if meta.disk_format == "raw" and meta.size > capacity:
+        capacity = int(root_gb) * GiB if root_gb and int(root_gb) > 0 else None
+        if meta.disk_format == "raw" and capacity is not None and meta.size > capacity:
             raise exceptions.FlavorDiskTooSmall(meta.image_id, meta.size, capacity)
         stream = self.images.download(meta)
         try:
@@ -93,15 +94,16 @@ class RootImages:
                 except ValueError as exc:
                     raise exceptions.ImageUnavailable(
                         meta.image_id, f"not a usable qcow2 image: {exc}") from None
-            if virtual > capacity:
+            if capacity is not None and virtual > capacity:
                 raise exceptions.FlavorDiskTooSmall(meta.image_id, virtual, capacity)
-            vol = self.pool.ensure_root(conn, uuid, root_gb, meta.disk_format)
+            vol = self.pool.ensure_root(conn, uuid, root_gb, meta.disk_format,
+                                        size_bytes=capacity or virtual)
             done = volume_upload.upload(conn, vol, stream, meta.size)
         finally:
             stream.close()
         LOG.info("Image %s (%s, %d bytes) written into %s by %s", meta.image_id,
                  meta.disk_format, done.bytes, vol.name(), done.path)
-        if meta.disk_format == "qcow2" and virtual < capacity:
+        if meta.disk_format == "qcow2" and capacity is not None and virtual < capacity:
             self._grow(vol, capacity)
         return vol
 

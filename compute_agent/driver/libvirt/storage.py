@@ -54,8 +54,10 @@ class Pool:
         return conn.storagePoolLookupByName(self.name)
 
     def ensure_root(self, conn: libvirt.virConnect, uuid: str, root_gb: int,
-                    fmt: str | None = None) -> libvirt.virStorageVol:
+                    fmt: str | None = None,
+                    size_bytes: int | None = None) -> libvirt.virStorageVol:
         """The instance's root volume in ``fmt`` (the pool's volume_format
+        unless told) of ``size_bytes`` (``root_gb`` GiB, at least one,
         unless told), created blank (or the one a retried build made
         already)."""
         pool = self.lookup(conn)
@@ -65,7 +67,7 @@ class Pool:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                 raise
-        size = max(1, int(root_gb)) * GiB
+        size = size_bytes if size_bytes else max(1, int(root_gb)) * GiB
         return pool.createXML(volume_xml(name, size, fmt or self.volume_format), 0)
 
     def delete_instance_volumes(self, conn: libvirt.virConnect, uuid: str) -> int:

@@ -130,6 +130,11 @@ def test_a_raw_image_fills_the_start_of_its_root_volume(driver, site):
     assert disk_driver_type(driver, inst["uuid"]) == "raw"
     driver.destroy(op(inst, "destroy"), inst)
     assert volumes(driver) == []
+    # A flavor without a root disk size: the image's size.
+    inst = boot(driver, f"{url}/disk.raw", "raw", root_gb=0)
+    driver.spawn(op(inst, "spawn"), inst)
+    assert root_volume(driver, inst["uuid"]).info()[1] == len(image)
+    driver.destroy(op(inst, "destroy"), inst)
 
 
 def test_a_qcow2_image_becomes_a_qcow2_root_volume_with_its_content(driver, site):
