@@ -19,11 +19,16 @@ NODE_MEMORY_MIB = 65536
 NODE_CPUS = 8
 
 
-def node_xml(host: str, domains: dict[str, str], volumes: list[str]) -> str:
+def node_xml(host: str, domains: dict[str, str], volumes: list[str],
+             pool_dir: Path | None = None) -> str:
     """A test:/// node of NODE_CPUS CPUs and NODE_MEMORY_MIB of memory: a
     storage pool, the 'default' network and the given domains (uuid ->
     'running' | 'shutoff', 256 MiB, 1 vCPU each), marked as ``host``'s,
-    with the volumes named."""
+    with the volumes named. The pool's target is ``pool_dir``, a real
+    directory where the driver writes images into volumes' files (libvirt's
+    test driver itself keeps volumes in memory only), or a path that does
+    not exist."""
+    target = pool_dir or f"/{POOL}"
     parts = ["<node><cpu><mhz>2400</mhz><model>x86_64</model><nodes>1</nodes>"
              f"<sockets>1</sockets><cores>{NODE_CPUS}</cores><threads>1</threads>"
              f"<active>{NODE_CPUS}</active></cpu><memory>{NODE_MEMORY_MIB * 1024}</memory>"]
@@ -37,10 +42,10 @@ def node_xml(host: str, domains: dict[str, str], volumes: list[str]) -> str:
             f"<test:runstate>{1 if run == 'running' else 5}</test:runstate></domain>")
     parts.append(f"<pool type='dir'><name>{POOL}</name><capacity unit='GiB'>100</capacity>"
                  "<allocation>0</allocation><available unit='GiB'>100</available>"
-                 f"<target><path>/{POOL}</path></target>")
+                 f"<target><path>{target}</path></target>")
     for name in volumes:
         parts.append(f"<volume><name>{name}</name><capacity unit='GiB'>1</capacity>"
-                     f"<allocation>0</allocation><target><path>/{POOL}/{name}</path></target>"
+                     f"<allocation>0</allocation><target><path>{target}/{name}</path></target>"
                      "</volume>")
     parts.append("</pool><network><name>default</name><bridge name='virbr0'/></network></node>")
     return "".join(parts)

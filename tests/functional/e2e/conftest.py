@@ -125,6 +125,15 @@ def _start_agents(agents: list[AgentProcess], rpc: Rpc, cleanups: _Cleanups,
             assert pong["driver"] == DRIVER_CLASSES[driver], pong
 
 
+def _libvirt_node(workdir: Path, host: str) -> tuple[Path, Path]:
+    """A test:/// node file for ``host``'s agent and its pool directory."""
+    pool_dir = workdir / f"{host}.pool"
+    pool_dir.mkdir()
+    node = workdir / f"{host}.node.xml"
+    node.write_text(node_xml(host, {}, [], pool_dir))
+    return node, pool_dir
+
+
 Combo = tuple[str, str, str]  # (driver, database, backend)
 
 
@@ -165,11 +174,10 @@ class Matrix:
                 agent = AgentProcess(workdir, sim_url=sim.url, **common)
                 view = XenAPIView(sim, host)
             else:
-                node = workdir / f"{host}.node.xml"
-                node.write_text(node_xml(host, {}, []))
+                node, pool_dir = _libvirt_node(workdir, host)
                 agent = AgentProcess(workdir, driver="libvirt",
                                      options=libvirt_agent_options(node), **common)
-                view = LibvirtView(rpc.api, host)
+                view = LibvirtView(rpc.api, host, pool_dir)
             rpc.hosts.append(host)
             agents.append(agent)
             db = Database(url)
@@ -269,12 +277,11 @@ def pair(request: pytest.FixtureRequest,
                 agent = AgentProcess(workdir, sim_url=sim.url, options=options, **common)
                 view = XenAPIView(sim, host)
             else:
-                node = workdir / f"{host}.node.xml"
-                node.write_text(node_xml(host, {}, []))
+                node, pool_dir = _libvirt_node(workdir, host)
                 agent = AgentProcess(workdir, driver="libvirt",
                                      options={**options, **libvirt_agent_options(node)},
                                      **common)
-                view = LibvirtView(rpc.api, host)
+                view = LibvirtView(rpc.api, host, pool_dir)
             rpc.hosts.append(host)
             agents.append(agent)
             views.append(view)

@@ -17,11 +17,14 @@ the checks of a fresh build and of a reboot each can make.
 
 from __future__ import annotations
 
+import base64
+import urllib.request
+from pathlib import Path
 from typing import Any, Protocol
 
 from compute_agent.db.api import Database
 from compute_agent.rpc.rpcapi import ComputeAPI
-from tests.functional.harness import SimProcess
+from tests.functional.harness import PASSWORD, USER, SimProcess
 
 from .stack import WITH_VM, XAPI_POWER, assert_dom0_matches_db, dom0_inventory
 
@@ -51,6 +54,9 @@ class HypervisorView(Protocol):
 
     def check_rebooted(self, uuid: str, before: Any) -> Any:
         """The guest really restarted since ``before``; the new marker."""
+
+    def root_disk_head(self, uuid: str, n: int) -> bytes:
+        """The first ``n`` bytes of the instance's root disk."""
 
 
 class XenAPIView:
@@ -105,14 +111,28 @@ class XenAPIView:
         assert vm["other_config"]["last_shutdown_reason"] == "rebooted"
         return vm["domid"]
 
+    def root_disk_head(self, uuid: str, n: int) -> bytes:
+        """Exported by dom0 (GET /export_raw_vdi of the root VDI)."""
+        vm = self.vm(uuid)
+        root = next(b for b in vm["vbd_records"] if b["userdevice"] == "0")
+        with self.sim.session() as xenapi:
+            vdi_uuid = xenapi.VDI.get_uuid(root["VDI"])
+        req = urllib.request.Request(
+            f"{self.sim.url}/export_raw_vdi?vdi={vdi_uuid}&format=raw", method="GET")
+        req.add_header("Authorization", "Basic " + base64.b64encode(
+            f"{USER}:{PASSWORD}".encode()).decode())
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the simulator
+            return resp.read(n)
+
 
 class LibvirtView:
     driver = "libvirt"
     observable_progress = False  # test:/// answers every call at once
 
-    def __init__(self, api: ComputeAPI, host: str):
+    def __init__(self, api: ComputeAPI, host: str, pool_dir: Path | None = None):
         self.api = api
         self.host = host
+        self.pool_dir = pool_dir  # the storage pool's target directory
 
     def status(self) -> dict:
         status = self.api.get_host_status(self.host)
@@ -161,6 +181,13 @@ class LibvirtView:
         assert resources["memory_mb_used"] >= body["flavor"]["memory_mb"]
         assert resources["vcpus_used"] >= body["flavor"]["vcpus"]
         return None
+
+    def root_disk_head(self, uuid: str, n: int) -> bytes:
+        """Read from the root volume's file in the pool's directory (the
+        agent wrote it there: the test driver has no volume upload)."""
+        assert self.pool_dir is not None, "a node without a pool directory"
+        with open(self.pool_dir / f"instance-{uuid}-root", "rb") as f:
+            return f.read(n)
 
     def check_rebooted(self, uuid: str, before: Any) -> Any:
         # test:/// restarts the domain inside one call; all that shows from

@@ -19,12 +19,14 @@ dom0 stopping): busy refusals, dom0 errors, dom0 unreachable.
 
 from __future__ import annotations
 
+import hashlib
 import uuid as uuidlib
 
 import pytest
 
 from compute_agent import exceptions
 from tests.functional.harness import SETTLE_S, wait_until
+from tests.functional.image_http import http_server
 
 from .conftest import Stack
 from .hypervisor import XenAPIView
@@ -163,6 +165,23 @@ def test_pause_and_suspend(matrix, combo):
     w.check_actions()
     stack.api.terminate_instance(stack.host, w.uuid)
     settle(stack, w.uuid, "deleted")
+    stack.hypervisor.assert_matches_db(stack.db)
+
+
+@pytest.mark.parametrize("combo", [("xenapi", "postgresql", "eventlet"),
+                                   ("libvirt", "postgresql", "threading")], ids=combo_id)
+def test_boot_from_an_http_image(matrix, combo, tmp_path):
+    stack = matrix[combo]
+    block = hashlib.sha256(stack.name.encode()).digest() * 2048  # 64 KiB
+    (tmp_path / "disk.raw").write_bytes(block * 32)  # 2 MiB
+    data = (tmp_path / "disk.raw").read_bytes()
+    with http_server(tmp_path) as base:
+        body, inst, _ = boot(stack, "from-image",
+                             image={"id": None, "url": f"{base}/disk.raw", "disk_format": "raw"})
+    assert (state_of(inst), inst["fault"]) == (("active", None, 1), None)
+    assert stack.hypervisor.root_disk_head(body["uuid"], len(data) + 1)[:len(data)] == data
+    stack.api.terminate_instance(stack.host, body["uuid"])
+    settle(stack, body["uuid"], "deleted")
     stack.hypervisor.assert_matches_db(stack.db)
 
 

@@ -12,15 +12,10 @@ the same either way: the volume holds the image.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
-import http.server
 import json
 import subprocess
-import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -29,30 +24,13 @@ import pytest
 from compute_agent import exceptions
 from compute_agent.driver import power_state
 from tests.functional.glance_fixture import glance  # noqa: F401  (a fixture)
+from tests.functional.image_http import http_server
 from tests.functional.libvirt_inprocess import instance, op
 
 pytestmark = pytest.mark.timeout(60)
 
 MiB = 1024**2
 POOL = "images-pool"
-
-
-@contextlib.contextmanager
-def http_server(root: Path) -> Iterator[str]:
-    """Files under ``root`` over HTTP (Content-Length on every answer)."""
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):  # no access log on the test's stderr
-            pass
-
-    handler = functools.partial(Quiet, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def qemu_img(*args: str) -> str:
