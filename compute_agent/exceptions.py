@@ -131,6 +131,18 @@ class NoValidHost(ComputeAgentError):
     msg_fmt = "No live compute host can take the request: {0}"
 
 
+class InternalError(ComputeAgentError):
+    """An unexpected exception, reported without its text (which may hold
+    SQL, paths or secrets). params: the request id to find it in the log."""
+
+    code = "INTERNAL_ERROR"
+    msg_fmt = "Internal error; the agent's log has the details under request {0}"
+
+
+def internal_error(request_id: str | None) -> InternalError:
+    return InternalError(request_id or "-")
+
+
 def hypervisor_error(details: list[Any]) -> HypervisorError:
     """Build the structured error for a XenAPI ``ErrorDescription``."""
     code = str(details[0]) if details else "UNKNOWN_XENAPI_ERROR"

@@ -21,11 +21,14 @@ from compute_agent import notifications as notif
 from compute_agent.compute import states
 from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.requests import REQUESTS, driver_view
-from compute_agent.compute.validation import validate_uuid
+from compute_agent.compute.validation import is_uuid, valid_name_or_empty
 from compute_agent.context import RequestContext
 from compute_agent.driver import power_state
 
 LOG = logging.getLogger(__name__)
+
+# Characters of a traceback an action event keeps.
+MAX_TRACEBACK = 8192
 
 # inst (driver view) -> (vm_state, power_state or None to keep it)
 Settler = Callable[[dict[str, Any]], tuple[str, int | None]]
@@ -69,12 +72,12 @@ class Outcomes:
             error = exc
             LOG.warning("%s of %s failed: %s %s", request, uuid, error.code, error.params)
         else:
-            error = exceptions.ComputeAgentError(
-                type(exc).__name__, str(exc),
-                message=f"Internal error during {request}: {type(exc).__name__}: {exc}")
+            # Its text (SQL, paths) stays in the log; the fault says where.
+            error = exceptions.internal_error(ctxt.request_id)
             LOG.error("%s of %s failed unexpectedly", request, uuid,
                       exc_info=(type(exc), exc, exc.__traceback__))
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = tb[-MAX_TRACEBACK:]  # the end says most; the record stays bounded
         self.event_finish(ctxt, uuid, request, "error", tb)
         self.action_finish(ctxt, uuid, "error", f"{error.code} {error.params}")
         inst = None
@@ -113,16 +116,24 @@ class Outcomes:
                       locks: InstanceLocks) -> None:
         """A build cast has nobody to tell; if it names a usable uuid that is
         not known yet, leave an instance in error with the fault so the
-        caller finds out with get_instance."""
+        caller finds out with get_instance. Only checked values are written
+        (the uuid, the name if it is valid, the fault, which names the field
+        in escaped and bounded form), and this never raises: the caller
+        gets the refusal, not a failure to record it."""
         self.notifier.action(ctxt, "create", notif.ERROR, None, exc.to_dict())
         LOG.warning("Refused build: %s", exc.message)
-        if not isinstance(instance, dict):
+        if not isinstance(instance, dict) or not is_uuid(instance.get("uuid")):
             return
         try:
-            uuid = validate_uuid(instance.get("uuid"), "uuid")
-        except exceptions.InvalidInput:
-            return
-        name = instance.get("name")
+            self._record_refused_build(ctxt, instance["uuid"], instance.get("name"), exc,
+                                       host, locks)
+        except Exception:
+            LOG.exception("Could not record the refused build of %s", instance["uuid"])
+
+    def _record_refused_build(self, ctxt: RequestContext, uuid: str, name: Any,
+                              exc: exceptions.ComputeAgentError, host: str,
+                              locks: InstanceLocks) -> None:
+        name = valid_name_or_empty(name)
         with locks.hold(uuid):
             try:
                 # Created as a build that never started; it turns to error
@@ -130,7 +141,7 @@ class Outcomes:
                 # sees an error without its reason.
                 self.db.create_instance({
                     "uuid": uuid,
-                    "name": name if isinstance(name, str) else "",
+                    "name": name,
                     "host": host,
                     "vm_state": states.BUILDING,
                     "task_state": None,
