@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation, TaskListener
 from compute_agent.driver.task_status import LOST, PENDING, TaskState
+from compute_agent.driver.xenapi import errors
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.task_reaper import TaskReaper
 from compute_agent.driver.xenapi.task_result import TaskOutcome
@@ -204,7 +205,7 @@ class TaskRunner:
             raise exceptions.OperationTimedOut(op.name, op.instance_uuid, round(limit, 3))
         if outcome.status == "cancelled":
             raise exceptions.OperationCancelled(op.name, op.instance_uuid)
-        raise outcome.error([self.pool.settings.password])
+        raise outcome.error(self._secrets())
 
     def reattach(self, op: Operation, ref: str, timeout: float) -> TaskState:
         """Follow a task an earlier run of the agent started (recovery).
@@ -236,7 +237,7 @@ class TaskRunner:
                 outcome.status,
                 progress=1.0 if outcome.status == "success" else tracked.last_progress,
                 result=outcome.listener_result,
-                error=list(outcome.error_info) or None,
+                error=errors.scrub_for_storage(outcome.error_info, self._secrets()) or None,
                 timed_out=timed_out,
             )
 
@@ -270,13 +271,17 @@ class TaskRunner:
                 state.task_ref = None
             tracked.forget()
         if outcome is not None:
+            stored_error = errors.scrub_for_storage(outcome.error_info, self._secrets())
             self._notify(
                 "task_finished", op, ref, outcome.listener_status, outcome.listener_result,
-                outcome.error_info or None,
+                stored_error or None,
             )
             if outcome.status != LOST:
                 self.reaper.reap(ref)
         return outcome, timed_out
+
+    def _secrets(self) -> list[str]:
+        return [self.pool.settings.password]
 
     def _lookup_uuid(self, ref: str) -> str:
         try:
