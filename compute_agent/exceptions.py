@@ -126,6 +126,15 @@ class OperationCancelled(ComputeAgentError):
     msg_fmt = "Operation {0} on instance {1} was cancelled"
 
 
+class TaskNotRecorded(ComputeAgentError):
+    """A dom0 task could not be written to the database, so it is not
+    started (or, if it was, cancelled): nothing is waited on untracked.
+    params: operation, instance uuid."""
+
+    code = "TASK_NOT_RECORDED"
+    msg_fmt = "Operation {0} on instance {1} stopped: its dom0 task could not be recorded"
+
+
 class NoValidHost(ComputeAgentError):
     code = "NO_VALID_HOST"
     msg_fmt = "No live compute host can take the request: {0}"

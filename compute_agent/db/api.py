@@ -446,6 +446,21 @@ class Database:
             raise errors.TrackedTaskNotFound(ref)
         return task
 
+    @_retry_on_deadlock
+    def bind_tracked_task(self, intent_ref: str, ref: str,
+                          values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Give a recorded intent (a row under a placeholder ref, written
+        before its Async call) the ref of the task the call started.
+        Raises TrackedTaskNotFound if no row has ``intent_ref``."""
+        values = {**(values or {}), "ref": ref, "updated_at": utcnow()}
+        _check_fields(values, _TASK_FIELDS - {"created_at"}, "a tracked task")
+        with self._write() as conn:
+            conn.execute(sa.update(_tasks).where(_tasks.c.ref == intent_ref).values(**values))
+            task = self._task(conn, ref)
+        if task is None:
+            raise errors.TrackedTaskNotFound(intent_ref)
+        return task
+
     def get_tracked_task(self, ref: str) -> dict[str, Any] | None:
         with self._read() as conn:
             return self._task(conn, ref)

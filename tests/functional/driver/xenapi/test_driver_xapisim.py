@@ -89,7 +89,11 @@ def test_spawn_power_cycle_destroy_leaves_nothing(driver, xapi, listener, sim):
     finished = listener.of("finished")
     assert started and len(started) == len(finished)
     assert {s[1] for s in started} == {f[1] for f in finished}
-    assert all(s[2] and s[3] == "127.0.0.1" for s in started)
+    assert all(s[3] == "127.0.0.1" for s in started)
+    # Each task's intent was recorded before its call, and bound to its ref.
+    intents = [i[1] for i in listener.of("intent")]
+    assert [s[4] for s in started] == intents
+    assert {u[1] for u in listener.of("uuid") if u[2]} == {s[1] for s in started}
     assert all(f[2] == "success" for f in finished)
     no_tasks_left(xapi)
 
@@ -99,7 +103,8 @@ def test_listener_order_and_results(driver, listener):
     driver.spawn(op_for(inst, "spawn"), inst)
     seen: dict[str, list[str]] = {}
     for name, args in listener.calls:
-        seen.setdefault(args[1], []).append(name)
+        if name != "intent":
+            seen.setdefault(args[1], []).append(name)
     for ref, names in seen.items():
         assert names[0] == "started" and names[-1] == "finished", (ref, names)
         assert names.count("finished") == 1
