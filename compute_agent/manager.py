@@ -113,10 +113,16 @@ class ComputeManager:
         """Connect the driver, start recovering what an earlier run left
         half done (recovery.py: classified now, settled in background
         threads), and write the first heartbeat. Recovery runs again
-        whenever the driver reconnects to the hypervisor."""
-        self.driver.init_host(self.host)
-        self._recover("start")
+        whenever the driver reconnects to the hypervisor, and first when
+        the agent started without it and it answers."""
+        # The listener first: a driver that starts without dom0 calls it
+        # once dom0 answers, and recovery must run then.
         self.driver.set_reconnect_listener(lambda: self._recover("reconnect"))
+        self.driver.init_host(self.host)
+        if self.driver.available:
+            self._recover("start")
+        else:
+            LOG.warning("Serving without the hypervisor; recovery runs once it answers")
         self.report_host(get_admin_context())
 
     def _recover(self, reason: str, ctxt: RequestContext | None = None) -> None:

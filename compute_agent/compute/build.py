@@ -42,6 +42,11 @@ class Builder:
             r.outcomes.refused_build(ctxt, instance, exc, r.host, r.locks)
             raise
         uuid = spec["uuid"]
+        try:
+            r.refuse_if_no_hypervisor()
+        except exceptions.HypervisorUnavailable as exc:
+            r.outcomes.refused(ctxt, None, "build", exc)
+            raise
         with r.locks.hold(uuid):
             try:
                 existing = r.db.get_instance(uuid)

@@ -87,6 +87,7 @@ class RequestRunner:
         try:
             self.refuse_if_stopping()
             uuid = validate_uuid(instance_uuid)
+            self.refuse_if_no_hypervisor()
         except exceptions.ComputeAgentError as exc:
             self.outcomes.refused(ctxt, None, request, exc)
             raise
@@ -131,6 +132,14 @@ class RequestRunner:
     def refuse_if_stopping(self) -> None:
         if self._stopping.is_set():
             raise ServiceStopping(self.host)
+
+    def refuse_if_no_hypervisor(self) -> None:
+        """Work that needs dom0 is refused, not queued, while the driver has
+        no connection (it started without dom0 and is still trying)."""
+        if not self.driver.available:
+            raise exceptions.HypervisorUnavailable(
+                getattr(getattr(self.conf, "xenserver", None), "connection_url", "") or "-",
+                "not connected; the agent keeps trying")
 
     def operation(self, ctxt: RequestContext, uuid: str, driver_op: str) -> DriverOperation:
         """The driver Operation for ``driver_op``, with its [tasks] timeout."""

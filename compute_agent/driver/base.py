@@ -140,9 +140,21 @@ class ComputeDriver:
         """Connect to the hypervisor for agent host ``host`` and get ready.
 
         Called once when the service starts, before any other method.
-        Raises HypervisorUnavailable when the hypervisor cannot be reached.
+        Raises HypervisorUnavailable when the hypervisor cannot be reached,
+        unless the driver keeps trying in the background (then ``available``
+        is False until it connects, and the reconnect listener is called
+        once it has).
         """
         raise NotImplementedError
+
+    @property
+    def available(self) -> bool:
+        """Whether the hypervisor can be reached now. A driver that started
+        without it (init_host does not fail for an unreachable hypervisor
+        when the driver can connect later) answers False until it connects;
+        the manager then refuses work that needs it with
+        HYPERVISOR_UNAVAILABLE."""
+        return True
 
     def cleanup_host(self) -> None:
         """Release connections and threads (logout of sessions). Called once

@@ -31,6 +31,10 @@ LOG = logging.getLogger(__name__)
 
 # Several sessions notice one xapi restart; one reconnect call covers them.
 RECONNECT_SETTLE = 0.5
+# Connecting to a dom0 that was unreachable at start: first and longest
+# pause between tries (seconds), doubling in between.
+CONNECT_RETRY_FIRST = 1.0
+CONNECT_RETRY_MAX = 15.0
 
 def settings_from_conf(conf: Any) -> ConnectionSettings:
     xs = conf.xenserver
@@ -64,37 +68,82 @@ class XenAPIDriver(ComputeDriver):
         self._closed = threading.Event()
         self._reconnect_lock = threading.Lock()
         self._reconnect_pending = False
+        self._sr_filter: Any = None
 
     # -- lifecycle -------------------------------------------------------------
     def init_host(self, host: str) -> None:
+        """Connect to dom0. An unreachable dom0 is not fatal: the driver
+        keeps trying in the background with backoff (``available`` is
+        False meanwhile, every dom0 method raises HypervisorUnavailable) and
+        calls the reconnect listener once dom0 answers, so recovery runs
+        then. Bad settings (the SR filter, no URL) and refused credentials
+        stay fatal."""
         self.host = host
-        xs, tasks = self.conf.xenserver, self.conf.tasks
+        xs = self.conf.xenserver
         try:
-            sr_filter = parse_sr_filter(xs.sr_matching_filter)
+            self._sr_filter = parse_sr_filter(xs.sr_matching_filter)
         except ValueError as e:
             raise exceptions.InvalidInput("xenserver.sr_matching_filter", str(e)) from None
-        self.pool = SessionPool(settings_from_conf(self.conf), xs.connection_concurrent)
-        self.pool.coordinator.hooks.append(self._on_reconnect)
+        settings_from_conf(self.conf)  # a missing URL is a configuration error: fail now
+        try:
+            self._connect()
+        except exceptions.HypervisorUnavailable as exc:
+            LOG.warning("dom0 is unreachable (%s); serving without it and retrying",
+                        exc.message)
+            threading.Thread(target=self._connect_until_up, name="xenapi-connect",
+                             daemon=True).start()
+
+    @property
+    def available(self) -> bool:
+        return self.vmops is not None and not self._closed.is_set()
+
+    def _connect_until_up(self) -> None:
+        delay = CONNECT_RETRY_FIRST
+        while not self._closed.wait(delay):
+            try:
+                self._connect()
+            except exceptions.HypervisorUnavailable as exc:
+                LOG.info("dom0 still unreachable (%s); next try in %.0f s", exc.message,
+                         min(delay * 2, CONNECT_RETRY_MAX))
+                delay = min(delay * 2, CONNECT_RETRY_MAX)
+                continue
+            except Exception:
+                LOG.exception("Connecting to dom0 failed; retrying")
+                delay = min(delay * 2, CONNECT_RETRY_MAX)
+                continue
+            self._on_reconnect("first connection")
+            return
+
+    def _connect(self) -> None:
+        """Log in, check dom0 answers, and build the parts on the session pool."""
+        assert self.host is not None
+        host = self.host
+        xs, tasks = self.conf.xenserver, self.conf.tasks
+        pool = SessionPool(settings_from_conf(self.conf), xs.connection_concurrent)
+        pool.coordinator.hooks.append(self._on_reconnect)
         try:
             # Fail now, with a clear error, if dom0 cannot be reached.
-            self.pool.call("pool.get_all")
+            pool.call("pool.get_all")
         except Exception:
-            self.pool.close()
+            pool.close()
             raise
-        waiter = self._make_waiter(self.pool, host)
-        self.runner = TaskRunner(
-            self.pool, waiter, self.task_listener, float(tasks.default_timeout)
-        )
-        storage = Storage(self.pool, self.runner, sr_filter, host)
+        if self._closed.is_set():  # stopped while connecting
+            pool.close()
+            return
+        self.pool = pool
+        waiter = self._make_waiter(pool, host)
+        self.runner = TaskRunner(pool, waiter, self.task_listener, float(tasks.default_timeout))
+        storage = Storage(pool, self.runner, self._sr_filter, host)
+        self.host_info = HostInfo(pool, storage)
+        # Last: once vmops is set, the driver is available.
         self.vmops = VMOps(
-            self.pool, self.runner, storage, Networking(self.pool), host,
+            pool, self.runner, storage, Networking(pool), host,
             xs.vm_template or "",
             cleanup_timeout=float(tasks.destroy_timeout),
             soft_reboot_timeout=float(tasks.soft_reboot_timeout),
         )
-        self.host_info = HostInfo(self.pool, storage)
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
-                 self.pool.coordinator.url, tasks.watcher_mode)
+                 pool.coordinator.url, tasks.watcher_mode)
 
     def _make_waiter(self, pool: SessionPool, host: str) -> TaskWaiter:
         xs, tasks = self.conf.xenserver, self.conf.tasks
@@ -160,7 +209,7 @@ class XenAPIDriver(ComputeDriver):
     def _ops(self) -> tuple[TaskRunner, VMOps]:
         if self.runner is None or self.vmops is None:
             raise exceptions.HypervisorUnavailable(
-                self.conf.xenserver.connection_url or "", "driver not initialised (init_host)"
+                self.conf.xenserver.connection_url or "", "not connected (yet)"
             )
         return self.runner, self.vmops
 
