@@ -101,7 +101,8 @@ class ComputeManager:
                                  locks=self._locks, busy=self.busy_instances)
         self._stopping = threading.Event()
         self._build_slots = BuildSlots(conf.max_concurrent_builds, self._stopping, self.host)
-        self._outcomes = Outcomes(db, self.notifier, release=self._workers.release)
+        self._outcomes = Outcomes(db, self.notifier, release=self._workers.release,
+                                  stopping=self._stopping.is_set)
         self._host_status = HostStatus(conf, db, driver, self.host)
         self._runner = RequestRunner(conf, db, driver, self.notifier, self.host, self._locks,
                                      self._workers, self._outcomes, self._stopping)
@@ -118,6 +119,10 @@ class ComputeManager:
         # The listener first: a driver that starts without dom0 calls it
         # once dom0 answers, and recovery must run then.
         self.driver.set_reconnect_listener(lambda: self._recover("reconnect"))
+        # An operation whose end could not be written while the database was
+        # unreachable is settled as soon as it answers again.
+        if hasattr(self.db, "add_reconnect_listener"):
+            self.db.add_reconnect_listener(lambda: self._recover("database"))
         self.driver.init_host(self.host)
         if self.driver.available:
             self._recover("start")
