@@ -85,6 +85,7 @@ class Builder:
         r.outcomes.event_start(ctxt, uuid, "build")
         try:
             with self.slots.slot(uuid):
+                LOG.debug("Driver spawn of %s (timeout %s s)", uuid, op.timeout)
                 info = r.driver.spawn(op, spec)
         except BaseException as exc:
             r.outcomes.fail(ctxt, uuid, "build", exc, settle=lambda inst: (states.ERROR, None))

@@ -162,6 +162,7 @@ class Recovery:
 
     def _recover_instance(self, ctxt: RequestContext, run: RecoveryRun, uuid: str,
                           tasks: list[dict[str, Any]]) -> None:
+        ctxt.for_instance(uuid).update_store()  # its log lines name the instance
         try:
             outcomes: dict[str, ts.TaskState] = {}
             for task in tasks:
@@ -284,6 +285,7 @@ class Recovery:
         outcomes = self._outcomes(uuid, request_id, reattached)
         rctxt = new_context(request_id=request_id, instance_uuid=uuid) if request_id else \
             ctxt.for_instance(uuid)
+        rctxt.update_store()  # log lines carry the request that left it half done
         try:
             info = self._info(inst)
         except exceptions.HypervisorUnavailable as exc:
@@ -292,6 +294,10 @@ class Recovery:
             return None
         succeeded = bool(outcomes) and all(o.status == ts.SUCCESS for o in outcomes)
         decision = decide(task_state, info, succeeded)
+        LOG.debug("Recovery decision for %s: task_state %s, VM %s, tasks %s -> vm_state %s%s",
+                  uuid, task_state, "none" if info is None else power_state.name(
+                      info.power_state), [o.status for o in outcomes], decision.vm_state,
+                  "" if decision.finished else " (interrupted)")
         error: exceptions.ComputeAgentError | None = None
         if not decision.finished:
             timeout = timeout_of(self.conf, op_name)

@@ -19,6 +19,7 @@ requests.REQUESTS; this module is the same for every request.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,8 @@ from compute_agent.context import RequestContext
 from compute_agent.driver import power_state
 from compute_agent.driver.base import ComputeDriver
 from compute_agent.driver.base import Operation as DriverOperation
+
+LOG = logging.getLogger(__name__)
 
 # What a request does in the driver: call(operation, instance view).
 DriverCall = Callable[[DriverOperation, dict], None]
@@ -155,6 +158,7 @@ class RequestRunner:
         deleting = row.settles_to == states.DELETED
         try:
             inst = self.db.get_instance(uuid, internal=True)
+            LOG.debug("Driver %s of %s (timeout %s s)", op.name, uuid, op.timeout)
             call(op, driver_view(inst))
             info = None if deleting else self.driver.get_info(inst)
         except BaseException as exc:

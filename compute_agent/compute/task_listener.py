@@ -156,6 +156,7 @@ class TrackedTaskListener:
     ) -> None:
         with self._lock:
             self._last_write.pop(task_ref, None)
+        LOG.debug("Task %s of %s ended: %s", task_ref, op.name, status)
         values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
         if status == "success":
             values["progress"] = 1.0

@@ -308,6 +308,12 @@ class TaskWatcher:
     def _apply(self, result: dict[str, Any]) -> None:
         events = result.get("events") or []
         self.stats.events += len(events)
+        if events and LOG.isEnabledFor(logging.DEBUG):
+            kinds: dict[str, int] = {}
+            for ev in events:
+                key = f"{str(ev.get('class', '?')).lower()}.{ev.get('operation', '?')}"
+                kinds[key] = kinds.get(key, 0) + 1
+            LOG.debug("event.from batch: %d events %s", len(events), kinds)
         changes: list[tuple[str, InstanceInfo]] = []
         with self._lock:
             for ev in events:
