@@ -43,8 +43,10 @@ from compute_agent import notifications as notif
 from compute_agent.compute import states
 from compute_agent.compute.build import Builder
 from compute_agent.compute.build_slots import BuildSlots
+from compute_agent.compute.consoles import ConsoleQueries
 from compute_agent.compute.host_status import HostStatus
 from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.metrics_poll import MetricsPoll
 from compute_agent.compute.outcomes import Outcomes
 from compute_agent.compute.power_sync import PowerStateSync
 from compute_agent.compute.recovery import Recovery
@@ -64,7 +66,7 @@ from compute_agent.driver.base import ComputeDriver
 
 LOG = logging.getLogger(__name__)
 
-RPC_API_VERSION = "1.1"
+RPC_API_VERSION = "1.5"
 
 
 class ComputeManager:
@@ -107,6 +109,8 @@ class ComputeManager:
         self._runner = RequestRunner(conf, db, driver, self.notifier, self.host, self._locks,
                                      self._workers, self._outcomes, self._stopping)
         self._builder = Builder(self._runner, self._build_slots)
+        self._consoles = ConsoleQueries(conf, db, driver, self.host)
+        self.metrics = MetricsPoll(db, driver, self.host, float(conf.metrics.rrd_interval))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -284,7 +288,25 @@ class ComputeManager:
         self.notifier.action(ctxt, "cancel", notif.END, self.db.get_instance(uuid))
         return result
 
+    # ------------------------------------------------------------------ RPC 1.5: consoles
+
+    def get_vnc_console(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        """A one-time noVNC URL and token for the running instance's console
+        (compute/consoles.py)."""
+        return self._consoles.vnc_console(instance_uuid)
+
+    def get_console_output(self, ctxt: RequestContext, instance_uuid: Any,
+                           tail_length: Any = None) -> dict[str, Any]:
+        return self._consoles.console_output(instance_uuid, tail_length)
+
+    def get_diagnostics(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._consoles.diagnostics(instance_uuid)
+
     # ------------------------------------------------------------------ periodic jobs
+
+    def poll_metrics(self, ctxt: RequestContext) -> None:
+        """Read the host's metrics (one request to dom0) for /metrics."""
+        self.metrics.poll()
 
     def report_host(self, ctxt: RequestContext) -> None:
         """Heartbeat the service and report host resources (compute_nodes)."""

@@ -248,6 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._host_is_down():
             return
         req = HTTPRequest(self)
+        if not req.path.startswith("/_sim/"):
+            self.server.sim.http_counts.add(self.server.server_address[0], self.command, req.path)
         fn = handlers.find(self.command, req.path)
         if fn is None:
             req.send_error(404, f"no handler for {self.command} {req.path}")

@@ -30,6 +30,7 @@ from xapisim.bootstrap import PoolShape, bootstrap
 from xapisim.dispatch import Dispatcher
 from xapisim.errors import XenAPIError
 from xapisim.faults import Faults
+from xapisim.http_counts import HttpCounts
 from xapisim.httpserver import HostServer, current_connection
 from xapisim.schema import load as load_model
 from xapisim.sessions import DEFAULT_SESSION_LIMIT, SessionManager
@@ -112,6 +113,7 @@ class Simulator:
         self._stop = threading.Event()
         # hosts that are "down" (host failure): their listener refuses calls
         self.failed_hosts: set[str] = set()
+        self.http_counts = HttpCounts()
         handlers.load_all()
         api.load_all()
 

@@ -28,6 +28,7 @@ from compute_agent import exceptions
 from compute_agent.db.errors import TrackedTaskExists
 from compute_agent.db.types import utcnow
 from compute_agent.driver.base import Operation
+from compute_agent.metrics import agent as agent_metrics
 
 LOG = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TrackedTaskListener:
         self.retry_delays = retry_delays
         self._lock = threading.Lock()
         self._last_write: dict[str, float] = {}  # task ref -> monotonic time
+        self._started: dict[str, float] = {}  # task ref -> monotonic start, for the metric
 
     def _must_write(self, op: Operation, what: str, write: Callable[[], Any]) -> None:
         """Run ``write`` until it succeeds; raise TaskNotRecorded when it
@@ -102,7 +104,7 @@ class TrackedTaskListener:
             self._must_write(op, "a task", lambda: self.db.add_tracked_task(values))
         LOG.debug("Task %s of %s recorded", task_ref, op.name)
         with self._lock:
-            self._last_write[task_ref] = time.monotonic()
+            self._last_write[task_ref] = self._started[task_ref] = time.monotonic()
 
     def task_known(self, task_ref: str) -> bool:
         """Whether a row tracks ``task_ref`` (recovery matching intents)."""
@@ -156,6 +158,9 @@ class TrackedTaskListener:
     ) -> None:
         with self._lock:
             self._last_write.pop(task_ref, None)
+            started = self._started.pop(task_ref, None)
+        if started is not None:  # (a re-attached task's start is not known)
+            agent_metrics.task_wait(op.name, time.monotonic() - started)
         LOG.debug("Task %s of %s ended: %s", task_ref, op.name, status)
         values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
         if status == "success":

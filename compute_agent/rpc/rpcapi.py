@@ -5,6 +5,7 @@ Versions:
 * 1.0 — ping, build_instance, start_instance, stop_instance, reboot_instance,
   terminate_instance, get_instance, list_instances, get_host_status.
 * 1.1 — cancel_operation.
+* 1.5 — get_vnc_console, get_console_output, get_diagnostics (issue 11).
 
 ``version_cap`` pins the highest version this client sends, so a scheduler
 can be upgraded before its agents: a method that needs more than the cap
@@ -119,6 +120,29 @@ class ComputeAPI:
         """-> {instance_uuid, task_state, cancelled}"""
         validate_uuid(instance_uuid)
         return self._call(ctxt, host, "cancel_operation", version="1.1",
+                          instance_uuid=instance_uuid)
+
+    # ------------------------------------------------------------------ 1.5
+
+    def get_vnc_console(self, host: str, instance_uuid: str, ctxt: Context = None) -> dict:
+        """-> {instance_uuid, protocol: "vnc", url, token, expires_at}: a noVNC
+        URL through compute-agent-novncproxy, usable once, until expires_at."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_vnc_console", version="1.5",
+                          instance_uuid=instance_uuid)
+
+    def get_console_output(self, host: str, instance_uuid: str, tail_length: int | None = None,
+                           ctxt: Context = None) -> dict:
+        """-> {instance_uuid, output, truncated}: the end of the guest's
+        console log (the last ``tail_length`` lines when given)."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_console_output", version="1.5",
+                          instance_uuid=instance_uuid, tail_length=tail_length)
+
+    def get_diagnostics(self, host: str, instance_uuid: str, ctxt: Context = None) -> dict:
+        """-> the instance's latest figures (docs/metrics.md has the shape)."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_diagnostics", version="1.5",
                           instance_uuid=instance_uuid)
 
     # ------------------------------------------------------------------ plumbing

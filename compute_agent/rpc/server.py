@@ -22,6 +22,7 @@ from oslo_messaging.rpc import server as rpc_server_mod
 
 from compute_agent import context as ca_context
 from compute_agent.compute.validation import check_arguments_size, is_uuid
+from compute_agent.metrics import agent as agent_metrics
 from compute_agent.rpc import errors, transport
 from compute_agent.rpc.dispatch import GuardedDispatcher, expected
 from compute_agent.rpc.serializer import JsonPayloadSerializer
@@ -62,13 +63,17 @@ def endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
                            and signature.parameters[p].default is inspect.Parameter.empty]
                 raise errors.exceptions.InvalidInput(
                     "arguments", f"{method.__name__} needs {', '.join(missing)}") from None
-            return method(self, ctxt, **kwargs)
+            result = method(self, ctxt, **kwargs)
         except Exception as exc:
-            if not isinstance(exc, errors.exceptions.ComputeAgentError):
+            known = isinstance(exc, errors.exceptions.ComputeAgentError)
+            agent_metrics.count_rpc(method.__name__, "error" if known else "internal_error")
+            if not known:
                 LOG.exception("Unexpected error in %s", method.__name__)
             raise expected(errors.to_remote(exc, ctxt.request_id)) from None
         finally:
             ca_context.clear_current()
+        agent_metrics.count_rpc(method.__name__, "success")
+        return result
 
     wrapper.rpc_params = params  # type: ignore[attr-defined]
     return wrapper
@@ -79,7 +84,7 @@ _endpoint = endpoint
 
 
 class ComputeEndpoint:
-    """RPC API version 1.1. See docs/rpc-api.md for every method."""
+    """RPC API version 1.5. See docs/rpc-api.md for every method."""
 
     target = oslo_messaging.Target(version=transport.RPC_API_VERSION)
 
@@ -128,6 +133,20 @@ class ComputeEndpoint:
     @endpoint
     def cancel_operation(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.cancel_operation(ctxt, instance_uuid)
+
+    # -- 1.5 --------------------------------------------------------------------------
+    @_endpoint
+    def get_vnc_console(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.get_vnc_console(ctxt, instance_uuid)
+
+    @_endpoint
+    def get_console_output(self, ctxt: Any, instance_uuid: Any,
+                           tail_length: Any = None) -> dict[str, Any]:
+        return self.manager.get_console_output(ctxt, instance_uuid, tail_length=tail_length)
+
+    @_endpoint
+    def get_diagnostics(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.get_diagnostics(ctxt, instance_uuid)
 
 
 def get_server(

@@ -88,7 +88,7 @@ def wait_for_task(api, host, uuid, task_state):
 def test_ping_and_host_status(env):
     agent, api, notes, db = env
     pong = api.ping(agent.host)
-    assert pong == {"host": agent.host, "version": "1.1", "backend": agent.backend,
+    assert pong == {"host": agent.host, "version": "1.5", "backend": agent.backend,
                     "driver": "FakeDriver"}
     status = api.get_host_status(agent.host)
     assert status["resources"]["hypervisor_type"] == "fake"

@@ -679,7 +679,7 @@ def test_power_sync_reconciles_and_skips_busy_instances(manager, fake_driver, ag
 
 def test_ping(manager, agent_conf):
     assert manager.ping(new_context()) == {
-        "host": "test-host", "version": "1.1", "backend": agent_conf.concurrency_backend,
+        "host": "test-host", "version": "1.5", "backend": agent_conf.concurrency_backend,
         "driver": "FakeDriver"}
 
 

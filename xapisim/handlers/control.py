@@ -3,6 +3,8 @@ JSON out, no authentication, served by every host's listener (a failed
 host still answers here). Kept apart from xapi's paths on purpose.
 
 GET  /_sim/state                  summary of hosts, VMs, sessions, tasks, faults
+GET  /_sim/http_requests          HTTP requests served per host address, method and path
+                                  (xapisim.http_counts); POST /_sim/clear resets them
 POST /_sim/latency      {"method": "VM.start" | "*", "seconds": 0.2}
 POST /_sim/duration     {"method": "VM.start" | "*", "seconds": 1.0}
 POST /_sim/time_scale   {"scale": 0.1}
@@ -149,6 +151,7 @@ def hang(sim, doc) -> dict:
 
 def clear(sim, doc) -> dict:
     sim.faults.clear()
+    sim.http_counts.clear()
     return {}
 
 
@@ -250,8 +253,11 @@ def control_get(req) -> None:
     name = req.path[len("/_sim/"):].strip("/")
     if name == "state":
         _reply(req, 200, {"ok": True, **state(req.sim, {})})
+    elif name == "http_requests":
+        _reply(req, 200, {"ok": True, "requests": req.sim.http_counts.snapshot()})
     elif name == "":
-        _reply(req, 200, {"ok": True, "get": ["state"], "post": sorted(ACTIONS)})
+        _reply(req, 200, {"ok": True, "get": ["http_requests", "state"],
+                          "post": sorted(ACTIONS)})
     else:
         _reply(req, 404, {"error": f"no GET endpoint /_sim/{name}"})
 

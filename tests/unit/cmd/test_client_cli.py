@@ -132,3 +132,26 @@ def test_usage_errors():
     with pytest.raises(SystemExit) as info:
         client.build_parser().parse_args(["reboot"])
     assert info.value.code == 2
+
+
+def test_console_console_log_and_diagnostics(cli):
+    code, out, _ = cli("--json", "boot", "con-1", "--wait", "--poll-interval", "0.05")
+    assert code == 0
+    uuid = json.loads(out)["uuid"]
+
+    code, out, _ = cli("console", uuid)
+    assert code == 0
+    url, until = out.strip().splitlines()
+    assert url.startswith("http://127.0.0.1:6080/vnc_lite.html?path=websockify%3Ftoken%3D")
+    assert until.startswith("(usable once, until ")
+
+    code, out, _ = cli("console-log", uuid, "--lines", "1")
+    assert (code, out) == (0, "con-1 login:\n")
+
+    code, out, _ = cli("--json", "diagnostics", uuid)
+    assert code == 0
+    diag = json.loads(out)
+    assert (diag["instance_uuid"], diag["name"], diag["cpu"]["count"]) == (uuid, "con-1", 1)
+
+    code, _, err = cli("console-log", uuid, "--lines", "0")
+    assert code == 1 and "INVALID_INPUT" in err

@@ -25,7 +25,7 @@ def spec(**kw):
 
 def test_ping(rpc_env):
     api, *_ = rpc_env
-    assert api.ping(HOST) == {"host": HOST, "version": "1.1", "backend": "threading",
+    assert api.ping(HOST) == {"host": HOST, "version": "1.5", "backend": "threading",
                               "driver": "FakeDriver"}
 
 
