@@ -74,6 +74,7 @@ class XenAPIDriver(ComputeDriver):
         self._reconnect_lock = threading.Lock()
         self._reconnect_pending = False
         self._sr_filter: Any = None
+        self._connect_error: exceptions.HypervisorUnavailable | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def init_host(self, host: str) -> None:
@@ -93,6 +94,7 @@ class XenAPIDriver(ComputeDriver):
         try:
             self._connect()
         except exceptions.HypervisorUnavailable as exc:
+            self._connect_error = exc
             LOG.warning("dom0 is unreachable (%s); serving without it and retrying",
                         exc.message)
             threading.Thread(target=self._connect_until_up, name="xenapi-connect",
@@ -108,6 +110,7 @@ class XenAPIDriver(ComputeDriver):
             try:
                 self._connect()
             except exceptions.HypervisorUnavailable as exc:
+                self._connect_error = exc
                 LOG.info("dom0 still unreachable (%s); next try in %.0f s", exc.message,
                          min(delay * 2, CONNECT_RETRY_MAX))
                 delay = min(delay * 2, CONNECT_RETRY_MAX)
@@ -116,6 +119,7 @@ class XenAPIDriver(ComputeDriver):
                 LOG.exception("Connecting to dom0 failed; retrying")
                 delay = min(delay * 2, CONNECT_RETRY_MAX)
                 continue
+            self._connect_error = None
             self._on_reconnect("first connection")
             return
 
@@ -222,9 +226,11 @@ class XenAPIDriver(ComputeDriver):
 
     def _ops(self) -> tuple[TaskRunner, VMOps]:
         if self.runner is None or self.vmops is None:
+            # Until the first connection: why the last try failed.
+            last = self._connect_error
             raise exceptions.HypervisorUnavailable(
-                self.conf.xenserver.connection_url or "", "not connected (yet)"
-            )
+                *(last.params if last is not None else
+                  [self.conf.xenserver.connection_url or "", "not connected (yet)"]))
         return self.runner, self.vmops
 
     def _timeout(self, op: Operation) -> float:
