@@ -64,6 +64,30 @@ class OneLineFilter(logging.Filter):
         return True
 
 
+class BadMessageFilter(logging.Filter):
+    """oslo.messaging skips a message it cannot decode (not JSON, a wrong
+    envelope) with a full traceback at ERROR. Nothing is wrong with the
+    agent then, and anyone who can publish could fill the log with them:
+    one WARNING line each, with the error's type and first line."""
+
+    LOGGER = "oslo.messaging._drivers.impl_rabbit"
+    REPLY_LOGGER = "oslo_messaging._drivers.amqpdriver"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("The reply %(msg_id)s failed to send"):
+            # The caller went away (its reply queue is gone): its business.
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        elif str(record.msg).startswith("Failed to process message") and record.exc_info:
+            exc = record.exc_info[1]
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            record.msg = "Skipped an undecodable RPC message: %s: %s"
+            record.args = (type(exc).__name__, first)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def install_filter(logger: logging.Logger | None = None) -> None:
     """Put OneLineFilter on every handler of ``logger`` (the root logger)."""
     for handler in (logger or logging.getLogger()).handlers:
@@ -78,3 +102,7 @@ def setup_logging(conf: cfg.ConfigOpts, product: str = "compute-agent") -> None:
     oslo_logging.set_defaults(default_log_levels=levels)
     oslo_logging.setup(conf, product)
     install_filter()
+    for name in (BadMessageFilter.LOGGER, BadMessageFilter.REPLY_LOGGER):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, BadMessageFilter) for f in logger.filters):
+            logger.addFilter(BadMessageFilter())

@@ -48,3 +48,20 @@ def test_a_bad_format_string_does_not_lose_the_record():
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "only %s %s", ("one",), None)
     assert OneLineFilter().filter(record)
     assert "only %s %s" in record.getMessage() and "one" in record.getMessage()
+
+
+def test_undecodable_message_tracebacks_become_one_warning():
+    from compute_agent.process.log_setup import BadMessageFilter
+
+    try:
+        raise ValueError("Expecting value: line 1\nsecond line")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord(BadMessageFilter.LOGGER, logging.ERROR, __file__, 1,
+                                   "Failed to process message ... skipping it.", (),
+                                   sys.exc_info())
+    assert BadMessageFilter().filter(record)
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage() == ("Skipped an undecodable RPC message: ValueError: "
+                                   "Expecting value: line 1")
