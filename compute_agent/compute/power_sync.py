@@ -190,16 +190,25 @@ class PowerStateSync:
         """Compare every instance of this host with the hypervisor; returns
         how many changed. Stops early if the hypervisor is unreachable."""
         changed = 0
+        try:
+            # One read of every VM (not one call per instance).
+            infos = self.driver.list_instance_infos()
+        except exceptions.ComputeAgentError as exc:
+            LOG.warning("Power state sync skipped: %s", exc.message)
+            return changed
         for inst in self.db.list_instances(host=self.host, internal=True):
             if inst["task_state"] is not None or inst["vm_state"] in UNTOUCHED:
                 continue
-            try:
-                info: InstanceInfo | None = self.driver.get_info(inst)
-            except exceptions.InstanceNotFound:
-                info = None
-            except exceptions.ComputeAgentError as exc:
-                LOG.warning("Power state sync stopped: %s", exc.message)
-                return changed
+            info: InstanceInfo | None = infos.get(inst["uuid"])
+            if info is None:
+                # Not in the listing: ask once more (a VM created since).
+                try:
+                    info = self.driver.get_info(inst)
+                except exceptions.InstanceNotFound:
+                    info = None
+                except exceptions.ComputeAgentError as exc:
+                    LOG.warning("Power state sync stopped: %s", exc.message)
+                    return changed
             with self.locks.hold(inst["uuid"]):
                 try:
                     current = self.db.get_instance(inst["uuid"], internal=True)

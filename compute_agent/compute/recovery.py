@@ -406,13 +406,12 @@ class Recovery:
             LOG.warning("Cannot look for orphan VMs: %s", exc.message)
             return
         busy = self.busy()
+        # One read of the database for every VM, not one query per VM.
+        known = {i["uuid"]: i for i in self.db.list_instances(include_deleted=True)}
         for uuid in vm_uuids:
             if uuid in busy:
                 continue
-            try:
-                inst = self.db.get_instance(uuid)
-            except exceptions.InstanceNotFound:
-                inst = None
+            inst = known.get(uuid)
             if inst is not None and not (inst["vm_state"] == states.DELETED
                                          and inst["task_state"] is None):
                 continue

@@ -240,6 +240,19 @@ class Database(GuardedCalls):
             return self._shape(self._instance_row(conn, uuid), internal)
 
     @_api
+    def count_instances(self, host: str | None = None,
+                        include_deleted: bool = False) -> dict[str, int]:
+        """vm_state -> how many instances (of ``host``) are in it."""
+        query = sa.select(_instances.c.vm_state, sa.func.count()).group_by(
+            _instances.c.vm_state)
+        if host is not None:
+            query = query.where(_instances.c.host == host)
+        if not include_deleted:
+            query = query.where(_instances.c.vm_state != "deleted")
+        with self._read() as conn:
+            return {state: int(n) for state, n in conn.execute(query).all()}
+
+    @_api
     def list_instances(self, host: str | None = None, include_deleted: bool = False,
                        internal: bool = False) -> list[dict[str, Any]]:
         query = sa.select(_instances).order_by(_instances.c.created_at, _instances.c.uuid)

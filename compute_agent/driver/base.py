@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from compute_agent import exceptions
 from compute_agent.driver.task_status import TaskState
 
 # Reboot types accepted by ComputeDriver.reboot.
@@ -211,6 +212,19 @@ class ComputeDriver:
         """The instance uuids of every VM this agent owns in the hypervisor
         (marked as the agent's own when created), running or not."""
         raise NotImplementedError
+
+    def list_instance_infos(self) -> dict[str, InstanceInfo]:
+        """Instance uuid -> get_info() of every VM this agent owns, for the
+        periodic jobs and the host status: a driver that can should read
+        them in one call to the hypervisor (not one per instance). This
+        default asks for each."""
+        out: dict[str, InstanceInfo] = {}
+        for uuid in self.list_instance_uuids():
+            try:
+                out[uuid] = self.get_info({"uuid": uuid})
+            except exceptions.InstanceNotFound:
+                continue
+        return out
 
     def get_host_resources(self) -> dict[str, Any]:
         """Host capacity and usage, with exactly the keys in

@@ -272,6 +272,9 @@ class XenAPIDriver(ComputeDriver):
     def list_instance_uuids(self) -> list[str]:
         return self._ops()[1].list_instance_uuids()
 
+    def list_instance_infos(self) -> dict[str, InstanceInfo]:
+        return self._ops()[1].list_instance_infos()
+
     def get_host_resources(self) -> dict[str, Any]:
         self._ops()
         assert self.host_info is not None and self.metrics is not None
