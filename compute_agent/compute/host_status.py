@@ -66,7 +66,9 @@ class HostStatus:
 
     def _hypervisor_instances(self) -> dict[str, int]:
         """uuid -> power state of every instance the hypervisor has a VM
-        (or disks) of for this agent; NOSTATE for disks without a VM."""
-        found = {u: power_state.NOSTATE for u in self.driver.list_instance_uuids()}
-        found.update({u: i.power_state for u, i in self.driver.list_instance_infos().items()})
+        (or disks) of for this agent; NOSTATE for disks without a VM. Read
+        at once (list_instance_infos), not one call per instance."""
+        found = {u: i.power_state for u, i in self.driver.list_instance_infos().items()}
+        for uuid in self.driver.list_instance_uuids():
+            found.setdefault(uuid, power_state.NOSTATE)
         return found

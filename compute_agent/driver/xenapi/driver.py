@@ -270,10 +270,17 @@ class XenAPIDriver(ComputeDriver):
         return self._ops()[1].get_info(instance)
 
     def list_instance_uuids(self) -> list[str]:
-        return self._ops()[1].list_instance_uuids()
+        vmops = self._ops()[1]
+        cached = self.watcher.vm_records() if self.watcher is not None else None
+        return sorted(vmops.infos_of(cached)) if cached is not None else \
+            vmops.list_instance_uuids()
 
     def list_instance_infos(self) -> dict[str, InstanceInfo]:
-        return self._ops()[1].list_instance_infos()
+        # The event stream keeps every VM record: no call to dom0 at all
+        # while it is in step, one otherwise.
+        vmops = self._ops()[1]
+        cached = self.watcher.vm_records() if self.watcher is not None else None
+        return vmops.infos_of(cached) if cached is not None else vmops.list_instance_infos()
 
     def get_host_resources(self) -> dict[str, Any]:
         self._ops()
