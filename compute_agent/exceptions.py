@@ -160,6 +160,19 @@ def internal_error(request_id: str | None) -> InternalError:
     return InternalError(request_id or "-")
 
 
+class ResizeDiskTooSmall(ComputeAgentError):
+    """A resize may only grow the root disk. params: uuid, current root_gb,
+    requested root_gb."""
+
+    code = "RESIZE_DISK_TOO_SMALL"
+    msg_fmt = "Instance {0}: the root disk ({1} GB) cannot shrink to {2} GB"
+
+
+class FlavorUnchanged(ComputeAgentError):
+    """A resize to the flavor the instance has. params: uuid."""
+
+    code = "FLAVOR_UNCHANGED"
+    msg_fmt = "Instance {0} already has this flavor"
 class ConsoleNotAvailable(ComputeAgentError):
     """params: instance uuid, its power state (or why)."""
 

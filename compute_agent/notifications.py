@@ -47,6 +47,15 @@ ACTIONS = {
     "reboot": "reboot",
     "terminate": "delete",
     "cancel": "cancel",
+    "pause": "pause",
+    "unpause": "unpause",
+    "suspend": "suspend",
+    "resume": "resume",
+    "rescue": "rescue",
+    "unrescue": "unrescue",
+    "resize": "resize",
+    "confirm_resize": "resize_confirm",
+    "revert_resize": "resize_revert",
 }
 
 

@@ -120,3 +120,8 @@ class SimControl:
 
     def save(self) -> dict:
         return self.post("save")
+
+    def task_gc(self) -> dict:
+        """A task garbage collection pass now (finished tasks past their
+        age, and those task.destroy marked while pending)."""
+        return self.post("gc")

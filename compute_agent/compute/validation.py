@@ -1,4 +1,6 @@
-"""Validation of RPC arguments, and the documented bound of every one.
+"""Validation of RPC arguments, and the documented bound of every one:
+build_instance's ``instance``, a flavor (resize_instance), a rescue image,
+list_instances' filters and paging, uuids.
 
 Shared by the client API (so a caller gets INVALID_INPUT before anything is
 sent) and the manager (so a caller in another language gets the same
@@ -67,10 +69,17 @@ BOUNDS: dict[str, Bound] = {
     "metadata.<key>": Bound(1, 255, CHARS),
     "metadata.<value>": Bound(None, 255, CHARS),
     "integer": Bound(-(2**53), 2**53, VALUE),  # any integer or float, JSON-safe
+    "limit": Bound(1, 1000, VALUE),  # list_instances' page
+    "host": Bound(1, 255, CHARS),  # list_instances' filter
 }
 
 # The old name, for callers that still use it.
 MAX_NAME = BOUNDS["name"].maximum
+
+# list_instances paging: the page a caller gets without asking, and the most
+# it may ask for.
+DEFAULT_PAGE = 100
+MAX_PAGE = BOUNDS["limit"].maximum
 
 REQUIRED = ("uuid", "name", "flavor", "image")
 OPTIONAL = ("networks", "metadata")
@@ -224,23 +233,64 @@ def check_arguments_size(kwargs: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- build
 
-def _validate_flavor(flavor: Any) -> dict[str, int]:
+def validate_flavor(flavor: Any, field: str = "flavor") -> dict[str, int]:
+    """``{vcpus, memory_mb, root_gb}``, integers within their bounds;
+    returned with exactly those keys (others are refused)."""
     if not isinstance(flavor, dict):
-        raise InvalidInput("flavor", "must be an object")
-    # Other fields (a caller's flavor may carry more) are dropped, never stored.
+        raise InvalidInput(field, "must be an object")
+    for key in flavor:
+        if key not in FLAVOR_FIELDS:
+            raise InvalidInput(f"{field}.{safe_text(key)}", "is not a known field")
     out = {}
     for key in FLAVOR_FIELDS:
         if key not in flavor:
-            raise InvalidInput(f"flavor.{key}", "is required")
-        out[key] = check_int(flavor[key], f"flavor.{key}", f"flavor.{key}")
+            raise InvalidInput(f"{field}.{key}", "is required")
+        out[key] = check_int(flavor[key], f"{field}.{key}", f"flavor.{key}")
     return out
 
 
-def _validate_image(image: Any) -> dict[str, str | None]:
+def validate_image(image: Any, field: str = "image") -> dict[str, str | None]:
+    """``{id, url, disk_format}``, each a bounded string or null (other keys
+    are dropped, never stored)."""
     if not isinstance(image, dict):
-        raise InvalidInput("image", "must be an object")
-    return {k: check_string(image.get(k), f"image.{k}", f"image.{k}", nullable=True)
+        raise InvalidInput(field, "must be an object")
+    return {k: check_string(image.get(k), f"{field}.{k}", f"image.{k}", nullable=True)
             for k in IMAGE_FIELDS}
+
+
+def validate_rescue_image(image: Any) -> dict[str, str | None] | None:
+    """rescue_instance's ``rescue_image``: null (a blank rescue disk) or an
+    image object as in build_instance."""
+    if image is None:
+        return None
+    return validate_image(image, "rescue_image")
+
+
+def validate_page(limit: Any, marker: Any) -> tuple[int, str | None]:
+    """list_instances' ``limit`` (BOUNDS['limit'], default DEFAULT_PAGE) and
+    ``marker`` (the uuid of the last instance of the previous page)."""
+    if limit is None:
+        limit = DEFAULT_PAGE
+    if not _is_int(limit):
+        raise InvalidInput("limit", "must be an integer")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}")
+    if marker is not None:
+        marker = validate_uuid(marker, "marker")
+    return limit, marker
+
+
+def validate_filter(value: Any, field: str, choices: tuple[str, ...] | None = None,
+                    max_len: int = MAX_NAME) -> str | None:
+    """An optional string filter: null, or a string (one of ``choices``)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise InvalidInput(field, f"must be a string of 1 to {max_len} characters")
+    check_string(value, field, Bound(1, max_len, CHARS))
+    if choices is not None and value not in choices:
+        raise InvalidInput(field, f"must be one of {', '.join(choices)}")
+    return value
 
 
 def _validate_networks(networks: Any) -> list[Any]:
@@ -291,8 +341,8 @@ def validate_instance(instance: Any) -> dict[str, Any]:
     return {
         "uuid": uuid,
         "name": name,
-        "flavor": _validate_flavor(instance["flavor"]),
-        "image": _validate_image(instance["image"]),
+        "flavor": validate_flavor(instance["flavor"]),
+        "image": validate_image(instance["image"]),
         "networks": _validate_networks(instance.get("networks")),
         "metadata": _validate_metadata(instance.get("metadata")),
     }

@@ -19,6 +19,7 @@ POST /_sim/restart_xapi {}
 POST /_sim/host/fail    {"host": ref | uuid | address | name_label}
 POST /_sim/host/recover {"host": ...}
 POST /_sim/save         {}               write the object database now (--persist)
+POST /_sim/gc           {}               a task garbage collection pass now
 
 Answers: 200 ``{"ok": true, ...}``; 400 ``{"error": "..."}`` for bad input;
 404 for an unknown endpoint or object; 409 ``{"error": [CODE, params...]}``
@@ -199,6 +200,10 @@ def save(sim, doc) -> dict:
     return {"file": str(sim.db_file)}
 
 
+def task_gc(sim, doc) -> dict:
+    return {"destroyed": sim.tasks.gc()}
+
+
 def state(sim, doc) -> dict:
     store = sim.store
     with store.lock:
@@ -213,6 +218,8 @@ def state(sim, doc) -> dict:
                 "live": metrics.get("live", False),
                 "resident_VMs": len(rec["resident_VMs"]),
                 "dom0_root": str(plugins.dom0_root(sim, ref, create=False)),
+                "xapi_socket": str(plugins.dom0_root(sim, ref, create=False)
+                                   / plugins.LOCAL_SOCKET),
             })
         vms = Counter(
             rec["power_state"] for rec in store.tables["VM"].values()
@@ -244,7 +251,7 @@ ACTIONS: dict[str, Callable[[Any, dict], dict]] = {
     "vm/crash": _guest("crash"), "vm/shutdown": _guest("guest_shutdown"),
     "vm/reboot": _guest("guest_reboot"),
     "restart_xapi": restart_xapi, "host/fail": host_fail, "host/recover": host_recover,
-    "save": save,
+    "save": save, "gc": task_gc,
 }
 
 

@@ -18,11 +18,11 @@ from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.storage import Storage
 from compute_agent.driver.xenapi.tasks import TaskRunner
+from compute_agent.driver.xenapi.vm_record import NULL_REF, MiB, scratch_vm_record
+
+__all__ = ["MiB", "NULL_REF", "VMOps", "instance_info", "scratch_vm_record"]
 
 LOG = logging.getLogger(__name__)
-
-MiB = 1024**2
-NULL_REF = "OpaqueRef:NULL"
 
 XAPI_POWER_STATES = {
     "Halted": power_state.SHUTDOWN,
@@ -64,46 +64,6 @@ def instance_info(vm_ref: str, record: dict[str, Any]) -> InstanceInfo:
             "domid": str(record.get("domid")),
         },
     )
-
-
-def scratch_vm_record(instance: dict[str, Any], agent_host: str) -> dict[str, Any]:
-    """Every field VM.create requires, for an HVM guest booting from disk."""
-    flavor = instance["flavor"]
-    memory = str(int(flavor["memory_mb"]) * MiB)  # int64 as string on XML-RPC
-    vcpus = str(int(flavor["vcpus"]))
-    return {
-        "name_label": instance["name"],
-        "name_description": f"instance {instance['uuid']}",
-        "user_version": "1",
-        "is_a_template": False,
-        "affinity": NULL_REF,
-        "memory_static_max": memory,
-        "memory_dynamic_max": memory,
-        "memory_dynamic_min": memory,
-        "memory_static_min": memory,
-        "VCPUs_params": {},
-        "VCPUs_max": vcpus,
-        "VCPUs_at_startup": vcpus,
-        "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart",
-        # Halt on crash so the crash is seen (last_shutdown_reason) and
-        # reported, not hidden by an automatic restart.
-        "actions_after_crash": "destroy",
-        "PV_bootloader": "",
-        "PV_kernel": "",
-        "PV_ramdisk": "",
-        "PV_args": "",
-        "PV_bootloader_args": "",
-        "PV_legacy_args": "",
-        "HVM_boot_policy": "BIOS order",
-        "HVM_boot_params": {"order": "dc"},
-        "platform": {"acpi": "1", "apic": "true", "pae": "true", "viridian": "false",
-                     "nx": "true"},
-        "PCI_bus": "",
-        "other_config": ownership.marks(instance["uuid"], agent_host),
-        "recommendations": "",
-        "domain_type": "hvm",
-    }
 
 
 class VMOps:
@@ -176,7 +136,8 @@ class VMOps:
 
     @staticmethod
     def _is_instance_vm(rec: dict[str, Any], uuid: str) -> bool:
-        return ownership.instance_of(rec) == uuid and not rec.get("is_a_snapshot")
+        return (ownership.instance_of(rec) == uuid and not rec.get("is_a_snapshot")
+                and not ownership.is_rescue(rec))
 
     def require(self, instance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         found = self.lookup(instance)
@@ -270,7 +231,7 @@ class VMOps:
             # an ordinary VM.
             self.runner.run(op, "VM.provision", vm)
             self.pool.call("VM.set_is_a_template", vm, False)
-            self._apply_flavor(vm, instance["flavor"])
+            self.apply_flavor(vm, instance["flavor"])
         except BaseException:
             with self.runner.cleanup(op, self.cleanup_timeout):
                 self._destroy_vm_record(op, vm)
@@ -284,7 +245,8 @@ class VMOps:
                 return ref
         raise exceptions.HypervisorError(label, code="VM_TEMPLATE_NOT_FOUND")
 
-    def _apply_flavor(self, vm: str, flavor: dict[str, Any]) -> None:
+    def apply_flavor(self, vm: str, flavor: dict[str, Any]) -> None:
+        """The flavor's memory (all four limits) and vCPUs, on a halted VM."""
         memory = str(int(flavor["memory_mb"]) * MiB)
         self.pool.call("VM.set_memory_limits", vm, memory, memory, memory, memory)
         vcpus = int(flavor["vcpus"])
@@ -396,6 +358,14 @@ class VMOps:
             self._refs.pop(instance["uuid"], None)
         vdis += self.storage.marked_vdis(instance["uuid"])
         self.storage.destroy_vdis(op, vdis)
+
+    def halt(self, op: Operation, ref: str, rec: dict[str, Any], clean_timeout: float) -> None:
+        """Halt the VM: a clean shutdown (hard after ``clean_timeout``) if it
+        runs, a hard one if paused or suspended; a halted VM is left."""
+        self._stop(op, ref, rec, True, clean_timeout)
+
+    def destroy_vm_record(self, op: Operation, ref: str) -> None:
+        self._destroy_vm_record(op, ref)
 
     def _destroy_vm_record(
         self, op: Operation, ref: str, rec: dict[str, Any] | None = None

@@ -89,6 +89,21 @@ def test_every_bound_is_hit(name):
                 validation.validate_uuid(bad)
             assert info.value.params == ["instance_uuid", "must be a UUID string"]
         return
+    if name == "limit":
+        assert validation.validate_page(1000, None) == (1000, None)
+        assert validation.validate_page(1, None) == (1, None)
+        for bad in (0, 1001):
+            with pytest.raises(InvalidInput) as info:
+                validation.validate_page(bad, None)
+            assert info.value.params[0] == "limit"
+        return
+    if name == "host":
+        assert validation.validate_filter(s(255), "host") == s(255)
+        for bad in ("", s(256), "h\nforged"):
+            with pytest.raises(InvalidInput) as info:
+                validation.validate_filter(bad, "host")
+            assert info.value.params[0] == "host"
+        return
     if name == "arguments":
         limit = BOUNDS["arguments"].maximum
         # {"a": "xxx..."} is 9 bytes of JSON around the string.
@@ -149,11 +164,13 @@ def test_unknown_field_names_are_escaped_and_cut():
     assert field.startswith("evil\\x{a}INFO")
 
 
-def test_extra_flavor_and_image_keys_are_not_kept():
-    spec = validate_instance(body(flavor=flavor(extra_specs={"a": "b"}),
-                                  image={"id": "i", "checksum": "c"}))
-    assert spec["flavor"] == flavor()
+def test_extra_image_keys_are_not_kept_and_extra_flavor_keys_refused():
+    spec = validate_instance(body(image={"id": "i", "checksum": "c"}))
     assert spec["image"] == {"id": "i", "url": None, "disk_format": None}
+    with pytest.raises(InvalidInput) as info:
+        validate_instance(body(flavor=flavor(**{"extra\n" + "x" * 500: 1})))
+    assert info.value.params[1] == "is not a known field"
+    assert "\n" not in info.value.params[0] and len(info.value.params[0]) < 80
 
 
 def test_docs_list_every_bound_exactly():
