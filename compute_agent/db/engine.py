@@ -105,15 +105,18 @@ def make_engine(url: str | URL, debug: bool | int = False, pool_size: int | None
         _setup_sqlite(engine, memory=memory)
         if memory:
             _MEMORY_LOCKS[engine] = threading.RLock()
-    elif backend in ("mysql", "mariadb"):
-        engine.update_execution_options(isolation_level="READ COMMITTED")
     return engine
 
 
 def _engine_target(url: URL, **engine_args: Any) -> tuple[Engine, Engine]:
     """oslo.db's engine constructor, but a SQLite file keeps a pool of
-    connections (oslo.db replaces it with NullPool) and SQLite connections
-    wait on locks for SQLITE_BUSY_TIMEOUT_S."""
+    connections (oslo.db replaces it with NullPool), SQLite connections
+    wait on locks for SQLITE_BUSY_TIMEOUT_S, and MariaDB/MySQL ones read
+    committed."""
+    if url.get_backend_name() in ("mysql", "mariadb"):
+        # Set once per new connection (when the pool opens it), where a
+        # dropped connection is an error oslo.db translates and retries.
+        engine_args["isolation_level"] = "READ COMMITTED"
     if url.get_backend_name() == "sqlite":
         engine_args.setdefault("connect_args", {})
         engine_args["connect_args"]["timeout"] = SQLITE_BUSY_TIMEOUT_S
