@@ -10,13 +10,21 @@ run left in ``building/spawning`` settles) and takes work again.
 
 from __future__ import annotations
 
+import re
 import uuid as uuidlib
 
 import pytest
 
 from compute_agent import exceptions
 from compute_agent.db.api import Database
-from tests.functional.harness import SETTLE_S, AgentProcess, Rpc, SimProcess, db_sync, wait_until
+from tests.functional.harness import (
+    SETTLE_S,
+    AgentProcess,
+    Rpc,
+    SimProcess,
+    db_sync,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -73,6 +81,23 @@ def test_agent_serves_without_dom0_and_recovers_when_it_answers(tmp_path):
             rpc.api.get_instance(host, body["uuid"])), SETTLE_S, "the build")
         assert (built["vm_state"], built["power_state"]) == ("active", 1)
         assert agent.stop() == 0
+        # debug = True (the harness's): the request, the driver operation,
+        # each XenAPI call, task intent, record and end, and the recovery
+        # decision are one line each with the request id and the instance.
+        log = agent.log_tail(10**7).splitlines()
+        for what, uuid in [("RPC build_instance(instance)", body["uuid"]),
+                           ("Driver spawn of", body["uuid"]),
+                           ("XenAPI Async.VM.start", body["uuid"]),
+                           ("Task intent VM.start recorded for spawn", body["uuid"]),
+                           ("of spawn recorded", body["uuid"]),
+                           ("of spawn ended: success", body["uuid"]),
+                           ("Recovery decision for", stuck["uuid"])]:
+            lines = [line for line in log if what in line]
+            assert lines, f"no debug line {what!r}"
+            assert all(re.search(r"req-[0-9a-f-]{36}", line) and
+                       f"[instance: {uuid}]" in line for line in lines), lines[:2]
+        assert any("event.from batch:" in line for line in log)
+
     finally:
         if agent.alive:
             agent.kill9()
