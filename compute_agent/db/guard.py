@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from oslo_db import api as oslo_db_api
 from oslo_db import exception as db_exc
 
@@ -57,6 +58,13 @@ def reason_of(exc: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
+def _untranslated_disconnect(exc: BaseException) -> bool:
+    """A lost connection that reached us as SQLAlchemy's own error (raised
+    where oslo.db's translation does not run, e.g. while the pool sets a
+    new connection up)."""
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
 class GuardedCalls:
     """Mixed into Database: wraps its ``@_api`` methods (``_guard_api``)."""
 
@@ -85,13 +93,16 @@ class GuardedCalls:
         retried = oslo_db_api.wrap_db_retry(
             max_retries=p.max_retries, retry_interval=p.interval, inc_retry_interval=p.increase,
             max_retry_interval=p.max_interval, retry_on_disconnect=True,
-            retry_on_deadlock=True)(method)
+            retry_on_deadlock=True, exception_checker=_untranslated_disconnect)(method)
 
         @functools.wraps(method)
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 result = retried(*args, **kwargs)
-            except db_exc.DBConnectionError as exc:
+            except (db_exc.DBConnectionError, sa.exc.DBAPIError) as exc:
+                if not isinstance(exc, db_exc.DBConnectionError) and \
+                        not _untranslated_disconnect(exc):
+                    raise
                 if not self._down.is_set():
                     LOG.warning("Database unreachable: %s", reason_of(exc))
                 self._down.set()

@@ -55,3 +55,17 @@ def test_other_errors_are_not_retried():
     with pytest.raises(ValueError):
         db.read()
     assert db.calls == 1
+
+
+def test_an_untranslated_lost_connection_is_retried_and_reported_too():
+    import sqlalchemy as sa
+
+    class Lost(sa.exc.OperationalError):
+        def __init__(self, *_args):
+            super().__init__("SET SESSION ...", {}, Exception("Lost connection"),
+                             connection_invalidated=True)
+
+    db = Flaky(failures=5, error=Lost)
+    with pytest.raises(errors.DatabaseUnavailable):
+        db.read()
+    assert db.calls == 3 and not db.reachable
