@@ -67,7 +67,7 @@ def first_ping(agent: Any, api: Any, started: float) -> float:
 
     while True:
         try:
-            api.ping(agent.host, timeout=2)
+            api.ping(agent.host, timeout=0.5)  # a ping sent before the queue exists is lost
             return time.monotonic() - started
         except exceptions.ComputeAgentError:
             if not agent.alive:

@@ -88,19 +88,29 @@ class Operation:
 class TaskListener(Protocol):
     """Implemented by the manager: persists what the driver does in dom0.
 
-    The driver calls ``task_started`` right after an ``Async.*`` call returns
-    a task ref and BEFORE it waits on the task, so that an agent killed while
-    waiting finds the task on restart. ``task_progress`` is called as progress
-    changes (the driver may call it often; the listener throttles writes).
-    ``task_finished`` is called once with status 'success', 'failure' or
-    'cancelled', the decoded result (success) or the XenAPI error list
-    (failure). Listener methods must not raise; a listener failure must not
-    fail the operation.
+    Principle 3 without holes: the driver calls ``task_intent`` BEFORE an
+    ``Async.*`` call (it returns a placeholder ref), and ``task_started``
+    right after the call returns a task ref, with that placeholder as
+    ``intent`` (the row is bound to the real ref), BEFORE it waits on the
+    task; an agent killed at any moment leaves a row recovery resolves.
+    These two raise TaskNotRecorded when the record cannot be written: the
+    driver then does not make the call, or cancels the task it started.
+    ``task_not_started`` closes an intent whose call dom0 refused.
+    ``task_progress`` is called as progress changes (the driver may call it
+    often; the listener throttles writes). ``task_finished`` is called once
+    with status 'success', 'failure' or 'cancelled', the decoded result
+    (success) or the XenAPI error list (failure). Progress and end must not
+    raise: losing one must not fail the operation.
     """
 
+    def task_intent(self, op: Operation, method: str) -> str: ...
+
     def task_started(
-        self, op: Operation, task_ref: str, task_uuid: str, dom0_host: str
+        self, op: Operation, task_ref: str, task_uuid: str, dom0_host: str,
+        intent: str | None = None,
     ) -> None: ...
+
+    def task_not_started(self, op: Operation, intent: str, error: list | None) -> None: ...
 
     def task_progress(self, op: Operation, task_ref: str, progress: float) -> None: ...
 
