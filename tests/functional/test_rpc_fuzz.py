@@ -242,3 +242,25 @@ def test_afterwards_the_agent_is_healthy_and_stored_nothing_unbounded(fuzz):
     errors_logged = [line for line in log.splitlines()
                      if re.match(r"\S+ \S+ \d+ ERROR ", line)]
     assert errors_logged == [], errors_logged[:5]
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "a\x00b", "a\ud800b", "y" * 10_000_000])
+def test_a_refused_build_is_recorded_with_checked_values_only(fuzz, name):
+    """On PostgreSQL (which refuses NUL and lone surrogates in text): the
+    caller gets INVALID_INPUT, never INTERNAL_ERROR, and the instance left
+    for a caster to find holds nothing of the bad name."""
+    from tests.functional.test_rpc_rabbitmq import raw_call
+
+    uuid = str(uuidlib.uuid4())
+    body = {"uuid": uuid, "name": name, "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1},
+            "image": {"id": None, "url": None, "disk_format": None}}
+    failure = json.loads(raw_call(fuzz.agent, "build_instance", {"instance": body})["failure"])
+    assert failure["kwargs"]["code"] == "INVALID_INPUT", failure["kwargs"]
+    assert failure["kwargs"]["params"][0] in ("name", "arguments")
+    if failure["kwargs"]["params"][0] == "name":
+        inst = wait_until(lambda: fuzz.db.list_instances(host=fuzz.host, internal=True)
+                          and next((i for i in fuzz.db.list_instances(
+                              host=fuzz.host, internal=True)
+                              if i["uuid"] == uuid and i["vm_state"] == "error"), None),
+                          10, "the refused build's record")
+        assert inst["name"] == "" and inst["fault"]["code"] == "INVALID_INPUT"
