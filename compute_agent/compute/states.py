@@ -65,5 +65,6 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "resize": (ACTIVE, STOPPED),
     "confirm_resize": (RESIZED,),
     "revert_resize": (RESIZED,),
+    "snapshot": (ACTIVE, STOPPED),
     "terminate": (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, RESCUED, RESIZED, ERROR),
 }

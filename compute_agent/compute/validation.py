@@ -71,6 +71,9 @@ BOUNDS: dict[str, Bound] = {
     "integer": Bound(-(2**53), 2**53, VALUE),  # any integer or float, JSON-safe
     "limit": Bound(1, 1000, VALUE),  # list_instances' page
     "host": Bound(1, 255, CHARS),  # list_instances' filter
+    "snapshot.image": Bound(None, 32, ENTRIES),  # snapshot_instance's image properties
+    "snapshot.image.<key>": Bound(1, 255, CHARS),
+    "snapshot.image.<value>": Bound(None, 255, CHARS),
 }
 
 # The old name, for callers that still use it.

@@ -76,6 +76,13 @@ TASKS_OPTS = [
         help="Seconds a resize (keeping a copy of the root disk, growing it, "
         "restarting the VM), a confirm or a revert of one may take.",
     ),
+    cfg.IntOpt(
+        "snapshot_timeout",
+        default=3600,
+        min=1,
+        help="Seconds a snapshot may take: the dom0 snapshot, streaming its root "
+        "disk to the image service and removing it from dom0.",
+    ),
     cfg.FloatOpt(
         "progress_write_interval",
         default=1.0,

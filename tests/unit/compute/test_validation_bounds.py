@@ -104,6 +104,25 @@ def test_every_bound_is_hit(name):
                 validation.validate_filter(bad, "host")
             assert info.value.params[0] == "host"
         return
+    if name.startswith("snapshot.image"):
+        from compute_agent.compute.snapshots import image_properties
+
+        ok, bad, field = {
+            "snapshot.image": ({"name": "n", **{f"k{i}": "v" for i in range(31)}},
+                               {"name": "n", **{f"k{i}": "v" for i in range(32)}}, "image"),
+            "snapshot.image.<key>": ({"name": "n", s(255): "v"}, {"name": "n", s(256): "v"},
+                                     "image keys"),
+            "snapshot.image.<value>": ({"name": "n", "k": s(255)}, {"name": "n", "k": s(256)},
+                                       "image.k"),
+        }[name]
+        image_properties(ok, UUID)
+        with pytest.raises(InvalidInput) as info:
+            image_properties(bad, UUID)
+        assert info.value.params[0] == field
+        with pytest.raises(InvalidInput) as info:
+            image_properties({"name": "n", "k\nforged": "v"}, UUID)
+        assert "\n" not in info.value.params[0]
+        return
     if name == "arguments":
         limit = BOUNDS["arguments"].maximum
         # {"a": "xxx..."} is 9 bytes of JSON around the string.
