@@ -18,6 +18,7 @@ from compute_agent import exceptions
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
 from compute_agent.driver.task_status import TaskState
 from compute_agent.driver.xenapi.consoles import Consoles
+from compute_agent.driver.xenapi.first_connect import FirstConnect
 from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.host_metrics import HostMetrics
 from compute_agent.driver.xenapi.image_cache import ImageCache
@@ -43,10 +44,6 @@ LOG = logging.getLogger(__name__)
 
 # Several sessions notice one xapi restart; one reconnect call covers them.
 RECONNECT_SETTLE = 0.5
-# Connecting to a dom0 that was unreachable at start: first and longest
-# pause between tries (seconds), doubling in between.
-CONNECT_RETRY_FIRST = 1.0
-CONNECT_RETRY_MAX = 15.0
 
 def settings_from_conf(conf: Any) -> ConnectionSettings:
     xs = conf.xenserver
@@ -88,7 +85,8 @@ class XenAPIDriver(ComputeDriver):
         self._reconnect_lock = threading.Lock()
         self._reconnect_pending = False
         self._sr_filter: Any = None
-        self._connect_error: exceptions.HypervisorUnavailable | None = None
+        self._first_connect = FirstConnect(
+            self._connect, lambda: self._on_reconnect("first connection"), self._closed)
 
     # -- lifecycle -------------------------------------------------------------
     def init_host(self, host: str) -> None:
@@ -108,34 +106,11 @@ class XenAPIDriver(ComputeDriver):
         try:
             self._connect()
         except exceptions.HypervisorUnavailable as exc:
-            self._connect_error = exc
-            LOG.warning("dom0 is unreachable (%s); serving without it and retrying",
-                        exc.message)
-            threading.Thread(target=self._connect_until_up, name="xenapi-connect",
-                             daemon=True).start()
+            self._first_connect.start(exc)
 
     @property
     def available(self) -> bool:
         return self.vmops is not None and not self._closed.is_set()
-
-    def _connect_until_up(self) -> None:
-        delay = CONNECT_RETRY_FIRST
-        while not self._closed.wait(delay):
-            try:
-                self._connect()
-            except exceptions.HypervisorUnavailable as exc:
-                self._connect_error = exc
-                LOG.info("dom0 still unreachable (%s); next try in %.0f s", exc.message,
-                         min(delay * 2, CONNECT_RETRY_MAX))
-                delay = min(delay * 2, CONNECT_RETRY_MAX)
-                continue
-            except Exception:
-                LOG.exception("Connecting to dom0 failed; retrying")
-                delay = min(delay * 2, CONNECT_RETRY_MAX)
-                continue
-            self._connect_error = None
-            self._on_reconnect("first connection")
-            return
 
     def _connect(self) -> None:
         """Log in, check dom0 answers, and build the parts on the session pool."""
@@ -259,7 +234,7 @@ class XenAPIDriver(ComputeDriver):
     def _ops(self) -> tuple[TaskRunner, VMOps]:
         if self.runner is None or self.vmops is None:
             # Until the first connection: why the last try failed.
-            last = self._connect_error
+            last = self._first_connect.last_error
             raise exceptions.HypervisorUnavailable(
                 *(last.params if last is not None else
                   [self.conf.xenserver.connection_url or "", "not connected (yet)"]))
