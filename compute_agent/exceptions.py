@@ -184,10 +184,11 @@ class ImageUnavailable(ComputeAgentError):
 
 
 class ImageFormatUnsupported(ComputeAgentError):
-    """params: image id, disk_format."""
+    """params: image id, disk_format. The XenAPI driver boots raw and vhd,
+    the libvirt driver raw and qcow2."""
 
     code = "IMAGE_FORMAT_UNSUPPORTED"
-    msg_fmt = "Image {0} has disk format {1}; only raw and vhd can be booted"
+    msg_fmt = "Image {0} has disk format {1}, which this driver cannot boot"
 
 
 class FlavorDiskTooSmall(ComputeAgentError):
