@@ -33,6 +33,12 @@ from compute_agent.compute import states
 from compute_agent.compute.instance_calls import InstanceCalls
 from compute_agent.compute.requests import driver_view
 from compute_agent.compute.runner import RequestRunner
+from compute_agent.compute.validation_devices import (
+    validate_connection_info,
+    validate_device,
+    validate_item_id,
+    validate_port,
+)
 from compute_agent.context import RequestContext
 from compute_agent.db.attachments import (
     ATTACHED,
@@ -45,13 +51,6 @@ from compute_agent.db.attachments import (
 from compute_agent.driver.base import Operation
 
 LOG = logging.getLogger(__name__)
-MAX_ID = 255
-
-
-def _item_id(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID:
-        raise exceptions.InvalidInput(field, "must be a non-empty string")
-    return value.strip()
 
 
 def _target_fields(connection_info: Any) -> dict[str, Any]:
@@ -84,9 +83,9 @@ class Attachments:
     # -- volumes ---------------------------------------------------------------------------
     def attach_volume(self, ctxt: RequestContext, instance_uuid: Any, volume_id: Any,
                       connection_info: Any, device: Any = None) -> dict[str, Any]:
-        volume_id = _item_id(volume_id, "volume_id")
-        if not isinstance(connection_info, dict):
-            raise exceptions.InvalidInput("connection_info", "must be an object")
+        volume_id = validate_item_id(volume_id, "volume_id", "volume_id")
+        connection_info = validate_connection_info(connection_info)
+        device = validate_device(device)
         secrets = chap_secrets(connection_info)
         with self.calls.run(ctxt, instance_uuid, "attach_volume", secrets) as (inst, op):
             uuid = inst["uuid"]
@@ -108,7 +107,7 @@ class Attachments:
 
     def detach_volume(self, ctxt: RequestContext, instance_uuid: Any,
                       volume_id: Any) -> dict[str, Any]:
-        volume_id = _item_id(volume_id, "volume_id")
+        volume_id = validate_item_id(volume_id, "volume_id", "volume_id")
         with self.calls.run(ctxt, instance_uuid, "detach_volume") as (inst, op):
             uuid = inst["uuid"]
             row = self.volumes.find(volume_id, uuid)
@@ -122,9 +121,8 @@ class Attachments:
     # -- ports -------------------------------------------------------------------------------
     def attach_interface(self, ctxt: RequestContext, instance_uuid: Any,
                          port: Any) -> dict[str, Any]:
-        if not isinstance(port, dict):
-            raise exceptions.InvalidInput("port", "must be an object")
-        port_id = _item_id(port.get("id"), "port.id")
+        port = validate_port(port)
+        port_id = port["id"]
         with self.calls.run(ctxt, instance_uuid, "attach_interface") as (inst, op):
             uuid = inst["uuid"]
             self.ports.add({"instance_uuid": uuid, "port_id": port_id, "host": self.r.host,
@@ -143,7 +141,7 @@ class Attachments:
 
     def detach_interface(self, ctxt: RequestContext, instance_uuid: Any,
                          port_id: Any) -> dict[str, Any]:
-        port_id = _item_id(port_id, "port_id")
+        port_id = validate_item_id(port_id, "port_id", "port_id")
         with self.calls.run(ctxt, instance_uuid, "detach_interface") as (inst, op):
             uuid = inst["uuid"]
             if self.ports.find(port_id, uuid) is None:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from compute_agent import exceptions
 from compute_agent.db import models
+from compute_agent.db.api import DUPLICATE
 from compute_agent.db.types import format_time, utcnow
 
 ATTACHING = "attaching"
@@ -56,6 +57,12 @@ class AttachmentTable:
         self.table = model.__table__
         self.key = "volume_id" if kind == "volume" else "port_id"
         self._fields = frozenset(self.table.c.keys()) - {"id", "created_at", "updated_at"}
+        # Each method is one transaction: retried on a dropped connection and
+        # reported as DATABASE_UNAVAILABLE like the Database API's (db/guard.py).
+        guard = getattr(db, "_guarded", None)
+        if guard is not None:
+            for name in ("add", "update", "delete", "find", "list"):
+                setattr(self, name, guard(getattr(self, name)))
 
     def _where(self, instance_uuid: str | None, item_id: str) -> sa.ColumnElement[bool]:
         cond = self.table.c[self.key] == item_id
@@ -80,7 +87,7 @@ class AttachmentTable:
             with self.db._write() as conn:
                 conn.execute(sa.insert(self.table).values(**row))
                 return self._get(conn, values["instance_uuid"], values[self.key])  # type: ignore
-        except sa.exc.IntegrityError:
+        except DUPLICATE:  # oslo.db's DBDuplicateEntry on every backend
             existing = self.find(values[self.key],
                                  values["instance_uuid"] if self.kind == "volume" else None)
             on = existing["instance_uuid"] if existing else values["instance_uuid"]

@@ -57,6 +57,21 @@ class InstanceDevices:
         self.config_drive = config_drive
         self.config_drive_default = config_drive_default
 
+    @classmethod
+    def on(cls, pool: Any, runner: Any, vmops: VMOps, storage: Any, networking: Any,
+           host: str, conf: Any) -> InstanceDevices:
+        """The parts for one connection to dom0, hooked into ``vmops``'s
+        build and destroy."""
+        xs = conf.xenserver
+        devices = cls(vmops, Volumes(pool, runner, host),
+                      Ports(pool, runner, networking, host, xs.ovs_integration_bridge),
+                      GuestAgent(pool, runner, float(xs.agent_timeout)),
+                      ConfigDrive(pool, runner, storage, host),
+                      config_drive_default=bool(conf.config_drive))
+        vmops.attach_at_build = devices.attach_at_build
+        vmops.before_destroy = devices.volumes.detach_all
+        return devices
+
     def _vm(self, instance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return self.vmops.require(instance)
 

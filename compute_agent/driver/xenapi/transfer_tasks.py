@@ -1,8 +1,9 @@
 """HTTP transfers (import, export) as tracked tasks.
 
 xapi's HTTP handlers take a ``task_id``: the caller makes the task
-(``task.create``), reports it to the TaskListener before any data moves,
-runs the transfer, and follows the task to its end like an ``Async`` one;
+(``task.create``), records it through the TaskListener before any data
+moves (a task that cannot be recorded is cancelled and the transfer never
+starts), runs the transfer, and follows the task to its end like an ``Async`` one;
 progress comes from xapi as it takes the data. The transfer runs in a
 thread of its own while this one follows the task, so a cancel or timeout
 reaches it (task.cancel makes xapi stop the handler).
@@ -59,8 +60,16 @@ def run_transfer(runner: TaskRunner, op: Operation, label: str,
     try:
         # one quick read: the watcher may not have seen the new task yet
         uuid = tracked.known_uuid(0.0) or runner._lookup_uuid(ref)
-        runner._notify("task_started", op, ref, uuid, host_of(runner.pool.url))
+        # Recorded before any data moves (principle 3). Unlike the other
+        # listener calls this one may fail the operation (TaskNotRecorded):
+        # a task created with task.create does nothing until the transfer
+        # names it, so nothing ran in dom0 and the task is cancelled unused.
+        if runner.listener is not None:
+            runner.listener.task_started(op, ref, uuid, host_of(runner.pool.url))
     except BaseException:
+        LOG.warning("Cancelling transfer task %s of %s for %s: it could not be recorded",
+                    ref, op.name, op.instance_uuid)
+        runner._send_cancel(ref)
         tracked.forget()
         raise
     transfer = _Transfer(work, ref)
