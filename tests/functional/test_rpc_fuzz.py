@@ -55,6 +55,11 @@ ARGS = ["instance", "instance_uuid", "clean", "reboot_type", "limit", "marker", 
 KNOWN_CODES = {"INVALID_INPUT", "INSTANCE_NOT_FOUND", "INSTANCE_BUSY", "INSTANCE_INVALID_STATE",
                "INSTANCE_WRONG_HOST", "NO_SUCH_METHOD", "UNSUPPORTED_VERSION",
                "OPERATION_NOT_SUPPORTED", "INSTANCE_EXISTS"}
+# The 1.4 calls (volumes, ports, the guest) and their argument names.
+DEVICE_METHODS = {"attach_volume": ("volume_id", "connection_info", "device"),
+                  "detach_volume": ("volume_id",), "attach_interface": ("port",),
+                  "detach_interface": ("port_id",), "set_admin_password": ("password",),
+                  "inject_file": ("path", "contents"), "reset_network": ()}
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -78,7 +83,9 @@ instances = st.fixed_dictionaries(
                                numbers | strings, max_size=4),
      "image": st.dictionaries(st.sampled_from(["id", "url", "disk_format"]), json_values,
                               max_size=3)},
-    optional={"networks": json_values, "metadata": json_values, "extra": json_values})
+    optional={"networks": json_values, "metadata": json_values, "extra": json_values,
+              "block_device_mapping": json_values, "config_drive": json_values,
+              "user_data": json_values, "public_keys": json_values})
 
 
 def rss_mb(pid: int) -> float:
@@ -158,6 +165,16 @@ FUZZ = settings(max_examples=CALL_EXAMPLES, derandomize=True, deadline=None,
            lambda s: len(s) < 50 and s not in ("ctxt", "self", "method")),
                             json_values, max_size=3))
 def test_fuzzed_calls_get_answers_or_structured_errors(fuzz, method, args):
+    fuzz.call(method, args)
+
+
+@settings(FUZZ, max_examples=CALL_EXAMPLES // 2)
+@given(method=st.sampled_from(sorted(DEVICE_METHODS)), data=st.data())
+def test_fuzzed_device_calls_get_structured_errors(fuzz, method, data):
+    """The 1.4 calls with their own argument names, each given any JSON
+    value (or left out): never an INTERNAL_ERROR."""
+    names = ("instance_uuid", *DEVICE_METHODS[method])
+    args = data.draw(st.fixed_dictionaries({}, optional={n: json_values for n in names}))
     fuzz.call(method, args)
 
 
