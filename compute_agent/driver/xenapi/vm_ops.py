@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from compute_agent import exceptions
@@ -125,6 +126,10 @@ class VMOps:
         self.agent_host = agent_host
         self.template = template
         self.cleanup_timeout = cleanup_timeout
+        # The dom0 host this agent manages (set by the driver): VMs start
+        # there and have it as affinity, so that one agent per pool host
+        # keeps to its own host.
+        self.host_ref: Callable[[], str] | None = None
         # instance uuid -> VM ref; checked before use, rebuilt on a miss.
         self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -220,7 +225,9 @@ class VMOps:
                 self._refs[instance["uuid"]] = created_vm
             self._ensure_root_disk(op, instance, created_vm)
             self.networking.create_vifs(created_vm, instance.get("networks"))
-            self.runner.run(op, "VM.start", created_vm, False, False)
+            if self.host_ref is not None:
+                self.pool.call("VM.set_affinity", created_vm, self.host_ref())
+            self._boot(op, created_vm)
         except BaseException:
             LOG.warning("Build of %s failed; removing what was created", instance["uuid"])
             try:
@@ -292,7 +299,15 @@ class VMOps:
         elif state == "Suspended":
             self.runner.run(op, "VM.resume", ref, False, False)
         else:
+            self._boot(op, ref)
+
+    def _boot(self, op: Operation, ref: str) -> None:
+        """VM.start on this agent's host (VM.start_on), or where xapi
+        chooses when the host is not known."""
+        if self.host_ref is None:
             self.runner.run(op, "VM.start", ref, False, False)
+        else:
+            self.runner.run(op, "VM.start_on", ref, self.host_ref(), False, False)
 
     def power_on(self, op: Operation, instance: dict[str, Any]) -> None:
         ref, rec = self.require(instance)
@@ -330,7 +345,7 @@ class VMOps:
         if state in ("Halted", "Suspended"):
             if state == "Suspended":
                 self.runner.run(op, "VM.hard_shutdown", ref)
-            self.runner.run(op, "VM.start", ref, False, False)
+            self._boot(op, ref)
             return
         if reboot_type != REBOOT_HARD and state == "Running":
             try:
@@ -340,7 +355,7 @@ class VMOps:
                 LOG.info("Soft reboot of %s did not work (%s); rebooting hard",
                          op.instance_uuid, e.code)
             if self._power_state(ref) == "Halted":
-                self.runner.run(op, "VM.start", ref, False, False)
+                self._boot(op, ref)
                 return
         self.runner.run(op, "VM.hard_reboot", ref)
 
