@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         return serve(args.duration)
 
+    from compute_agent.driver.xenapi.polling import PollingWaiter
     from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
-    from compute_agent.driver.xenapi.tasks import PollingWaiter
     from compute_agent.driver.xenapi.watcher import TaskWatcher
 
     sim = SimChild(args.duration)

@@ -13,7 +13,7 @@ database. Exit status 0 when everything matched.
 
 from __future__ import annotations
 
-from compute_agent import concurrency
+from compute_agent.process import concurrency
 
 concurrency.setup(concurrency.THREADING)
 
@@ -32,7 +32,7 @@ from compute_agent.conf import CONF  # noqa: E402
 from compute_agent.db import migration  # noqa: E402
 from compute_agent.db.api import Database  # noqa: E402
 from compute_agent.driver import power_state  # noqa: E402
-from compute_agent.logging import register_options, setup_logging  # noqa: E402
+from compute_agent.process.log_setup import register_options, setup_logging  # noqa: E402
 from compute_agent.rpc import transport as rpc_transport  # noqa: E402
 from compute_agent.rpc.rpcapi import ComputeAPI  # noqa: E402
 from compute_agent.service import ComputeService  # noqa: E402

@@ -1,19 +1,21 @@
-"""ComputeManager: turns requests into driver operations and state in SQL.
+"""ComputeManager: the thin facade from RPC method to request.
 
-Each request is handled in two steps:
+Each RPC method of the agent is one method here, and each is short: it
+checks its own arguments and hands the request to the part that runs it.
+What the manager is built from lives in ``compute_agent/compute/``:
 
-1. *Accept* (in the RPC worker, quick): validate, then under the instance's
-   lock move it into its transitional task_state with a compare-and-set
-   update, record an instance action for the request id, and send the
-   ``.start`` notification. A request that conflicts with the operation in
-   progress is refused here with INSTANCE_BUSY, one that does not fit the
-   vm_state with INSTANCE_INVALID_STATE. For a ``call`` the refusal is the
-   caller's exception; for a ``cast`` it is logged, recorded as a failed
-   action and sent as an ``.error`` notification.
-2. *Run* (in a thread of its own, so long operations never hold an RPC
-   worker): call the driver, then settle the instance into its stable state
-   (or ``error`` / the state the hypervisor shows, with a fault), finish the
-   action and send ``.end`` or ``.error``.
+- requests.py    the request table: per request, its records, driver
+                 operation, timeout, task_state, allowed states, end state
+- runner.py      accept a request on an instance, run it in a worker thread,
+                 settle the outcome (the same code for every request)
+- build.py       the build request (idempotent, bounded by build slots)
+- states.py      vm_state / task_state and where each request may start
+- outcomes.py    recording how a request ended (action, fault, notification)
+- workers.py, build_slots.py, locks.py   threads, build concurrency, locks
+- recovery.py, recovery_rules.py         settling what an earlier run left
+- power_sync.py  power state changes the agent did not ask for
+- host_status.py heartbeat and host resources
+- validation.py, task_listener.py        input checks; recording dom0 tasks
 
 State transitions (task_state is None in every stable state):
 
@@ -27,65 +29,42 @@ State transitions (task_state is None in every stable state):
 On a failed start/stop/reboot the instance settles into what the hypervisor
 shows (running -> active, halted -> stopped, otherwise error); a failed
 build or terminate ends in ``error``. Every failure adds an instance fault.
-
-What an earlier run of the agent left half done is settled by recovery.py
-(on start and after a dom0 reconnect); power state changes the agent did not
-ask for are applied by power_sync.py (see docs/tasks.md). The manager
-decides; the parts it uses do one job each: operations.py (the request
-table), outcomes.py (recording how a request ended), workers.py (operation
-threads, busy instances, drain), build_slots.py (bounded builds) and
-host_status.py (heartbeat and host status).
+Adding an operation: docs/adding-an-operation.md.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
-from compute_agent import exceptions, states
+from compute_agent import exceptions
 from compute_agent import notifications as notif
-from compute_agent.build_slots import BuildSlots
+from compute_agent.compute import states
+from compute_agent.compute.build import Builder
+from compute_agent.compute.build_slots import BuildSlots
+from compute_agent.compute.host_status import HostStatus
+from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.outcomes import Outcomes
+from compute_agent.compute.power_sync import PowerStateSync
+from compute_agent.compute.recovery import Recovery
+from compute_agent.compute.requests import REBOOT_RULES
+from compute_agent.compute.runner import (  # noqa: F401 - part of the manager's API
+    NotSupported,
+    RequestRunner,
+    ServiceStopping,
+    WrongHost,
+)
+from compute_agent.compute.task_listener import TrackedTaskListener
+from compute_agent.compute.validation import validate_uuid
+from compute_agent.compute.workers import Workers
 from compute_agent.context import RequestContext, get_admin_context
-from compute_agent.db.types import utcnow
-from compute_agent.driver import load_driver, power_state
-from compute_agent.driver.base import REBOOT_HARD, REBOOT_TYPES, ComputeDriver
-from compute_agent.driver.base import Operation as DriverOperation
-from compute_agent.host_status import HostStatus
-from compute_agent.locks import InstanceLocks
-from compute_agent.operations import REQUESTS, SETTLED_VM_STATE, driver_view, timeout_of
-from compute_agent.outcomes import Outcomes, Settler
-from compute_agent.power_sync import PowerStateSync
-from compute_agent.recovery import Recovery
-from compute_agent.task_listener import TrackedTaskListener
-from compute_agent.validation import validate_instance, validate_uuid
-from compute_agent.workers import Workers
+from compute_agent.driver import load_driver
+from compute_agent.driver.base import ComputeDriver
 
 LOG = logging.getLogger(__name__)
 
 RPC_API_VERSION = "1.1"
-
-
-class ServiceStopping(exceptions.ComputeAgentError):
-    """The agent is shutting down and takes no new work. params: host."""
-
-    code = "SERVICE_STOPPING"
-    msg_fmt = "The compute agent on {0} is shutting down"
-
-
-class WrongHost(exceptions.ComputeAgentError):
-    """The instance is managed by another agent. params: uuid, its host, this host."""
-
-    code = "INSTANCE_WRONG_HOST"
-    msg_fmt = "Instance {0} is on host {1}, not {2}"
-
-
-class NotSupported(exceptions.ComputeAgentError):
-    """params: operation, driver."""
-
-    code = "OPERATION_NOT_SUPPORTED"
-    msg_fmt = "{0} is not supported by the {1} driver"
 
 
 class ComputeManager:
@@ -107,7 +86,7 @@ class ComputeManager:
             db, self.host, conf.tasks.progress_write_interval
         )
         if driver is None:
-            driver = load_driver(conf.compute_driver, self.task_listener)
+            driver = load_driver(conf.compute_driver, conf, self.task_listener)
         elif driver.task_listener is None:
             driver.task_listener = self.task_listener
         self.driver = driver
@@ -124,6 +103,9 @@ class ComputeManager:
         self._build_slots = BuildSlots(conf.max_concurrent_builds, self._stopping, self.host)
         self._outcomes = Outcomes(db, self.notifier, release=self._workers.release)
         self._host_status = HostStatus(conf, db, driver, self.host)
+        self._runner = RequestRunner(conf, db, driver, self.notifier, self.host, self._locks,
+                                     self._workers, self._outcomes, self._stopping)
+        self._builder = Builder(self._runner, self._build_slots)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,88 +204,33 @@ class ComputeManager:
 
     def build_instance(self, ctxt: RequestContext, instance: Any) -> dict[str, Any]:
         """Accept a build. A known uuid is a no-op returning the instance."""
-        self._refuse_if_stopping()
-        try:
-            spec = validate_instance(instance)
-        except exceptions.InvalidInput as exc:
-            self._outcomes.refused_build(ctxt, instance, exc, self.host, self._locks)
-            raise
-        uuid = spec["uuid"]
-        with self._locks.hold(uuid):
-            try:
-                existing = self.db.get_instance(uuid)
-            except exceptions.InstanceNotFound:
-                existing = None
-            if existing is not None:
-                LOG.info("Build of known instance %s ignored (vm_state %s)", uuid,
-                         existing["vm_state"])
-                return existing
-            self._workers.claim(uuid)
-            try:
-                created = self.db.create_instance({
-                    **spec,
-                    "host": self.host,
-                    "vm_state": states.BUILDING,
-                    "task_state": states.SPAWNING,
-                    "power_state": power_state.NOSTATE,
-                    "progress": 0,
-                })
-            except exceptions.InstanceExists:
-                # Another agent sharing the database created it first.
-                self._workers.release(uuid)
-                return self.db.get_instance(uuid)
-            except BaseException:
-                self._workers.release(uuid)
-                raise
-            self._outcomes.action_start(ctxt, uuid, "build")
-            self._build_slots.queue(uuid)
-        self.notifier.action(ctxt, "create", notif.START, created)
-        self._workers.spawn(ctxt, uuid, "build", self._run_build, spec)
-        return created
-
-    def _run_build(self, ctxt: RequestContext, uuid: str, spec: dict[str, Any]) -> None:
-        op = self._operation(ctxt, uuid, "spawn", timeout_of(self.conf, "spawn"))
-        self._outcomes.event_start(ctxt, uuid, "build")
-        try:
-            with self._build_slots.slot(uuid):
-                info = self.driver.spawn(op, spec)
-        except BaseException as exc:
-            self._outcomes.fail(ctxt, uuid, "build", exc, settle=lambda inst: (states.ERROR, None))
-            return
-        self._outcomes.succeed(ctxt, uuid, "build", states.SPAWNING, {
-            "vm_state": states.ACTIVE,
-            "power_state": info.power_state,
-            "vm_ref": info.vm_ref,
-            "progress": 100,
-            "launched_at": utcnow(),
-        })
+        return self._builder.accept(ctxt, instance)
 
     # ------------------------------------------------------------------ RPC: power, delete
 
     def start_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._accept(ctxt, instance_uuid, "start", "start", states.POWERING_ON,
-                            lambda op, inst: self.driver.power_on(op, inst))
+        return self._runner.accept(ctxt, instance_uuid, "start",
+                                   lambda op, inst: self.driver.power_on(op, inst))
 
     def stop_instance(self, ctxt: RequestContext, instance_uuid: Any,
                       clean: Any = True) -> dict[str, Any]:
         if not isinstance(clean, bool):
-            self._invalid(ctxt, "stop", "clean", "must be a boolean")
-        timeout = float(self.conf.tasks.power_timeout)
-        return self._accept(
-            ctxt, instance_uuid, "stop", "stop", states.POWERING_OFF,
-            lambda op, inst: self.driver.power_off(op, inst, clean=clean,
-                                                   timeout=min(60.0, timeout)),
+            self._runner.invalid(ctxt, "stop", "clean", "must be a boolean")
+        timeout = float(self.conf.tasks.clean_shutdown_timeout)
+        return self._runner.accept(
+            ctxt, instance_uuid, "stop",
+            lambda op, inst: self.driver.power_off(op, inst, clean=clean, timeout=timeout),
         )
 
     def reboot_instance(self, ctxt: RequestContext, instance_uuid: Any,
                         reboot_type: Any = "SOFT") -> dict[str, Any]:
-        if reboot_type not in REBOOT_TYPES:
-            self._invalid(ctxt, "reboot", "reboot_type", "must be SOFT or HARD")
-        hard = reboot_type == REBOOT_HARD
-        return self._accept(
-            ctxt, instance_uuid, "reboot", "reboot_hard" if hard else "reboot_soft",
-            states.REBOOTING_HARD if hard else states.REBOOTING,
+        if reboot_type not in REBOOT_RULES:
+            self._runner.invalid(ctxt, "reboot", "reboot_type", "must be SOFT or HARD")
+        rule, task_state = REBOOT_RULES[reboot_type]
+        return self._runner.accept(
+            ctxt, instance_uuid, "reboot",
             lambda op, inst: self.driver.reboot(op, inst, reboot_type),
+            rule=rule, task_state=task_state,
         )
 
     def terminate_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
@@ -311,98 +238,11 @@ class ComputeManager:
             try:
                 inst = self.db.get_instance(instance_uuid)
             except exceptions.ComputeAgentError:
-                inst = None  # _accept reports it
+                inst = None  # accept() reports it
             if inst and inst["vm_state"] == states.DELETED and inst["task_state"] is None:
                 return inst  # deleting twice is not an error
-        return self._accept(ctxt, instance_uuid, "terminate", "terminate", states.DELETING,
-                            lambda op, inst: self.driver.destroy(op, inst))
-
-    def _accept(self, ctxt: RequestContext, instance_uuid: Any, request: str, rule: str,
-                task_state: str, call: Callable[[DriverOperation, dict], None]) -> dict:
-        try:
-            self._refuse_if_stopping()
-            uuid = validate_uuid(instance_uuid)
-        except exceptions.ComputeAgentError as exc:
-            self._outcomes.refused(ctxt, None, request, exc)
-            raise
-        with self._locks.hold(uuid):
-            try:
-                inst = self.db.get_instance(uuid, internal=True)
-                self._check_can_start(inst, rule)
-                self._workers.claim(uuid)
-                try:
-                    updated = self.db.update_instance(
-                        uuid, {"task_state": task_state, "progress": 0},
-                        expected_task_state=None, expected_vm_state=states.ALLOWED_FROM[rule])
-                except exceptions.UnexpectedTaskState as exc:
-                    raise exceptions.InstanceBusy(uuid, exc.params[-1]) from None
-            except BaseException as exc:
-                self._workers.release(uuid)
-                if isinstance(exc, exceptions.ComputeAgentError):
-                    self._outcomes.refused(ctxt, uuid, request, exc)
-                raise
-            self._outcomes.action_start(ctxt, uuid, request)
-        self.notifier.action(ctxt, notif.ACTIONS[request], notif.START, updated)
-        self._workers.spawn(ctxt, uuid, request, self._run_operation, request, task_state, call)
-        return updated
-
-    def _check_can_start(self, inst: dict[str, Any], rule: str) -> None:
-        uuid = inst["uuid"]
-        if inst["host"] != self.host:
-            raise WrongHost(uuid, inst["host"], self.host)
-        if inst["task_state"] is not None:
-            raise exceptions.InstanceBusy(uuid, inst["task_state"])
-        allowed = states.ALLOWED_FROM[rule]
-        if inst["vm_state"] not in allowed:
-            raise exceptions.InstanceInvalidState(uuid, "vm_state", inst["vm_state"],
-                                                  "|".join(allowed))
-
-    def _invalid(self, ctxt: RequestContext, request: str, field: str, reason: str) -> None:
-        exc = exceptions.InvalidInput(field, reason)
-        self._outcomes.refused(ctxt, None, request, exc)
-        raise exc
-
-    def _run_operation(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
-                       call: Callable[[DriverOperation, dict], None]) -> None:
-        driver_op = REQUESTS[request].driver_op
-        op = self._operation(ctxt, uuid, driver_op, timeout_of(self.conf, driver_op))
-        self._outcomes.event_start(ctxt, uuid, request)
-        try:
-            inst = self.db.get_instance(uuid, internal=True)
-            call(op, driver_view(inst))
-            info = None if request == "terminate" else self.driver.get_info(inst)
-        except BaseException as exc:
-            self._outcomes.fail(ctxt, uuid, request, exc, settle=self._settler(request))
-            return
-        values: dict[str, Any] = {"progress": 100}
-        if request == "terminate":
-            values.update(vm_state=states.DELETED, power_state=power_state.NOSTATE,
-                          vm_ref=None)
-        else:
-            assert info is not None
-            values.update(power_state=info.power_state, shutdown_reason=info.shutdown_reason,
-                          vm_state=states.STOPPED if request == "stop" else states.ACTIVE)
-        self._outcomes.succeed(ctxt, uuid, request, task_state, values)
-
-    def _settler(self, request: str) -> Settler:
-        """How an instance settles after ``request`` failed: (vm_state,
-        power_state or None to keep it)."""
-
-        def settle(inst: dict[str, Any]) -> tuple[str, int | None]:
-            if request in ("build", "terminate"):
-                return states.ERROR, None
-            try:
-                info = self.driver.get_info(inst)
-            except exceptions.InstanceNotFound:
-                return states.ERROR, power_state.NOSTATE
-            except Exception:
-                # dom0 unreachable: keep what we knew, unless the request
-                # itself may have left the VM half way (reboot).
-                vm_state = states.ERROR if request == "reboot" else inst["vm_state"]
-                return vm_state, None
-            return SETTLED_VM_STATE.get(info.power_state, states.ERROR), info.power_state
-
-        return settle
+        return self._runner.accept(ctxt, instance_uuid, "terminate",
+                                   lambda op, inst: self.driver.destroy(op, inst))
 
     # ------------------------------------------------------------------ RPC 1.1: cancel
 
@@ -444,15 +284,3 @@ class ComputeManager:
         rules); returns how many instances changed. Instances with an
         operation in progress are left to that operation."""
         return self.power_sync.sync_all(ctxt)
-
-    # ------------------------------------------------------------------ helpers
-
-    def _refuse_if_stopping(self) -> None:
-        if self._stopping.is_set():
-            raise ServiceStopping(self.host)
-
-    @staticmethod
-    def _operation(ctxt: RequestContext, uuid: str, name: str,
-                   timeout: float | None) -> DriverOperation:
-        return DriverOperation(instance_uuid=uuid, name=name, request_id=ctxt.request_id,
-                               timeout=float(timeout) if timeout else None)

@@ -91,7 +91,7 @@ class PeriodicJobs:
 
 
 class ComputeService(os_service.ServiceBase):
-    """One compute agent. ``sd_notifier`` is a compute_agent.sdnotify.Notifier
+    """One compute agent. ``sd_notifier`` is a compute_agent.process.sdnotify.Notifier
     (a no-op one outside systemd)."""
 
     def __init__(self, conf: Any, sd_notifier: Any = None, executor: str | None = None,

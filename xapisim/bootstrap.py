@@ -4,12 +4,9 @@ network and a local SR, plus a few templates."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from xapisim.store import now_datetime
-
-if TYPE_CHECKING:
-    from xapisim.server import Simulator
+from xapisim.store import Store, now_datetime
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -23,8 +20,18 @@ TEMPLATES = [
 ]
 
 
-def bootstrap(sim: Simulator) -> None:
-    store = sim.store
+@dataclass(frozen=True)
+class PoolShape:
+    """What the simulator was asked to build: one host per address."""
+
+    addresses: list[str]
+    host_memory_mb: int = 65536
+    host_cpus: int = 8
+    sr_size_gb: int = 2048
+    pool_name: str = "xapi-sim pool"
+
+
+def bootstrap(store: Store, shape: PoolShape) -> None:
     net = store.create(
         "network",
         {
@@ -36,12 +43,12 @@ def bootstrap(sim: Simulator) -> None:
         },
     )
     hosts = []
-    for i, address in enumerate(sim.addresses):
-        hosts.append(_make_host(sim, i, address, net))
-    sim.store.create(
+    for i, address in enumerate(shape.addresses):
+        hosts.append(_make_host(store, shape, i, address, net))
+    store.create(
         "pool",
         {
-            "name_label": sim.pool_name,
+            "name_label": shape.pool_name,
             "master": hosts[0],
             "default_SR": store.field("PBD", store.field("host", hosts[0], "PBDs")[0], "SR"),
             "suspend_image_SR": store.field("PBD", store.field("host", hosts[0], "PBDs")[0], "SR"),
@@ -52,12 +59,11 @@ def bootstrap(sim: Simulator) -> None:
         },
     )
     for label, kind, extra in TEMPLATES:
-        _make_template(sim, label, kind, extra)
+        _make_template(store, label, kind, extra)
 
 
-def _make_host(sim: Simulator, index: int, address: str, net: str) -> str:
-    store = sim.store
-    mem_total = sim.host_memory_mb * MiB
+def _make_host(store: Store, shape: PoolShape, index: int, address: str, net: str) -> str:
+    mem_total = shape.host_memory_mb * MiB
     metrics = store.create(
         "host_metrics",
         {
@@ -89,7 +95,7 @@ def _make_host(sim: Simulator, index: int, address: str, net: str) -> str:
                 "hostname": f"host{index + 1}",
             },
             "cpu_info": {
-                "cpu_count": str(sim.host_cpus),
+                "cpu_count": str(shape.host_cpus),
                 "socket_count": "1",
                 "vendor": "GenuineIntel",
                 "speed": "2400.000",
@@ -105,7 +111,7 @@ def _make_host(sim: Simulator, index: int, address: str, net: str) -> str:
             "edition": "xcp-ng",
         },
     )
-    for n in range(sim.host_cpus):
+    for n in range(shape.host_cpus):
         store.create(
             "host_cpu",
             {
@@ -144,7 +150,7 @@ def _make_host(sim: Simulator, index: int, address: str, net: str) -> str:
             "name_label": f"Local storage on host{index + 1}",
             "type": "ext",
             "content_type": "user",
-            "physical_size": sim.sr_size_gb * GiB,
+            "physical_size": shape.sr_size_gb * GiB,
             "physical_utilisation": 0,
             "virtual_allocation": 0,
             "shared": False,
@@ -163,7 +169,7 @@ def _make_host(sim: Simulator, index: int, address: str, net: str) -> str:
     )
     dom0_metrics = store.create(
         "VM_metrics",
-        {"memory_actual": DOM0_MEMORY, "VCPUs_number": sim.host_cpus,
+        {"memory_actual": DOM0_MEMORY, "VCPUs_number": shape.host_cpus,
          "start_time": now_datetime(), "state": [], "current_domain_type": "pv"},
     )
     dom0 = store.create(
@@ -179,8 +185,8 @@ def _make_host(sim: Simulator, index: int, address: str, net: str) -> str:
             "memory_dynamic_min": DOM0_MEMORY,
             "memory_static_min": DOM0_MEMORY,
             "memory_target": DOM0_MEMORY,
-            "VCPUs_max": sim.host_cpus,
-            "VCPUs_at_startup": sim.host_cpus,
+            "VCPUs_max": shape.host_cpus,
+            "VCPUs_at_startup": shape.host_cpus,
             "metrics": dom0_metrics,
             "domain_type": "pv",
             "affinity": host,
@@ -192,8 +198,7 @@ def _make_host(sim: Simulator, index: int, address: str, net: str) -> str:
     return host
 
 
-def _make_template(sim: Simulator, label: str, kind: str, extra: dict[str, str]) -> str:
-    store = sim.store
+def _make_template(store: Store, label: str, kind: str, extra: dict[str, str]) -> str:
     other = {"install-methods": "cdrom,nfs,http,ftp", "default_template": "true", **extra}
     metrics = store.create("VM_metrics", {"VCPUs_number": 0, "state": []})
     return store.create(

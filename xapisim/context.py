@@ -7,16 +7,17 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from xapisim.current_operations import hold
 from xapisim.errors import XenAPIError
 from xapisim.store import new_ref
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
     from xapisim.store import Store
 
 
 class CallContext:
-    def __init__(self, sim: Simulator, method: str, session_ref: str | None,
+    def __init__(self, sim: SimServices, method: str, session_ref: str | None,
                  host_ref: str, task_ref: str | None = None):
         self.sim = sim
         self.store: Store = sim.store
@@ -59,8 +60,6 @@ class CallContext:
         """Record ``op`` in the object's current_operations for the
         duration; refuse with OTHER_OPERATION_IN_PROGRESS if another
         operation holds it, as xapi does for exclusive operations."""
-        from xapisim.current_operations import hold
-
         return hold(self, cls, ref, op, _exclusive(cls))
 
 

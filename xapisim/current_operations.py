@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from xapisim.context import CallContext
+    from xapisim.services import SimServices
     from xapisim.store import Store
 
 
+class Holder(Protocol):
+    """Who holds the operation: a call's context (context.CallContext)."""
+
+    sim: SimServices
+    store: Store
+    op_ref: str
+
+
 @contextlib.contextmanager
-def hold(ctx: CallContext, cls: str, ref: str, op: str,
+def hold(ctx: Holder, cls: str, ref: str, op: str,
          check: Callable[[Store, str, str], None],
          on_release: Callable[[], None] | None = None) -> Iterator[None]:
     """Record ``op`` under the call's task for the duration, after

@@ -12,7 +12,7 @@ from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
 
 LOGIN = "session.login_with_password"
 LOCAL_LOGIN = "session.slave_local_login_with_password"
@@ -28,7 +28,7 @@ TRAILING_DEFAULTS: dict[str, list[object]] = {
 
 
 class Dispatcher:
-    def __init__(self, sim: Simulator):
+    def __init__(self, sim: SimServices):
         self.sim = sim
         api.load_all()
         self._cache: dict[str, Any] = {}
@@ -116,7 +116,7 @@ def _fill_defaults(name: str, params: list[Any], expected: int) -> list[Any]:
     return [*params, *defaults[len(defaults) - missing:]]
 
 
-def _failing_first(sim: Simulator, name: str, fn):
+def _failing_first(sim: SimServices, name: str, fn):
     def run(ctx: CallContext, *args: Any) -> Any:
         sim.faults.before_task(name)
         return fn(ctx, *args)

@@ -17,7 +17,7 @@ from xapisim.schema import NULL_REF
 from xapisim.store import XDateTime, now_datetime
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
     from xapisim.store import Store
 
 # xapi's Record_util.on_crash_behaviour_to_string, used for last_shutdown_action
@@ -36,7 +36,7 @@ _domids: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDiction
 _domid_lock = threading.Lock()
 
 
-def alloc_domid(sim: Simulator, host: str) -> int:
+def alloc_domid(sim: SimServices, host: str) -> int:
     """Xen gives each new domain the next id on its host; dom0 is 0."""
     with _domid_lock:
         counters = _domids.setdefault(sim, {})
@@ -63,7 +63,7 @@ def device_name(userdevice: str) -> str:
     return userdevice
 
 
-def _set_devices_attached(sim: Simulator, vm: str, attached: bool) -> None:
+def _set_devices_attached(sim: SimServices, vm: str, attached: bool) -> None:
     store = sim.store
     rec = store.raw("VM", vm)
     for cls, field in (("VBD", "VBDs"), ("VIF", "VIFs")):
@@ -92,7 +92,7 @@ def _ensure_metrics(store: Store, vm: str) -> str:
     return metrics
 
 
-def boot(sim: Simulator, vm: str, host: str, paused: bool = False,
+def boot(sim: SimServices, vm: str, host: str, paused: bool = False,
          start_time: XDateTime | None = None) -> None:
     """Give ``vm`` a new domain on ``host`` (start, resume, restart)."""
     store = sim.store
@@ -133,7 +133,7 @@ def boot(sim: Simulator, vm: str, host: str, paused: bool = False,
         schedule_guest_agent(sim, vm, domid)
 
 
-def _replace_console(sim: Simulator, vm: str, host: str | None) -> None:
+def _replace_console(sim: SimServices, vm: str, host: str | None) -> None:
     """A running domain has an RFB console on its host; xapi makes it when
     the domain is built and removes it with the domain."""
     store = sim.store
@@ -148,7 +148,7 @@ def _replace_console(sim: Simulator, vm: str, host: str | None) -> None:
                  location=f"{sim.scheme}://{address}:{sim.port}/console?uuid={uuid}")
 
 
-def _end_domain(sim: Simulator, vm: str, vm_fields: dict[str, Any],
+def _end_domain(sim: SimServices, vm: str, vm_fields: dict[str, Any],
                 metrics_fields: dict[str, Any], detach_devices: bool) -> None:
     """The domain stops running (destroyed or saved): guest metrics, console
     and the host's memory go with it; ``vm_fields`` say what the VM is now."""
@@ -169,7 +169,7 @@ def _end_domain(sim: Simulator, vm: str, vm_fields: dict[str, Any],
         sim.refresh_allowed_operations("VM", vm)
 
 
-def halt(sim: Simulator, vm: str) -> None:
+def halt(sim: SimServices, vm: str) -> None:
     """The domain is gone: Halted, no host, devices detached."""
     _end_domain(sim, vm,
                 {"power_state": "Halted", "scheduled_to_be_resident_on": NULL_REF,
@@ -178,7 +178,7 @@ def halt(sim: Simulator, vm: str) -> None:
                 detach_devices=True)
 
 
-def suspend(sim: Simulator, vm: str, suspend_vdi: str) -> None:
+def suspend(sim: SimServices, vm: str, suspend_vdi: str) -> None:
     """The domain's memory went to ``suspend_vdi``; devices stay attached."""
     with sim.store.lock:
         rec = sim.store.raw("VM", vm)
@@ -189,7 +189,7 @@ def suspend(sim: Simulator, vm: str, suspend_vdi: str) -> None:
                     {}, detach_devices=False)
 
 
-def set_paused(sim: Simulator, vm: str, paused: bool) -> None:
+def set_paused(sim: SimServices, vm: str, paused: bool) -> None:
     store = sim.store
     with store.lock:
         rec = store.raw("VM", vm)
@@ -203,7 +203,7 @@ def set_paused(sim: Simulator, vm: str, paused: bool) -> None:
         schedule_guest_agent(sim, vm, domid)
 
 
-def reboot(sim: Simulator, vm: str) -> None:
+def reboot(sim: SimServices, vm: str) -> None:
     """A new domain on the same host (xenopsd destroys and rebuilds it)."""
     store = sim.store
     with store.lock:
@@ -213,7 +213,7 @@ def reboot(sim: Simulator, vm: str) -> None:
         boot(sim, vm, host)
 
 
-def move(sim: Simulator, vm: str, host: str) -> None:
+def move(sim: SimServices, vm: str, host: str) -> None:
     """The domain now lives on ``host`` under a new domid."""
     store = sim.store
     rec = store.raw("VM", vm)

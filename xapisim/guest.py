@@ -17,19 +17,19 @@ from xapisim.errors import XenAPIError
 from xapisim.store import now_datetime
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
 
 _RESTARTS = {"restart", "coredump_and_restart", "rename_restart"}
 
 
-def _running_vm(sim: Simulator, vm: str) -> dict:
+def _running_vm(sim: SimServices, vm: str) -> dict:
     rec = sim.store.raw("VM", vm)
     if rec["power_state"] not in ("Running", "Paused"):
         raise XenAPIError("VM_BAD_POWER_STATE", vm, "running", rec["power_state"].lower())
     return rec
 
 
-def crash(sim: Simulator, vm: str) -> str:
+def crash(sim: SimServices, vm: str) -> str:
     """The domain crashed. actions_after_crash decides: destroy -> Halted,
     restart -> a new domain, preserve -> the dead domain stays Paused.
     Returns the VM's power state afterwards."""
@@ -47,7 +47,7 @@ def crash(sim: Simulator, vm: str) -> str:
         return store.raw("VM", vm)["power_state"]
 
 
-def guest_shutdown(sim: Simulator, vm: str) -> str:
+def guest_shutdown(sim: SimServices, vm: str) -> str:
     """The guest powered itself off; actions_after_shutdown decides."""
     store = sim.store
     with store.lock:
@@ -61,7 +61,7 @@ def guest_shutdown(sim: Simulator, vm: str) -> str:
         return store.raw("VM", vm)["power_state"]
 
 
-def guest_reboot(sim: Simulator, vm: str) -> str:
+def guest_reboot(sim: SimServices, vm: str) -> str:
     """The guest rebooted itself; actions_after_reboot decides."""
     store = sim.store
     with store.lock:
@@ -75,7 +75,7 @@ def guest_reboot(sim: Simulator, vm: str) -> str:
         return store.raw("VM", vm)["power_state"]
 
 
-def host_failed(sim: Simulator, host: str) -> list[str]:
+def host_failed(sim: SimServices, host: str) -> list[str]:
     """The host died: its metrics say not live, every guest on it is Halted
     (crashed, from xapi's point of view). Returns the VMs that went down.
     The host joins sim.failed_hosts, whose listener then refuses calls."""
@@ -100,7 +100,7 @@ def host_failed(sim: Simulator, host: str) -> list[str]:
     return down
 
 
-def host_recovered(sim: Simulator, host: str) -> None:
+def host_recovered(sim: SimServices, host: str) -> None:
     """The host is back: live again, memory figures recomputed."""
     store = sim.store
     with store.lock:

@@ -11,10 +11,10 @@ from xapisim.schema import NULL_REF
 from xapisim.store import now_datetime
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
 
 
-def drop_guest_metrics(sim: Simulator, vm: str) -> None:
+def drop_guest_metrics(sim: SimServices, vm: str) -> None:
     store = sim.store
     gm = store.raw("VM", vm)["guest_metrics"]
     if gm != NULL_REF:
@@ -23,13 +23,13 @@ def drop_guest_metrics(sim: Simulator, vm: str) -> None:
             store.destroy("VM_guest_metrics", gm)
 
 
-def guest_agent_delay(sim: Simulator) -> float:
+def guest_agent_delay(sim: SimServices) -> float:
     """How long after boot the guest agent reports: the configured duration
     of the pseudo-message ``guest.agent`` (the task duration by default)."""
     return sim.faults.duration("guest.agent")
 
 
-def schedule_guest_agent(sim: Simulator, vm: str, domid: int) -> None:
+def schedule_guest_agent(sim: SimServices, vm: str, domid: int) -> None:
     def report() -> None:
         if sim.running:
             publish_guest_metrics(sim, vm, domid)
@@ -55,7 +55,7 @@ def _guest_os(rec: dict[str, Any]) -> dict[str, str]:
             "distro": "debian", "major": "12", "minor": "5"}
 
 
-def publish_guest_metrics(sim: Simulator, vm: str, domid: int) -> None:
+def publish_guest_metrics(sim: SimServices, vm: str, domid: int) -> None:
     """What a guest agent writes once the guest is up: OS, IPs of its VIFs,
     PV drivers. Skipped if the domain changed meanwhile."""
     store = sim.store

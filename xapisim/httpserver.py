@@ -21,7 +21,7 @@ from xapisim.errors import XenAPIError
 from xapisim.faults import DropConnection, HangConnection
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
 
 LOG = logging.getLogger("xapisim.http")
 _CURRENT = threading.local()
@@ -39,7 +39,7 @@ class HTTPRequest:
 
     def __init__(self, h: _Handler):
         self._h = h
-        self.sim: Simulator = h.server.sim
+        self.sim: SimServices = h.server.sim
         self.host_ref: str = h.server.host_ref
         self.method = h.command
         parsed = urllib.parse.urlsplit(h.path)
@@ -282,7 +282,7 @@ class HostServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, addr: tuple[str, int], sim: Simulator, host_ref: str,
+    def __init__(self, addr: tuple[str, int], sim: SimServices, host_ref: str,
                  tls: ssl.SSLContext | None = None):
         self.sim = sim
         self.host_ref = host_ref

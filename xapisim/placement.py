@@ -12,11 +12,11 @@ from xapisim.memory import assert_enough_memory
 from xapisim.sr_state import sr_plugged_on
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
     from xapisim.store import Store
 
 
-def host_live(sim: Simulator, host: str) -> bool:
+def host_live(sim: SimServices, host: str) -> bool:
     store = sim.store
     if host in sim.failed_hosts:
         return False
@@ -66,7 +66,7 @@ def validate_basic(store: Store, vm: str) -> None:
             raise XenAPIError("VM_REQUIRES_VDI", vm, b["VDI"])
 
 
-def assert_can_boot_here(sim: Simulator, vm: str, host: str, memory: bool = True) -> None:
+def assert_can_boot_here(sim: SimServices, vm: str, host: str, memory: bool = True) -> None:
     """xapi's assert_can_boot_here, for the checks the simulator models."""
     store = sim.store
     rec = store.raw("VM", vm)
@@ -122,7 +122,7 @@ def assert_vbds_attachable(store: Store, vm: str) -> None:
             assert_vdi_shareable(store, vbd, b["VDI"], "attach")
 
 
-def choose_host(sim: Simulator, vm: str) -> str:
+def choose_host(sim: SimServices, vm: str) -> str:
     """Where VM.start / VM.resume put a VM: its affinity if it can boot there,
     else the first host that can; failing that, a host where only memory is
     short (the start then fails with HOST_NOT_ENOUGH_FREE_MEMORY there, as

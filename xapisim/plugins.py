@@ -40,14 +40,14 @@ from typing import TYPE_CHECKING
 from xapisim.errors import XenAPIError
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
 
 DOM0LIB = pathlib.Path(__file__).resolve().parent / "dom0lib"
 # xapi has no limit; a test suite needs one
 PLUGIN_TIMEOUT = 300.0
 
 
-def dom0_root(sim: Simulator, host: str, create: bool = True) -> pathlib.Path:
+def dom0_root(sim: SimServices, host: str, create: bool = True) -> pathlib.Path:
     """The scratch root directory of ``host``'s simulated dom0."""
     store = sim.store
     with store.lock:
@@ -67,7 +67,7 @@ def dom0_root(sim: Simulator, host: str, create: bool = True) -> pathlib.Path:
     return root
 
 
-def find(sim: Simulator, name: str) -> pathlib.Path:
+def find(sim: SimServices, name: str) -> pathlib.Path:
     """The plugin file called ``name``: only an entry of the plugins
     directory itself, as xapi checks (no paths, no ``..``)."""
     try:
@@ -79,7 +79,7 @@ def find(sim: Simulator, name: str) -> pathlib.Path:
     return pathlib.Path(sim.plugins_dir) / name
 
 
-def environment(sim: Simulator, host: str, root: pathlib.Path) -> dict[str, str]:
+def environment(sim: SimServices, host: str, root: pathlib.Path) -> dict[str, str]:
     env = dict(os.environ)
     path = [str(DOM0LIB)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env.update({
@@ -95,7 +95,7 @@ def environment(sim: Simulator, host: str, root: pathlib.Path) -> dict[str, str]
     return env
 
 
-def call(sim: Simulator, host: str, session_ref: str, plugin: str, fn: str,
+def call(sim: SimServices, host: str, session_ref: str, plugin: str, fn: str,
          args: dict[str, str], cancel: threading.Event | None = None,
          timeout: float | None = None) -> str:
     """Run ``plugin``'s ``fn`` on ``host`` and return its string result.

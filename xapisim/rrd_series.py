@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
 
 STEP = 5
 # (PDPs per row, rows): 10 minutes, 2 hours, a week, a year
@@ -150,7 +150,7 @@ def _vbd_device(rec: dict) -> str:
         return "xvd" + str(rec.get("userdevice"))
 
 
-def vm_rrd(sim: Simulator, vm: str, now: float | None = None) -> Rrd:
+def vm_rrd(sim: SimServices, vm: str, now: float | None = None) -> Rrd:
     store = sim.store
     with store.lock:
         rec = store.raw("VM", vm)
@@ -184,7 +184,7 @@ def vm_rrd(sim: Simulator, vm: str, now: float | None = None) -> Rrd:
     return Rrd(f"vm:{uuid}:", sources, born, last_update_time(now))
 
 
-def host_rrd(sim: Simulator, host: str, now: float | None = None) -> Rrd:
+def host_rrd(sim: SimServices, host: str, now: float | None = None) -> Rrd:
     store = sim.store
     with store.lock:
         rec = store.raw("host", host)
@@ -207,7 +207,7 @@ def host_rrd(sim: Simulator, host: str, now: float | None = None) -> Rrd:
     return Rrd(f"host:{uuid}:", sources, -math.inf, last_update_time(now))
 
 
-def resident_vms(sim: Simulator, host: str) -> list[str]:
+def resident_vms(sim: SimServices, host: str) -> list[str]:
     """VMs whose RRDs this host's rrdd keeps: those running (or paused) here."""
     store = sim.store
     with store.lock:
@@ -223,11 +223,11 @@ _UNITS = {"cpu": "(fraction)", "memory": "B", "memory_internal_free": "KiB",
           "memory_total_kib": "KiB", "memory_free_kib": "KiB", "loadavg": "(fraction)"}
 
 
-def _rrd_of(sim: Simulator, cls: str, ref: str) -> Rrd:
+def _rrd_of(sim: SimServices, cls: str, ref: str) -> Rrd:
     return vm_rrd(sim, ref) if cls == "VM" else host_rrd(sim, ref)
 
 
-def current_value(sim: Simulator, cls: str, ref: str, name: str) -> float | None:
+def current_value(sim: SimServices, cls: str, ref: str, name: str) -> float | None:
     """The latest value of data source ``name`` of a VM or host (what
     ``query_data_source`` answers), or None if it has no such source."""
     rrd = _rrd_of(sim, cls, ref)
@@ -237,7 +237,7 @@ def current_value(sim: Simulator, cls: str, ref: str, name: str) -> float | None
     return None
 
 
-def data_source_records(sim: Simulator, cls: str, ref: str) -> list[dict]:
+def data_source_records(sim: SimServices, cls: str, ref: str) -> list[dict]:
     """``data_source`` records for ``get_data_sources``."""
     rrd = _rrd_of(sim, cls, ref)
     out = []

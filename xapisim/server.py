@@ -1,5 +1,10 @@
 """The simulator: one pool of N hosts, each answering on its own address.
 
+The Simulator owns its parts and hands each what it needs: the store, the
+session and task managers (store and settings only), the dispatcher and
+the per-host listeners (the simulator as ``services.SimServices``). No
+part imports this module.
+
     sim = Simulator(hosts=1, task_duration=0.5)
     sim.start()
     ... XenAPI.Session(sim.url) ...
@@ -21,7 +26,7 @@ import time
 from typing import Any
 
 from xapisim import api, handlers
-from xapisim.bootstrap import bootstrap
+from xapisim.bootstrap import PoolShape, bootstrap
 from xapisim.dispatch import Dispatcher
 from xapisim.errors import XenAPIError
 from xapisim.faults import Faults
@@ -95,9 +100,10 @@ class Simulator:
         self.model = load_model()
         self.store = Store(self.model)
         self.faults = Faults(task_duration)
-        self.sessions = SessionManager(self, self.users, session_limit)
-        self.tasks = TaskManager(self, task_gc_age)
         self.legacy_events: dict[str, Any] = {}
+        self.sessions = SessionManager(self.store, self.users, session_limit,
+                                       legacy_events=self.legacy_events)
+        self.tasks = TaskManager(self.store, task_gc_age, LOG)
         self.dispatcher = Dispatcher(self)
         self.servers: list[HostServer] = []
         self.running = False
@@ -119,7 +125,10 @@ class Simulator:
             self.store.load(json.loads(self.db_file.read_text()))
             self._reconcile_after_boot()
         else:
-            bootstrap(self)
+            bootstrap(self.store, PoolShape(
+                addresses=self.addresses, host_memory_mb=self.host_memory_mb,
+                host_cpus=self.host_cpus, sr_size_gb=self.sr_size_gb,
+                pool_name=self.pool_name))
         host_refs = self._host_refs_in_address_order()
         tls_ctx = None
         if self.tls:

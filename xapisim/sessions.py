@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from xapisim.errors import XenAPIError
 from xapisim.store import now_datetime
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.store import Store
 
 DEFAULT_SESSION_LIMIT = 500
 
 
 class SessionManager:
-    def __init__(self, sim: Simulator, users: dict[str, str], limit: int = DEFAULT_SESSION_LIMIT):
-        self.sim = sim
+    """Sessions live in ``store``; ``legacy_events`` (the legacy event
+    API's queues, one per session) loses a session's queue with it."""
+
+    def __init__(self, store: Store, users: dict[str, str],
+                 limit: int = DEFAULT_SESSION_LIMIT,
+                 legacy_events: dict[str, Any] | None = None):
+        self.store = store
+        self.legacy_events = legacy_events if legacy_events is not None else {}
         self.users = dict(users)
         self.limit = limit
         self.last_used: dict[str, float] = {}
@@ -27,7 +33,7 @@ class SessionManager:
               local: bool = False) -> str:
         if self.users.get(uname) != pwd:
             raise XenAPIError("SESSION_AUTHENTICATION_FAILED")
-        store = self.sim.store
+        store = self.store
         ref = store.create(
             "session",
             {
@@ -50,7 +56,7 @@ class SessionManager:
     def _enforce_limit(self, uname: str, originator: str) -> None:
         """xapi keeps at most ``limit`` sessions per (user, originator) and
         destroys the least recently used ones past that."""
-        store = self.sim.store
+        store = self.store
         with store.lock:
             mine = [
                 ref
@@ -65,27 +71,27 @@ class SessionManager:
                 self.destroy(ref)
 
     def validate(self, ref: object) -> str:
-        if not isinstance(ref, str) or not self.sim.store.has("session", ref):
+        if not isinstance(ref, str) or not self.store.has("session", ref):
             raise XenAPIError("SESSION_INVALID", ref if isinstance(ref, str) else str(ref))
         with self.lock:
             self.last_used[ref] = time.monotonic()
         return ref
 
     def destroy(self, ref: str) -> None:
-        store = self.sim.store
+        store = self.store
         with store.lock:
             if store.has("session", ref):
                 store.destroy("session", ref)
         with self.lock:
             self.last_used.pop(ref, None)
-        self.sim.legacy_events.pop(ref, None)
+        self.legacy_events.pop(ref, None)
 
     def forget_all(self) -> None:
         """Simulated xapi restart: every session becomes invalid."""
-        store = self.sim.store
+        store = self.store
         with store.lock:
             for ref in list(store.tables["session"]):
                 store.destroy("session", ref)
         with self.lock:
             self.last_used.clear()
-        self.sim.legacy_events.clear()
+        self.legacy_events.clear()

@@ -7,18 +7,30 @@ from __future__ import annotations
 
 import calendar
 import html
+import logging
 import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from xapisim.errors import XenAPIError
 from xapisim.store import NULL_REF, now_datetime
 
 if TYPE_CHECKING:
-    from xapisim.context import CallContext
-    from xapisim.server import Simulator
+    from xapisim.store import Store
+
+LOG = logging.getLogger("xapisim")
+
+
+class TaskWork(Protocol):
+    """What a task runs for: a call's context (xapisim.context.CallContext)."""
+
+    method: str
+    host_ref: str
+    task_ref: str | None
+    op_ref: str
+    cancel_requested: threading.Event
 
 
 def encode_result(value: Any) -> str:
@@ -37,15 +49,12 @@ def encode_result(value: Any) -> str:
 
 
 class TaskManager:
-    def __init__(self, sim: Simulator, gc_age: float = 3600.0):
-        self.sim = sim
+    def __init__(self, store: Store, gc_age: float = 3600.0, log: logging.Logger = LOG):
+        self.store = store
         self.gc_age = gc_age
-        self.running: dict[str, CallContext] = {}
+        self.log = log
+        self.running: dict[str, TaskWork] = {}
         self.lock = threading.Lock()
-
-    @property
-    def store(self):
-        return self.sim.store
 
     def create(self, label: str, description: str = "", host: str = NULL_REF) -> str:
         return self.store.create(
@@ -84,7 +93,7 @@ class TaskManager:
                 fields.update(status="failure", error_info=error.description)
             self.store.update("task", ref, **fields)
 
-    def spawn(self, ctx: CallContext, fn: Callable[..., Any], args: list[Any]) -> str:
+    def spawn(self, ctx: TaskWork, fn: Callable[..., Any], args: list[Any]) -> str:
         """Start ``fn(ctx, *args)`` under a new task; return the task ref."""
         ref = self.create(f"Async.{ctx.method}", host=ctx.host_ref)
         ctx.task_ref = ref
@@ -98,7 +107,7 @@ class TaskManager:
             except XenAPIError as e:
                 self.finish(ref, error=e)
             except Exception as e:  # a simulator bug must still end the task
-                self.sim.log.exception("task %s crashed", ctx.method)
+                self.log.exception("task %s crashed", ctx.method)
                 self.finish(ref, error=XenAPIError("INTERNAL_ERROR", repr(e)))
             else:
                 self.finish(ref, result=result)

@@ -15,34 +15,34 @@ import uuid as uuidlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from xapisim.server import Simulator
+    from xapisim.services import SimServices
 
 _COPY_CHUNK = 1024 * 1024
 
 
-def directory(sim: Simulator) -> pathlib.Path:
+def directory(sim: SimServices) -> pathlib.Path:
     d = pathlib.Path(sim.state_dir) / "vdis"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def path(sim: Simulator, vdi_uuid: str) -> pathlib.Path:
+def path(sim: SimServices, vdi_uuid: str) -> pathlib.Path:
     # uuids come from the store, but never let one escape the directory
     if "/" in vdi_uuid or vdi_uuid in ("", ".", ".."):
         raise ValueError(f"bad VDI uuid {vdi_uuid!r}")
     return directory(sim) / f"{vdi_uuid}.raw"
 
 
-def temp_path(sim: Simulator, vdi_uuid: str) -> pathlib.Path:
+def temp_path(sim: SimServices, vdi_uuid: str) -> pathlib.Path:
     """A fresh file name next to the VDI's, for writing before a rename."""
     return directory(sim) / f".{vdi_uuid}.{uuidlib.uuid4().hex}.part"
 
 
-def exists(sim: Simulator, vdi_uuid: str) -> bool:
+def exists(sim: SimServices, vdi_uuid: str) -> bool:
     return path(sim, vdi_uuid).exists()
 
 
-def allocated_bytes(sim: Simulator, vdi_uuid: str) -> int:
+def allocated_bytes(sim: SimServices, vdi_uuid: str) -> int:
     """Bytes the file really occupies on disk (its physical utilisation)."""
     try:
         return path(sim, vdi_uuid).stat().st_blocks * 512
@@ -50,7 +50,7 @@ def allocated_bytes(sim: Simulator, vdi_uuid: str) -> int:
         return 0
 
 
-def copy(sim: Simulator, src_uuid: str, dst_uuid: str) -> None:
+def copy(sim: SimServices, src_uuid: str, dst_uuid: str) -> None:
     """Give ``dst`` the content of ``src``, keeping holes as holes."""
     src = path(sim, src_uuid)
     dst = path(sim, dst_uuid)
@@ -92,11 +92,11 @@ def _copy_data_ranges(fin, fout, size: int) -> None:
         pos = end
 
 
-def delete(sim: Simulator, vdi_uuid: str) -> None:
+def delete(sim: SimServices, vdi_uuid: str) -> None:
     path(sim, vdi_uuid).unlink(missing_ok=True)
 
 
-def resize(sim: Simulator, vdi_uuid: str, new_size: int) -> None:
+def resize(sim: SimServices, vdi_uuid: str, new_size: int) -> None:
     """Shrink the file if it is longer than ``new_size`` (growing needs
     nothing: past the end reads as zeros)."""
     p = path(sim, vdi_uuid)
@@ -105,11 +105,11 @@ def resize(sim: Simulator, vdi_uuid: str, new_size: int) -> None:
             f.truncate(new_size)
 
 
-def wipe_all(sim: Simulator) -> None:
+def wipe_all(sim: SimServices) -> None:
     shutil.rmtree(directory(sim), ignore_errors=True)
 
 
-def copy_by_ref(sim: Simulator, src_ref: str, dst_ref: str) -> None:
+def copy_by_ref(sim: SimServices, src_ref: str, dst_ref: str) -> None:
     """``copy`` for two VDI refs (both must exist in the store)."""
     store = sim.store
     with store.lock:

@@ -19,7 +19,7 @@ EXIT_DATABASE = 3
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
 
-    from compute_agent import concurrency  # standard library only
+    from compute_agent.process import concurrency  # standard library only
 
     try:
         backend = concurrency.backend_from_argv(argv[1:])
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     concurrency.setup(backend)
 
-    from compute_agent import sdnotify
+    from compute_agent.process import sdnotify
 
     # Before oslo.service/cotyledon: they would send READY=1 too early and
     # then unset NOTIFY_SOCKET; the agent sends it once it really serves.
@@ -40,9 +40,10 @@ def _run(argv: list[str], backend: str, sd: object) -> int:
     from oslo_config import cfg
     from oslo_log import log as logging
 
-    from compute_agent import exceptions, gmr, version
+    from compute_agent import exceptions
     from compute_agent.conf import CONF
-    from compute_agent.logging import setup_logging
+    from compute_agent.process import gmr, version
+    from compute_agent.process.log_setup import setup_logging
 
     logging.register_options(CONF)
     try:

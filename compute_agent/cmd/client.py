@@ -156,7 +156,7 @@ def hosts_table(hosts: list[dict[str, Any]]) -> str:
 
 def list_hosts(conf: Any, db: Any | None = None) -> list[dict[str, Any]]:
     """Compute nodes merged with their compute-agent service record."""
-    from compute_agent.host_status import SERVICE_BINARY
+    from compute_agent.compute.host_status import SERVICE_BINARY
 
     db = db or _database(conf)
     services = {s["host"]: s for s in db.list_services(conf.service_down_time)
@@ -324,8 +324,8 @@ def _parse_meta(items: list[str]) -> dict[str, str]:
 
 
 def load_conf(config_files: list[str]) -> Any:
-    from compute_agent import version
     from compute_agent.conf import CONF
+    from compute_agent.process import version
     from compute_agent.rpc import transport
 
     transport.register_opts(CONF)
@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None, conf: Any = None, api: Any = None,
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     output = Output(args.json, out or sys.stdout, err or sys.stderr)
 
-    from compute_agent import concurrency
+    from compute_agent.process import concurrency
 
     if concurrency.selected() is None and api is None:
         concurrency.setup(concurrency.THREADING)

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from oslo_config import cfg
 
 from compute_agent import conf as _conf  # noqa: F401 - registers the option groups
-from compute_agent import version
 from compute_agent.db import engine as db_engine
 from compute_agent.db import errors, migration
+from compute_agent.process import version
 
 PROG = "compute-agent-manage"
 

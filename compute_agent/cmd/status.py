@@ -21,12 +21,12 @@ from typing import TextIO
 
 from oslo_config import cfg
 
-from compute_agent import concurrency, version
 from compute_agent import conf as _conf  # noqa: F401 - registers the option groups
 from compute_agent.checks import Code, Result, failure, first_line, overall
 from compute_agent.checks import config as config_check
 from compute_agent.checks import database as database_check
 from compute_agent.checks import dom0 as dom0_check
+from compute_agent.process import concurrency, version
 
 PROG = "compute-agent-status"
 DEFAULT_TIMEOUT = 5.0

@@ -36,6 +36,20 @@ TASKS_OPTS = [
         help="Seconds a reboot may take.",
     ),
     cfg.IntOpt(
+        "clean_shutdown_timeout",
+        default=60,
+        min=1,
+        help="Seconds a guest gets to shut itself down on a clean stop before the "
+        "agent shuts it down hard. Counts within power_timeout.",
+    ),
+    cfg.IntOpt(
+        "soft_reboot_timeout",
+        default=60,
+        min=1,
+        help="Seconds a guest gets to reboot itself on a SOFT reboot before the "
+        "agent reboots it hard. Counts within reboot_timeout.",
+    ),
+    cfg.IntOpt(
         "destroy_timeout",
         default=300,
         min=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from compute_agent.driver.base import ComputeDriver, TaskListener
 
@@ -14,8 +15,10 @@ DRIVERS: dict[str, str] = {
 }
 
 
-def load_driver(name: str, task_listener: TaskListener | None = None) -> ComputeDriver:
-    """Instantiate the driver called ``name`` ('fake' or 'xenapi')."""
+def load_driver(name: str, conf: Any, task_listener: TaskListener | None = None
+                ) -> ComputeDriver:
+    """Instantiate the driver called ``name`` ('fake' or 'xenapi') with the
+    configuration it is to use."""
     try:
         target = DRIVERS[name]
     except KeyError:
@@ -24,4 +27,4 @@ def load_driver(name: str, task_listener: TaskListener | None = None) -> Compute
         ) from None
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(task_listener=task_listener)
+    return cls(conf=conf, task_listener=task_listener)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from compute_agent.driver.task_state import TaskState
+from compute_agent.driver.task_status import TaskState
 
 # Reboot types accepted by ComputeDriver.reboot.
 REBOOT_SOFT = "SOFT"

@@ -33,7 +33,7 @@ from typing import Any
 
 from compute_agent import exceptions
 from compute_agent.driver import power_state
-from compute_agent.driver import task_state as ts
+from compute_agent.driver import task_status as ts
 from compute_agent.driver.base import (
     REBOOT_HARD,
     REBOOT_TYPES,
@@ -98,7 +98,9 @@ class FakeDriver(ComputeDriver):
         vcpus: int = 16,
         memory_mb: int = 32768,
         local_gb: int = 500,
+        conf: Any = None,
     ):
+        # ``conf`` is accepted for the loader's sake: nothing here is configurable.
         super().__init__(task_listener)
         self.host: str | None = None
         self.vms: dict[str, FakeVM] = {}

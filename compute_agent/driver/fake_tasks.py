@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from compute_agent.driver import task_state as ts
+from compute_agent.driver import task_status as ts
 
 
 @dataclass

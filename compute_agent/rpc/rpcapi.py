@@ -28,9 +28,9 @@ import oslo_messaging
 from oslo_config import cfg
 
 from compute_agent import context as ca_context
+from compute_agent.compute.validation import validate_instance, validate_uuid
 from compute_agent.rpc import errors, transport
 from compute_agent.rpc.serializer import JsonPayloadSerializer
-from compute_agent.validation import validate_instance, validate_uuid
 
 Context = ca_context.RequestContext | None
 

@@ -8,6 +8,7 @@ bug in the simulator's parser cannot hide itself."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import xmlrpc.client
@@ -17,7 +18,9 @@ from typing import Any
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "xapi"
+# Beside the repository; XAPI_ORACLE_DIR points elsewhere (a git worktree
+# checked out away from the main clone).
+SHARED = pathlib.Path(os.environ.get("XAPI_ORACLE_DIR") or REPO.parent / "shared" / "xapi")
 
 INT_RE = re.compile(r"^-?[0-9]+$")
 DATETIME_RE = re.compile(r"^[0-9]{8}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")

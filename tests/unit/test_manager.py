@@ -7,7 +7,8 @@ import uuid as uuidlib
 
 import pytest
 
-from compute_agent import exceptions, states
+from compute_agent import exceptions
+from compute_agent.compute import states
 from compute_agent.context import new_context
 from compute_agent.driver import power_state
 from compute_agent.driver.fake import FakeDriver

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from compute_agent import exceptions
-from compute_agent.conf import CONF
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
-from compute_agent.driver.task_state import TaskState
+from compute_agent.driver.task_status import TaskState
 from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.network import Networking
+from compute_agent.driver.xenapi.polling import PollingWaiter
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
 from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
-from compute_agent.driver.xenapi.tasks import PollingWaiter, TaskRunner, TaskWaiter
+from compute_agent.driver.xenapi.tasks import TaskRunner, TaskWaiter
 from compute_agent.driver.xenapi.transport import TLSSettings
 from compute_agent.driver.xenapi.vm_ops import VMOps
 from compute_agent.driver.xenapi.watcher import TaskWatcher
@@ -32,24 +32,7 @@ LOG = logging.getLogger(__name__)
 # Several sessions notice one xapi restart; one reconnect call covers them.
 RECONNECT_SETTLE = 0.5
 
-# Operation name -> [tasks] option holding its timeout.
-TIMEOUT_OPTIONS = {
-    "spawn": "spawn_timeout",
-    "power_on": "power_timeout",
-    "power_off": "power_timeout",
-    "reboot": "reboot_timeout",
-    "destroy": "destroy_timeout",
-}
-
-
-def operation_timeout(op: Operation, conf: Any = CONF) -> float:
-    if op.timeout is not None:
-        return float(op.timeout)
-    option = TIMEOUT_OPTIONS.get(op.name, "default_timeout")
-    return float(getattr(conf.tasks, option))
-
-
-def settings_from_conf(conf: Any = CONF) -> ConnectionSettings:
+def settings_from_conf(conf: Any) -> ConnectionSettings:
     xs = conf.xenserver
     if not xs.connection_url:
         raise exceptions.InvalidInput(
@@ -65,8 +48,12 @@ def settings_from_conf(conf: Any = CONF) -> ConnectionSettings:
 
 
 class XenAPIDriver(ComputeDriver):
-    def __init__(self, task_listener: TaskListener | None = None):
+    """The XenAPI driver, configured by the ``conf`` it is given (its
+    ``[xenserver]`` and ``[tasks]`` groups); it never reads a global."""
+
+    def __init__(self, conf: Any, task_listener: TaskListener | None = None):
         super().__init__(task_listener)
+        self.conf = conf
         self.pool: SessionPool | None = None
         self.runner: TaskRunner | None = None
         self.vmops: VMOps | None = None
@@ -81,11 +68,12 @@ class XenAPIDriver(ComputeDriver):
     # -- lifecycle -------------------------------------------------------------
     def init_host(self, host: str) -> None:
         self.host = host
+        xs, tasks = self.conf.xenserver, self.conf.tasks
         try:
-            sr_filter = parse_sr_filter(CONF.xenserver.sr_matching_filter)
+            sr_filter = parse_sr_filter(xs.sr_matching_filter)
         except ValueError as e:
             raise exceptions.InvalidInput("xenserver.sr_matching_filter", str(e)) from None
-        self.pool = SessionPool(settings_from_conf(), CONF.xenserver.connection_concurrent)
+        self.pool = SessionPool(settings_from_conf(self.conf), xs.connection_concurrent)
         self.pool.coordinator.hooks.append(self._on_reconnect)
         try:
             # Fail now, with a clear error, if dom0 cannot be reached.
@@ -95,31 +83,33 @@ class XenAPIDriver(ComputeDriver):
             raise
         waiter = self._make_waiter(self.pool, host)
         self.runner = TaskRunner(
-            self.pool, waiter, self.task_listener, float(CONF.tasks.default_timeout)
+            self.pool, waiter, self.task_listener, float(tasks.default_timeout)
         )
         storage = Storage(self.pool, self.runner, sr_filter, host)
         self.vmops = VMOps(
             self.pool, self.runner, storage, Networking(self.pool), host,
-            CONF.xenserver.vm_template or "",
-            cleanup_timeout=float(CONF.tasks.destroy_timeout),
+            xs.vm_template or "",
+            cleanup_timeout=float(tasks.destroy_timeout),
+            soft_reboot_timeout=float(tasks.soft_reboot_timeout),
         )
         self.host_info = HostInfo(self.pool, storage)
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
-                 self.pool.coordinator.url, CONF.tasks.watcher_mode)
+                 self.pool.coordinator.url, tasks.watcher_mode)
 
     def _make_waiter(self, pool: SessionPool, host: str) -> TaskWaiter:
-        if CONF.tasks.watcher_mode == "polling":
+        xs, tasks = self.conf.xenserver, self.conf.tasks
+        if tasks.watcher_mode == "polling":
             # For a dom0 whose event.from misbehaves: one read per task per
             # poll_interval, and no power events (the periodic sync remains).
-            return PollingWaiter(pool, max_interval=float(CONF.tasks.poll_interval))
+            return PollingWaiter(pool, max_interval=float(tasks.poll_interval))
         self.watcher = TaskWatcher(
             pool,
             agent_host=host,
-            poll_timeout=float(CONF.xenserver.event_poll_timeout),
+            poll_timeout=float(xs.event_poll_timeout),
             on_power_change=self._on_power_change,
             on_reconnect=self._on_reconnect,
         ).start()
-        if not self.watcher.wait_synced(float(CONF.xenserver.login_timeout)):
+        if not self.watcher.wait_synced(float(xs.login_timeout)):
             LOG.warning("Task event stream not in step yet; waiters read tasks directly")
         return self.watcher
 
@@ -170,35 +160,40 @@ class XenAPIDriver(ComputeDriver):
     def _ops(self) -> tuple[TaskRunner, VMOps]:
         if self.runner is None or self.vmops is None:
             raise exceptions.HypervisorUnavailable(
-                CONF.xenserver.connection_url or "", "driver not initialised (init_host)"
+                self.conf.xenserver.connection_url or "", "driver not initialised (init_host)"
             )
         return self.runner, self.vmops
+
+    def _timeout(self, op: Operation) -> float:
+        # The manager gives every operation its timeout from [tasks]; a
+        # caller that does not (tests, tools) gets [tasks] default_timeout.
+        return float(op.timeout if op.timeout is not None else self.conf.tasks.default_timeout)
 
     # -- instance operations -------------------------------------------------------
     def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
         runner, vmops = self._ops()
-        with runner.operation(op, operation_timeout(op)):
+        with runner.operation(op, self._timeout(op)):
             return vmops.spawn(op, instance)
 
     def power_on(self, op: Operation, instance: dict[str, Any]) -> None:
         runner, vmops = self._ops()
-        with runner.operation(op, operation_timeout(op)):
+        with runner.operation(op, self._timeout(op)):
             vmops.power_on(op, instance)
 
     def power_off(self, op: Operation, instance: dict[str, Any], clean: bool = True,
                   timeout: float = 60) -> None:
         runner, vmops = self._ops()
-        with runner.operation(op, operation_timeout(op)):
+        with runner.operation(op, self._timeout(op)):
             vmops.power_off(op, instance, clean, timeout)
 
     def reboot(self, op: Operation, instance: dict[str, Any], reboot_type: str) -> None:
         runner, vmops = self._ops()
-        with runner.operation(op, operation_timeout(op)):
+        with runner.operation(op, self._timeout(op)):
             vmops.reboot(op, instance, reboot_type)
 
     def destroy(self, op: Operation, instance: dict[str, Any]) -> None:
         runner, vmops = self._ops()
-        with runner.operation(op, operation_timeout(op)):
+        with runner.operation(op, self._timeout(op)):
             vmops.destroy(op, instance)
 
     # -- queries ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ through a :class:`TaskWaiter`, reports the outcome, destroys the task and
 returns the decoded result or raises the structured error.
 
 How the waiting is done is the waiter's business: :class:`PollingWaiter`
-here reads each task's record with backoff; the TaskWatcher (watcher.py)
+(polling.py) reads each task's record with backoff; the TaskWatcher (watcher.py)
 follows every task of the pool through one ``event.from`` stream. Both give
 the runner the same :class:`TrackedTask` handles.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +27,10 @@ from typing import Any, Protocol
 
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation, TaskListener
-from compute_agent.driver.task_state import LOST, PENDING, TaskState
+from compute_agent.driver.task_status import LOST, PENDING, TaskState
 from compute_agent.driver.xenapi.session import SessionPool
-from compute_agent.driver.xenapi.task_result import PENDING_STATES, TaskOutcome
+from compute_agent.driver.xenapi.task_reaper import TaskReaper
+from compute_agent.driver.xenapi.task_result import TaskOutcome
 from compute_agent.driver.xenapi.transport import host_of
 
 LOG = logging.getLogger(__name__)
@@ -65,145 +65,6 @@ class TaskWaiter(Protocol):
     def track(self, ref: str) -> TrackedTask: ...
 
     def close(self) -> None: ...
-
-
-# -- polling ------------------------------------------------------------------
-
-
-class PolledTask:
-    def __init__(self, waiter: PollingWaiter, ref: str):
-        self.waiter = waiter
-        self.ref = ref
-        self._record: dict[str, Any] | None = None
-        self._progress = -1.0
-        self.last_progress = 0.0
-
-    def _read(self) -> dict[str, Any] | None:
-        """The task's record, or None when it is gone."""
-        try:
-            return self.waiter.pool.call("task.get_record", self.ref)
-        except exceptions.HypervisorError as e:
-            if e.code == "HANDLE_INVALID":
-                return None
-            raise
-
-    def known_uuid(self, timeout: float) -> str | None:
-        # The first poll doubles as the uuid lookup: one call, not two.
-        try:
-            self._record = self._read()
-        except exceptions.HypervisorUnavailable:
-            return None
-        return self._record.get("uuid") if self._record else None
-
-    def wait(self, timeout: float, on_progress: ProgressCallback) -> TaskOutcome | None:
-        deadline = time.monotonic() + timeout
-        interval = self.waiter.min_interval
-        record = self._record
-        self._record = None
-        while True:
-            if record is None:
-                try:
-                    record = self._read()
-                    if record is None:
-                        return TaskOutcome.lost(self.ref)
-                except exceptions.HypervisorUnavailable as e:
-                    # A blip in the connection is not the task's failure:
-                    # keep trying until the deadline.
-                    if time.monotonic() >= deadline:
-                        raise
-                    LOG.warning("Polling task: %s; retrying", e)
-            if record is not None:
-                if record.get("status") not in PENDING_STATES:
-                    return TaskOutcome.from_record(self.ref, record)
-                progress = float(record.get("progress") or 0.0)
-                if progress != self._progress:
-                    self._progress = self.last_progress = progress
-                    on_progress(progress)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            time.sleep(min(interval, remaining))
-            interval = min(interval * self.waiter.backoff, self.waiter.max_interval)
-            record = None
-
-    def forget(self) -> None:
-        pass
-
-
-class PollingWaiter:
-    """Reads each task's record until it ends: from ``min_interval`` between
-    reads, growing by ``backoff`` up to ``max_interval``. Simple, and costs
-    one call per poll per task; the TaskWatcher is the better default."""
-
-    def __init__(
-        self,
-        pool: SessionPool,
-        min_interval: float = 0.05,
-        max_interval: float = 0.5,
-        backoff: float = 1.5,
-    ):
-        self.pool = pool
-        self.min_interval = min_interval
-        self.max_interval = max(max_interval, min_interval)
-        self.backoff = backoff
-
-    def track(self, ref: str) -> PolledTask:
-        return PolledTask(self, ref)
-
-    def close(self) -> None:
-        pass
-
-
-# -- removing finished tasks ---------------------------------------------------------
-
-
-class TaskReaper:
-    """Destroys finished tasks in the background: once a task's outcome is
-    recorded nobody needs it, and its caller need not wait for the call.
-    ``close()`` destroys what is still queued (bounded in time)."""
-
-    def __init__(self, pool: SessionPool):
-        self.pool = pool
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def reap(self, ref: str) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="xenapi-task-reaper",
-                                                daemon=True)
-                self._thread.start()
-        self._queue.put(ref)
-
-    def _run(self) -> None:
-        while True:
-            ref = self._queue.get()
-            if ref is None:
-                return
-            destroy_task(self.pool, ref)
-
-    def close(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout)
-
-
-def destroy_task(pool: SessionPool, ref: str) -> None:
-    """Remove a finished task from dom0; one already gone is fine."""
-    try:
-        pool.call("task.destroy", ref)
-    except (exceptions.HypervisorError, exceptions.HypervisorUnavailable) as e:
-        LOG.debug("task.destroy failed: %s", e)
-
-
-# -- the runner ------------------------------------------------------------------
 
 
 @dataclass

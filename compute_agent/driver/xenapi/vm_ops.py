@@ -34,7 +34,6 @@ XAPI_POWER_STATES = {
 # last_shutdown_reason values that mean the guest died rather than stopped.
 CRASH_REASONS = frozenset({"crashed", "crash"})
 # How long a soft reboot may take before it is done the hard way.
-SOFT_REBOOT_TIMEOUT = 60.0
 
 
 def shutdown_reason(record: dict[str, Any]) -> str | None:
@@ -118,6 +117,7 @@ class VMOps:
         agent_host: str,
         template: str = "",
         cleanup_timeout: float = 300.0,
+        soft_reboot_timeout: float = 60.0,
     ):
         self.pool = pool
         self.runner = runner
@@ -130,6 +130,8 @@ class VMOps:
         # there and have it as affinity, so that one agent per pool host
         # keeps to its own host.
         self.host_ref: Callable[[], str] | None = None
+        # How long a guest gets to reboot itself before a hard reboot.
+        self.soft_reboot_timeout = soft_reboot_timeout
         # instance uuid -> VM ref; checked before use, rebuilt on a miss.
         self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -349,7 +351,7 @@ class VMOps:
             return
         if reboot_type != REBOOT_HARD and state == "Running":
             try:
-                self.runner.run(op, "VM.clean_reboot", ref, timeout=SOFT_REBOOT_TIMEOUT)
+                self.runner.run(op, "VM.clean_reboot", ref, timeout=self.soft_reboot_timeout)
                 return
             except (exceptions.HypervisorError, exceptions.OperationTimedOut) as e:
                 LOG.info("Soft reboot of %s did not work (%s); rebooting hard",

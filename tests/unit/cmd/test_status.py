@@ -13,10 +13,10 @@ import json
 import pytest
 from oslo_config import cfg
 
-from compute_agent import version
 from compute_agent.checks import Code, Result, dom0, failure, overall, success, warning
 from compute_agent.cmd import status
 from compute_agent.conf import opts as conf_opts
+from compute_agent.process import version
 
 
 def fresh_conf() -> cfg.ConfigOpts:

@@ -29,7 +29,7 @@ def test_version_on_an_empty_sqlite_file(tmp_path, capsys):
 
 
 def test_version_flag(capsys):
-    from compute_agent import version
+    from compute_agent.process import version
 
     with pytest.raises(SystemExit) as exit_info:
         manage.main(["--version"], conf=_conf())

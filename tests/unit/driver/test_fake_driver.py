@@ -40,10 +40,10 @@ def op(name, timeout=None):
 
 def test_load_driver_by_name():
     listener = Listener()
-    driver = load_driver("fake", listener)
+    driver = load_driver("fake", None, listener)
     assert isinstance(driver, FakeDriver) and driver.task_listener is listener
     with pytest.raises(ValueError):
-        load_driver("vmware")
+        load_driver("vmware", None)
 
 
 def test_base_driver_methods_are_abstract():

@@ -68,7 +68,7 @@ def make_driver(conf_overrides) -> Iterator[Callable[..., XenAPIDriver]]:
         conf_overrides("xenserver", **opts)
         if tasks:
             conf_overrides("tasks", **tasks)
-        drv = XenAPIDriver(task_listener=listener)
+        drv = XenAPIDriver(CONF, task_listener=listener)
         drivers.append(drv)
         if init:
             drv.init_host(host or f"agent-{uuidlib.uuid4().hex[:8]}")

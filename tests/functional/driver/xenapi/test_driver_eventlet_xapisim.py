@@ -20,7 +20,7 @@ from compute_agent.driver.xenapi.driver import XenAPIDriver
 CONF([], project="compute-agent")
 CONF.set_override("connection_url", sys.argv[1], group="xenserver")
 CONF.set_override("connection_password", "password", group="xenserver")
-driver = XenAPIDriver()
+driver = XenAPIDriver(CONF)
 driver.init_host("eventlet-agent")
 events = []
 driver.set_power_state_listener(lambda u, info: events.append(info.power_state))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from compute_agent import concurrency
+from compute_agent.process import concurrency
 
 
 def write(tmp_path, name, backend):
@@ -49,7 +49,7 @@ def test_bad_value_is_refused(tmp_path):
 @pytest.mark.parametrize("backend", ["threading", "eventlet"])
 def test_setup_patches_only_for_eventlet(backend):
     code = (
-        "from compute_agent import concurrency\n"
+        "from compute_agent.process import concurrency\n"
         f"concurrency.setup('{backend}')\n"
         "import socket, threading\n"
         "from oslo_service import backend\n"

@@ -8,13 +8,14 @@ import uuid as uuidlib
 
 import pytest
 
-from compute_agent import exceptions, states
+from compute_agent import exceptions
+from compute_agent.compute import states
+from compute_agent.compute.power_sync import EVENT_TYPE, PowerStateSync, target_vm_state
 from compute_agent.context import get_admin_context
 from compute_agent.db.types import utcnow
 from compute_agent.driver import power_state
 from compute_agent.driver.base import InstanceInfo
 from compute_agent.driver.fake import FakeDriver
-from compute_agent.power_sync import EVENT_TYPE, PowerStateSync, target_vm_state
 
 HOST = "test-host"
 WAIT = 10

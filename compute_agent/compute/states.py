@@ -46,6 +46,7 @@ TASK_STATES = (
 # with a task_state in progress is refused as INSTANCE_BUSY before this is
 # looked at; terminate of a deleted instance is a no-op, not an error.
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "build": (),  # a build creates the instance; it never starts from a state
     "start": (STOPPED,),
     "stop": (ACTIVE, ERROR, RESCUED),
     "reboot_soft": (ACTIVE,),

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from compute_agent import version
+from compute_agent.process import version
 
 
 def test_version_matches_installed_metadata():
@@ -23,7 +23,7 @@ def test_sigusr2_dumps_a_report_with_version_and_masked_secrets():
     code = """
 import os, signal
 from oslo_config import cfg
-from compute_agent import gmr
+from compute_agent.process import gmr
 conf = cfg.CONF  # the report prints the global configuration
 conf.register_opts([cfg.StrOpt('pw', secret=True, default='hunter2')])
 conf([], project='compute-agent-test', default_config_files=[])

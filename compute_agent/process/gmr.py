@@ -12,7 +12,7 @@ from oslo_config import cfg
 from oslo_reports import guru_meditation_report
 from oslo_reports import opts as reports_opts
 
-from compute_agent import version
+from compute_agent.process import version
 
 SERVICE_NAME = "compute-agent"
 

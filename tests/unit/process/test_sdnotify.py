@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from compute_agent import sdnotify
+from compute_agent.process import sdnotify
 
 
 @pytest.fixture

@@ -39,16 +39,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from compute_agent import exceptions, states
+from compute_agent import exceptions
 from compute_agent import notifications as notif
+from compute_agent.compute import states
+from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.recovery_rules import KINDS, Decision, cause, decide
+from compute_agent.compute.requests import Request, driver_view, timeout_of
 from compute_agent.context import RequestContext, new_context
 from compute_agent.db.types import parse_time, utcnow
 from compute_agent.driver import power_state
-from compute_agent.driver import task_state as ts
+from compute_agent.driver import task_status as ts
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation
-from compute_agent.locks import InstanceLocks
-from compute_agent.operations import Request, driver_view, timeout_of
-from compute_agent.recovery_rules import KINDS, Decision, cause, decide
 
 LOG = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import uuid as uuidlib
 
+from compute_agent.compute.task_listener import TrackedTaskListener
 from compute_agent.db.types import parse_time
 from compute_agent.driver.base import Operation
-from compute_agent.task_listener import TrackedTaskListener
 
 
 def setup(db, interval=3600.0, timeout=300.0):

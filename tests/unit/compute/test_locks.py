@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from compute_agent.locks import InstanceLocks
+from compute_agent.compute.locks import InstanceLocks
 
 
 def test_same_instance_is_serialised_and_entries_are_dropped():

@@ -9,16 +9,17 @@ import uuid as uuidlib
 
 import pytest
 
-from compute_agent import exceptions, recovery, states
+from compute_agent import exceptions
+from compute_agent.compute import recovery, states
+from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.recovery import Recovery
+from compute_agent.compute.recovery_rules import Decision, cause, decide
+from compute_agent.compute.task_listener import TrackedTaskListener
 from compute_agent.db.types import utcnow
 from compute_agent.driver import power_state
-from compute_agent.driver import task_state as ts
+from compute_agent.driver import task_status as ts
 from compute_agent.driver.base import ComputeDriver, InstanceInfo
 from compute_agent.driver.fake import FakeDriver
-from compute_agent.locks import InstanceLocks
-from compute_agent.recovery import Recovery
-from compute_agent.recovery_rules import Decision, cause, decide
-from compute_agent.task_listener import TrackedTaskListener
 
 HOST = "test-host"
 WAIT = 10  # bound for background threads; never a speed assertion

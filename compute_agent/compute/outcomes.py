@@ -16,13 +16,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from compute_agent import exceptions, states
+from compute_agent import exceptions
 from compute_agent import notifications as notif
+from compute_agent.compute import states
+from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.requests import REQUESTS, driver_view
+from compute_agent.compute.validation import validate_uuid
 from compute_agent.context import RequestContext
 from compute_agent.driver import power_state
-from compute_agent.locks import InstanceLocks
-from compute_agent.operations import REQUESTS, driver_view
-from compute_agent.validation import validate_uuid
 
 LOG = logging.getLogger(__name__)
 

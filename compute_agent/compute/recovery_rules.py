@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compute_agent import exceptions, states
+from compute_agent import exceptions
+from compute_agent.compute import states
+from compute_agent.compute.requests import REBOOT_RULES, REQUESTS, SETTLED_VM_STATE, Request
 from compute_agent.driver import power_state
-from compute_agent.driver import task_state as ts
+from compute_agent.driver import task_status as ts
 from compute_agent.driver.base import InstanceInfo
-from compute_agent.operations import REQUESTS, SETTLED_VM_STATE, Request
 
 
 class OperationInterrupted(exceptions.ComputeAgentError):
@@ -26,13 +27,11 @@ class OperationInterrupted(exceptions.ComputeAgentError):
 
 # task_state -> the request that set it, so that the recovered request
 # finishes the same action record and notifications.
+# Derived from the request table, plus the task_states a request may hold
+# instead of its row's (a HARD reboot).
 KINDS: dict[str, Request] = {
-    states.SPAWNING: REQUESTS["build"],
-    states.POWERING_ON: REQUESTS["start"],
-    states.POWERING_OFF: REQUESTS["stop"],
-    states.REBOOTING: REQUESTS["reboot"],
-    states.REBOOTING_HARD: REQUESTS["reboot"],
-    states.DELETING: REQUESTS["terminate"],
+    **{row.task_state: row for row in REQUESTS.values()},
+    **{task_state: REQUESTS["reboot"] for _, task_state in REBOOT_RULES.values()},
 }
 
 

@@ -44,14 +44,15 @@ import logging
 import threading
 from typing import Any
 
-from compute_agent import exceptions, states
+from compute_agent import exceptions
 from compute_agent import notifications as notif
+from compute_agent.compute import states
+from compute_agent.compute.locks import InstanceLocks
 from compute_agent.context import RequestContext, clear_current, get_admin_context
 from compute_agent.db.api import instance_to_dict
 from compute_agent.db.types import parse_time, utcnow
 from compute_agent.driver import power_state
 from compute_agent.driver.base import ComputeDriver, InstanceInfo
-from compute_agent.locks import InstanceLocks
 
 LOG = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from compute_agent.compute.validation import validate_instance, validate_uuid
 from compute_agent.exceptions import InvalidInput
-from compute_agent.validation import validate_instance, validate_uuid
 
 UUID = "0b6c2f3e-0a46-4c55-9c8e-3d0c5f1e2a10"
 

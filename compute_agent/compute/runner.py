@@ -1,0 +1,184 @@
+"""Running one request on one instance: accept it, then run it.
+
+1. *Accept* (in the RPC worker, quick): validate the uuid, then under the
+   instance's lock check the host, the task_state and the vm_state, move the
+   instance into the request's task_state with a compare-and-set update,
+   record the instance action and send the ``.start`` notification. A
+   conflicting request is refused with INSTANCE_BUSY, one that does not fit
+   the vm_state with INSTANCE_INVALID_STATE, and the refusal is recorded
+   (outcomes.refused).
+2. *Run* (in a worker thread, so long operations never hold an RPC worker):
+   call the driver with an Operation carrying the request's timeout, then
+   settle the instance into the request's ``settles_to`` state with the
+   power state the driver reports, or, on failure, into what the hypervisor
+   shows, with a fault.
+
+Everything a request needs to know about itself is its row in
+requests.REQUESTS; this module is the same for every request.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from compute_agent import exceptions
+from compute_agent import notifications as notif
+from compute_agent.compute import states
+from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.outcomes import Outcomes, Settler
+from compute_agent.compute.requests import REQUESTS, SETTLED_VM_STATE, driver_view, timeout_of
+from compute_agent.compute.validation import validate_uuid
+from compute_agent.compute.workers import Workers
+from compute_agent.context import RequestContext
+from compute_agent.driver import power_state
+from compute_agent.driver.base import ComputeDriver
+from compute_agent.driver.base import Operation as DriverOperation
+
+# What a request does in the driver: call(operation, instance view).
+DriverCall = Callable[[DriverOperation, dict], None]
+
+
+class ServiceStopping(exceptions.ComputeAgentError):
+    """The agent is shutting down and takes no new work. params: host."""
+
+    code = "SERVICE_STOPPING"
+    msg_fmt = "The compute agent on {0} is shutting down"
+
+
+class WrongHost(exceptions.ComputeAgentError):
+    """The instance is managed by another agent. params: uuid, its host, this host."""
+
+    code = "INSTANCE_WRONG_HOST"
+    msg_fmt = "Instance {0} is on host {1}, not {2}"
+
+
+class NotSupported(exceptions.ComputeAgentError):
+    """params: operation, driver."""
+
+    code = "OPERATION_NOT_SUPPORTED"
+    msg_fmt = "{0} is not supported by the {1} driver"
+
+
+class RequestRunner:
+    """Accepts and runs the requests of the request table. One per manager."""
+
+    def __init__(self, conf: Any, db: Any, driver: ComputeDriver, notifier: notif.Notifier,
+                 host: str, locks: InstanceLocks, workers: Workers, outcomes: Outcomes,
+                 stopping: threading.Event):
+        self.conf = conf
+        self.db = db
+        self.driver = driver
+        self.notifier = notifier
+        self.host = host
+        self.locks = locks
+        self.workers = workers
+        self.outcomes = outcomes
+        self._stopping = stopping
+
+    def accept(self, ctxt: RequestContext, instance_uuid: Any, request: str,
+               call: DriverCall, *, rule: str | None = None,
+               task_state: str | None = None) -> dict[str, Any]:
+        """Accept ``request`` on the instance and run ``call`` in a worker
+        thread. ``rule`` and ``task_state`` override the request's row (a
+        HARD reboot). Returns the instance as accepted."""
+        row = REQUESTS[request]
+        rule = rule or row.rule
+        task_state = task_state or row.task_state
+        try:
+            self.refuse_if_stopping()
+            uuid = validate_uuid(instance_uuid)
+        except exceptions.ComputeAgentError as exc:
+            self.outcomes.refused(ctxt, None, request, exc)
+            raise
+        with self.locks.hold(uuid):
+            try:
+                inst = self.db.get_instance(uuid, internal=True)
+                self.check_can_start(inst, rule)
+                self.workers.claim(uuid)
+                try:
+                    updated = self.db.update_instance(
+                        uuid, {"task_state": task_state, "progress": 0},
+                        expected_task_state=None, expected_vm_state=states.ALLOWED_FROM[rule])
+                except exceptions.UnexpectedTaskState as exc:
+                    raise exceptions.InstanceBusy(uuid, exc.params[-1]) from None
+            except BaseException as exc:
+                self.workers.release(uuid)
+                if isinstance(exc, exceptions.ComputeAgentError):
+                    self.outcomes.refused(ctxt, uuid, request, exc)
+                raise
+            self.outcomes.action_start(ctxt, uuid, request)
+        self.notifier.action(ctxt, notif.ACTIONS[request], notif.START, updated)
+        self.workers.spawn(ctxt, uuid, request, self._run, request, task_state, call)
+        return updated
+
+    def check_can_start(self, inst: dict[str, Any], rule: str) -> None:
+        uuid = inst["uuid"]
+        if inst["host"] != self.host:
+            raise WrongHost(uuid, inst["host"], self.host)
+        if inst["task_state"] is not None:
+            raise exceptions.InstanceBusy(uuid, inst["task_state"])
+        allowed = states.ALLOWED_FROM[rule]
+        if inst["vm_state"] not in allowed:
+            raise exceptions.InstanceInvalidState(uuid, "vm_state", inst["vm_state"],
+                                                  "|".join(allowed))
+
+    def invalid(self, ctxt: RequestContext, request: str, field: str, reason: str) -> None:
+        """Refuse ``request`` for a bad argument: record it, raise INVALID_INPUT."""
+        exc = exceptions.InvalidInput(field, reason)
+        self.outcomes.refused(ctxt, None, request, exc)
+        raise exc
+
+    def refuse_if_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise ServiceStopping(self.host)
+
+    def operation(self, ctxt: RequestContext, uuid: str, driver_op: str) -> DriverOperation:
+        """The driver Operation for ``driver_op``, with its [tasks] timeout."""
+        timeout = timeout_of(self.conf, driver_op)
+        return DriverOperation(instance_uuid=uuid, name=driver_op, request_id=ctxt.request_id,
+                               timeout=float(timeout) if timeout else None)
+
+    def _run(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
+             call: DriverCall) -> None:
+        row = REQUESTS[request]
+        op = self.operation(ctxt, uuid, row.driver_op)
+        self.outcomes.event_start(ctxt, uuid, request)
+        deleting = row.settles_to == states.DELETED
+        try:
+            inst = self.db.get_instance(uuid, internal=True)
+            call(op, driver_view(inst))
+            info = None if deleting else self.driver.get_info(inst)
+        except BaseException as exc:
+            self.outcomes.fail(ctxt, uuid, request, exc, settle=self.settler(request))
+            return
+        values: dict[str, Any] = {"progress": 100}
+        if info is None:
+            values.update(vm_state=row.settles_to, power_state=power_state.NOSTATE,
+                          vm_ref=None)
+        else:
+            vm_state = row.settles_to or SETTLED_VM_STATE.get(info.power_state, states.ERROR)
+            values.update(power_state=info.power_state, shutdown_reason=info.shutdown_reason,
+                          vm_state=vm_state)
+        self.outcomes.succeed(ctxt, uuid, request, task_state, values)
+
+    def settler(self, request: str) -> Settler:
+        """How an instance settles after ``request`` failed: (vm_state,
+        power_state or None to keep it)."""
+
+        def settle(inst: dict[str, Any]) -> tuple[str, int | None]:
+            if request in ("build", "terminate"):
+                return states.ERROR, None
+            try:
+                info = self.driver.get_info(inst)
+            except exceptions.InstanceNotFound:
+                return states.ERROR, power_state.NOSTATE
+            except Exception:
+                # dom0 unreachable: keep what we knew, unless the request
+                # itself may have left the VM half way (reboot).
+                vm_state = states.ERROR if request == "reboot" else inst["vm_state"]
+                return vm_state, None
+            return SETTLED_VM_STATE.get(info.power_state, states.ERROR), info.power_state
+
+        return settle
