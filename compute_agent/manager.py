@@ -45,6 +45,7 @@ from compute_agent.compute.build import Builder
 from compute_agent.compute.build_slots import BuildSlots
 from compute_agent.compute.host_status import HostStatus
 from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.migration import LiveMigrations
 from compute_agent.compute.outcomes import Outcomes
 from compute_agent.compute.power_sync import PowerStateSync
 from compute_agent.compute.recovery import Recovery
@@ -64,7 +65,7 @@ from compute_agent.driver.base import ComputeDriver
 
 LOG = logging.getLogger(__name__)
 
-RPC_API_VERSION = "1.1"
+RPC_API_VERSION = "1.6"
 
 
 class ComputeManager:
@@ -77,6 +78,7 @@ class ComputeManager:
         driver: ComputeDriver | None = None,
         notifier: notif.Notifier | None = None,
         host: str | None = None,
+        peers: Any = None,
     ):
         self.conf = conf
         self.host = host or conf.host
@@ -106,6 +108,13 @@ class ComputeManager:
         self._runner = RequestRunner(conf, db, driver, self.notifier, self.host, self._locks,
                                      self._workers, self._outcomes, self._stopping)
         self._builder = Builder(self._runner, self._build_slots)
+        self._peers = peers
+        self._peers_lock = threading.Lock()
+        self.migrations = LiveMigrations(conf, db, driver, self.notifier, self.host,
+                                         self._runner, self.peers)
+        self.recovery.settlers[states.MIGRATING] = self.migrations.recover
+        self.recovery.sweeps += [lambda c: self.migrations.close_finished(),
+                                 self.migrations.adopt_strays]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,6 +207,7 @@ class ComputeManager:
         status.update(self._host_status.status())
         status["builds"] = {"max": self.conf.max_concurrent_builds,
                             "running": self._build_slots.running}
+        status["live_migrations"] = self.migrations.status()
         return status
 
     # ------------------------------------------------------------------ RPC: build
@@ -272,6 +282,34 @@ class ComputeManager:
                  "sent" if sent else "nothing to cancel")
         self.notifier.action(ctxt, "cancel", notif.END, self.db.get_instance(uuid))
         return result
+
+    # ------------------------------------------------------------------ RPC 1.6: migration
+
+    def live_migrate_instance(self, ctxt: RequestContext, instance_uuid: Any,
+                              dest_host: Any) -> dict[str, Any]:
+        """Move the running instance to the agent ``dest_host`` (cast)."""
+        return self.migrations.accept(ctxt, instance_uuid, dest_host)
+
+    def prepare_live_migration(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        """Destination side: get ready to receive the instance's VM."""
+        return self.migrations.prepare(ctxt, instance_uuid)
+
+    def adopt_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        """Destination side: the instance's VM runs here now; take it over."""
+        return self.migrations.adopt(ctxt, instance_uuid)
+
+    def abort_live_migration(self, ctxt: RequestContext, instance_uuid: Any) -> None:
+        """Destination side: forget a prepared migration."""
+        self.migrations.abort(ctxt, instance_uuid)
+
+    def peers(self) -> Any:
+        """The RPC client this agent uses to talk to other agents."""
+        with self._peers_lock:
+            if self._peers is None:
+                from compute_agent.rpc.rpcapi import ComputeAPI
+
+                self._peers = ComputeAPI(self.conf)
+            return self._peers
 
     # ------------------------------------------------------------------ periodic jobs
 

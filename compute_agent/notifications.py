@@ -47,6 +47,7 @@ ACTIONS = {
     "reboot": "reboot",
     "terminate": "delete",
     "cancel": "cancel",
+    "live_migrate": "live_migration",
 }
 
 

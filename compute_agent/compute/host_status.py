@@ -52,6 +52,7 @@ class HostStatus:
             status["error"] = exc.to_dict()
             nodes = [n for n in self.db.list_compute_nodes() if n["host"] == self.host]
             status["resources"] = nodes[0] if nodes else None
+        status["pool"] = self._pool()
         services = [s for s in self.db.list_services(self.conf.service_down_time)
                     if s["host"] == self.host and s["binary"] == SERVICE_BINARY]
         status["service"] = services[0] if services else None
@@ -60,3 +61,14 @@ class HostStatus:
             counts[inst["vm_state"]] = counts.get(inst["vm_state"], 0) + 1
         status["instances"] = counts
         return status
+
+    def _pool(self) -> dict[str, Any] | None:
+        """The pool the host is in and the hosts it shares it with; None
+        when the driver has no pools or dom0 cannot be reached."""
+        try:
+            return self.driver.get_pool_status()
+        except NotImplementedError:
+            return None
+        except exceptions.ComputeAgentError as exc:
+            LOG.warning("Cannot read the pool: %s", exc.message)
+            return None

@@ -54,6 +54,11 @@ REQUESTS: dict[str, Request] = {
                 states.REBOOTING, "reboot_soft", states.ACTIVE),
         Request("terminate", "delete", "compute_terminate_instance", "destroy",
                 "destroy_timeout", states.DELETING, "terminate", states.DELETED),
+        # Issue 12 (RPC 1.6): the source agent's side of a live migration
+        # (compute/migration.py runs it; the destination has no row).
+        Request("live_migrate", "live-migration", "compute_live_migrate_instance",
+                "live_migrate", "live_migration_timeout", states.MIGRATING, "live_migrate",
+                states.ACTIVE),
     )
 }
 

@@ -78,11 +78,14 @@ class RequestRunner:
         self._stopping = stopping
 
     def accept(self, ctxt: RequestContext, instance_uuid: Any, request: str,
-               call: DriverCall, *, rule: str | None = None,
-               task_state: str | None = None) -> dict[str, Any]:
+               call: DriverCall | None, *, rule: str | None = None,
+               task_state: str | None = None,
+               run: Callable[..., None] | None = None) -> dict[str, Any]:
         """Accept ``request`` on the instance and run ``call`` in a worker
         thread. ``rule`` and ``task_state`` override the request's row (a
-        HARD reboot). Returns the instance as accepted."""
+        HARD reboot). ``run(ctxt, uuid, request, task_state, call)`` replaces
+        the plain run for a request with steps of its own (a live migration
+        that involves another agent). Returns the instance as accepted."""
         row = REQUESTS[request]
         rule = rule or row.rule
         task_state = task_state or row.task_state
@@ -110,7 +113,7 @@ class RequestRunner:
                 raise
             self.outcomes.action_start(ctxt, uuid, request)
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.START, updated)
-        self.workers.spawn(ctxt, uuid, request, self._run, request, task_state, call)
+        self.workers.spawn(ctxt, uuid, request, run or self._run, request, task_state, call)
         return updated
 
     def check_can_start(self, inst: dict[str, Any], rule: str) -> None:

@@ -55,6 +55,13 @@ TASKS_OPTS = [
         min=1,
         help="Seconds destroying an instance may take.",
     ),
+    cfg.IntOpt(
+        "live_migration_timeout",
+        default=1800,
+        min=1,
+        help="Seconds a live migration may take (memory and, without shared "
+        "storage, the disks), counted from the destination's preparation.",
+    ),
     cfg.FloatOpt(
         "progress_write_interval",
         default=1.0,

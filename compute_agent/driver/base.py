@@ -246,3 +246,48 @@ class ComputeDriver:
         lost meanwhile, and recovery runs again. Drivers without such a
         notion never call it."""
         self.reconnect_listener = cb
+
+    # -- issue 12: pools and live migration -------------------------------------------
+
+    def get_pool_status(self) -> dict[str, Any]:
+        """The pool the agent's host belongs to: ``{uuid, name, role
+        ('coordinator' | 'member'), hosts: [{name, address, uuid, enabled,
+        live, coordinator, this_host}]}``. A driver without pools raises
+        NotImplementedError (the status then has no pool)."""
+        raise NotImplementedError
+
+    def prepare_live_migration(self, instance: dict[str, Any]) -> dict[str, Any]:
+        """On the DESTINATION agent: get ready to receive ``instance``'s VM
+        on this host. Returns ``{pool_uuid, host_ref, host_uuid, sr, network,
+        agent_host, token}``: where the VM goes, the SR its disks and the
+        network its VIFs map to, and the hypervisor's migration token (a
+        secret: it carries a session; never log or store it). The token
+        stays valid until :meth:`adopt_instance` or
+        :meth:`abort_live_migration`. Raises HypervisorError (e.g.
+        HOST_DISABLED) when this host cannot take it."""
+        raise NotImplementedError
+
+    def abort_live_migration(self, instance_uuid: str) -> None:
+        """On the DESTINATION agent: forget a prepared migration (its token
+        stops working). Idempotent."""
+        raise NotImplementedError
+
+    def live_migrate(self, op: Operation, instance: dict[str, Any],
+                     dest: dict[str, Any]) -> str:
+        """On the SOURCE agent: move the running VM to ``dest`` (what the
+        destination's prepare_live_migration answered), live. Inside a pool
+        with shared storage only the VM moves; otherwise its disks go to
+        ``dest['sr']`` (and, across pools, its VIFs to ``dest['network']``).
+        Returns the VM's handle at the destination. On failure the VM is
+        still running here (the hypervisor's refusal as HypervisorError:
+        VM_MIGRATE_FAILED, HOST_NOT_ENOUGH_FREE_MEMORY, VDI_NOT_IN_MAP,
+        VM_HOST_INCOMPATIBLE_VERSION_MIGRATE, ...)."""
+        raise NotImplementedError
+
+    def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
+        """On the DESTINATION agent, after a migration: the instance's VM,
+        which must be on this host, becomes this agent's own (its marks and
+        its disks' name this agent). Returns its info. Raises
+        InstanceNotFound when there is no VM, HypervisorError
+        VM_NOT_ON_THIS_HOST when it runs elsewhere."""
+        raise NotImplementedError

@@ -42,6 +42,7 @@ from compute_agent.driver.base import (
     Operation,
     TaskListener,
 )
+from compute_agent.driver.fake_migration import FakeMigrationMixin
 from compute_agent.driver.fake_tasks import FakeTaskRecord, FakeTaskTable
 
 
@@ -89,7 +90,7 @@ class Gate:
                 return
 
 
-class FakeDriver(ComputeDriver):
+class FakeDriver(FakeMigrationMixin, ComputeDriver):
     """In-memory hypervisor with knobs for failures, delays and guest events."""
 
     def __init__(
@@ -191,6 +192,7 @@ class FakeDriver(ComputeDriver):
 
     def init_host(self, host: str) -> None:
         self.host = host
+        self._join_fleet()
 
     def cleanup_host(self) -> None:
         self.cleaned_up = True

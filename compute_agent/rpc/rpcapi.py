@@ -5,6 +5,9 @@ Versions:
 * 1.0 — ping, build_instance, start_instance, stop_instance, reboot_instance,
   terminate_instance, get_instance, list_instances, get_host_status.
 * 1.1 — cancel_operation.
+* 1.6 — live_migrate_instance (cast), and the calls agents make of each
+  other during one: prepare_live_migration, adopt_instance,
+  abort_live_migration (cast).
 
 ``version_cap`` pins the highest version this client sends, so a scheduler
 can be upgraded before its agents: a method that needs more than the cap
@@ -121,6 +124,36 @@ class ComputeAPI:
         return self._call(ctxt, host, "cancel_operation", version="1.1",
                           instance_uuid=instance_uuid)
 
+    # ------------------------------------------------------------------ 1.6 migration
+
+    def live_migrate_instance(self, host: str, instance_uuid: str, dest_host: str,
+                              ctxt: Context = None, confirm: bool = False) -> dict | None:
+        """Move the running instance from ``host`` to the agent ``dest_host``,
+        live (inside a pool or to another pool)."""
+        validate_uuid(instance_uuid)
+        return self._cast(ctxt, host, "live_migrate_instance", confirm, version="1.6",
+                          instance_uuid=instance_uuid, dest_host=dest_host)
+
+    def prepare_live_migration(self, host: str, instance_uuid: str, ctxt: Context = None,
+                               timeout: float | None = None) -> dict:
+        """Agent to agent: ``host`` gets ready to receive the instance; the
+        answer holds its migration token (a secret)."""
+        return self._call(ctxt, host, "prepare_live_migration", version="1.6",
+                          timeout=timeout, instance_uuid=instance_uuid)
+
+    def adopt_instance(self, host: str, instance_uuid: str, ctxt: Context = None,
+                       timeout: float | None = None) -> dict:
+        """Agent to agent: ``host`` takes over the instance's VM, which runs
+        there now. -> {vm_ref, power_state}"""
+        return self._call(ctxt, host, "adopt_instance", version="1.6", timeout=timeout,
+                          instance_uuid=instance_uuid)
+
+    def abort_live_migration(self, host: str, instance_uuid: str,
+                             ctxt: Context = None) -> None:
+        """Agent to agent: ``host`` forgets a prepared migration."""
+        self._cast(ctxt, host, "abort_live_migration", False, version="1.6",
+                   instance_uuid=instance_uuid)
+
     # ------------------------------------------------------------------ plumbing
 
     def can_send_version(self, version: str) -> bool:
@@ -152,11 +185,11 @@ class ComputeAPI:
             raise typed from None
 
     def _cast(self, ctxt: Context, host: str, method: str, confirm: bool,
-              **kwargs: Any) -> dict | None:
+              version: str = BASE_VERSION, **kwargs: Any) -> dict | None:
         if confirm:
-            return self._call(ctxt, host, method, **kwargs)
+            return self._call(ctxt, host, method, version=version, **kwargs)
         ctxt = ctxt or ca_context.new_context()
-        self._prepare(host, self.BASE_VERSION).cast(ctxt, method, **kwargs)
+        self._prepare(host, version).cast(ctxt, method, **kwargs)
         return None
 
     def _target(self, host: str | None) -> str:

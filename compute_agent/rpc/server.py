@@ -69,7 +69,7 @@ def _endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ComputeEndpoint:
-    """RPC API version 1.1. See docs/rpc-api.md for every method."""
+    """RPC API version 1.6. See docs/rpc-api.md for every method."""
 
     target = oslo_messaging.Target(version=transport.RPC_API_VERSION)
 
@@ -118,6 +118,24 @@ class ComputeEndpoint:
     @_endpoint
     def cancel_operation(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.cancel_operation(ctxt, instance_uuid)
+
+    # -- 1.6 (issue 12): migration ------------------------------------------------------
+    @_endpoint
+    def live_migrate_instance(self, ctxt: Any, instance_uuid: Any,
+                              dest_host: Any) -> dict[str, Any]:
+        return self.manager.live_migrate_instance(ctxt, instance_uuid, dest_host)
+
+    @_endpoint
+    def prepare_live_migration(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.prepare_live_migration(ctxt, instance_uuid)
+
+    @_endpoint
+    def adopt_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.adopt_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def abort_live_migration(self, ctxt: Any, instance_uuid: Any) -> None:
+        return self.manager.abort_live_migration(ctxt, instance_uuid)
 
 
 def get_server(

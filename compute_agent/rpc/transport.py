@@ -17,7 +17,7 @@ from oslo_config import cfg
 from compute_agent.rpc import errors
 
 # Highest version the agent's endpoint implements (1.1 adds cancel_operation).
-RPC_API_VERSION = "1.1"
+RPC_API_VERSION = "1.6"
 # Version every client method of the original contract uses.
 BASE_VERSION = "1.0"
 

@@ -13,6 +13,7 @@ from compute_agent.context import new_context
 from compute_agent.driver import power_state
 from compute_agent.driver.fake import FakeDriver
 from compute_agent.manager import ComputeManager
+from compute_agent.rpc.transport import RPC_API_VERSION
 from tests.unit.conftest import RecordingNotifier
 
 WAIT = 10  # upper bound for background operations; never a speed assertion
@@ -672,7 +673,7 @@ def test_power_sync_reconciles_and_skips_busy_instances(manager, fake_driver, ag
 
 def test_ping(manager, agent_conf):
     assert manager.ping(new_context()) == {
-        "host": "test-host", "version": "1.1", "backend": agent_conf.concurrency_backend,
+        "host": "test-host", "version": RPC_API_VERSION, "backend": agent_conf.concurrency_backend,
         "driver": "FakeDriver"}
 
 

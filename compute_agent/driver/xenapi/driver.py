@@ -18,8 +18,10 @@ from compute_agent import exceptions
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
 from compute_agent.driver.task_status import TaskState
 from compute_agent.driver.xenapi.host import HostInfo
+from compute_agent.driver.xenapi.migration import LiveMigrations
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.polling import PollingWaiter
+from compute_agent.driver.xenapi.pool import PoolView
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
 from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
 from compute_agent.driver.xenapi.tasks import TaskRunner, TaskWaiter
@@ -58,6 +60,8 @@ class XenAPIDriver(ComputeDriver):
         self.runner: TaskRunner | None = None
         self.vmops: VMOps | None = None
         self.host_info: HostInfo | None = None
+        self.pool_view: PoolView | None = None
+        self.migrations: LiveMigrations | None = None
         self.host: str | None = None
         self.watcher: TaskWatcher | None = None
         self.reconnect_listener: Callable[[], None] | None = None
@@ -86,13 +90,20 @@ class XenAPIDriver(ComputeDriver):
             self.pool, waiter, self.task_listener, float(tasks.default_timeout)
         )
         storage = Storage(self.pool, self.runner, sr_filter, host)
+        networking = Networking(self.pool)
         self.vmops = VMOps(
-            self.pool, self.runner, storage, Networking(self.pool), host,
+            self.pool, self.runner, storage, networking, host,
             xs.vm_template or "",
             cleanup_timeout=float(tasks.destroy_timeout),
             soft_reboot_timeout=float(tasks.soft_reboot_timeout),
         )
         self.host_info = HostInfo(self.pool, storage)
+        # One agent per pool host: it keeps its VMs and disks to its own host.
+        self.pool_view = PoolView(self.pool, self.host_info.host_ref)
+        storage.pool_view = self.pool_view
+        self.vmops.host_ref = self.host_info.host_ref
+        self.migrations = LiveMigrations(self.pool, self.runner, self.vmops, storage,
+                                         networking, self.pool_view, host)
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
                  self.pool.coordinator.url, tasks.watcher_mode)
 
@@ -215,3 +226,29 @@ class XenAPIDriver(ComputeDriver):
         """Follow a task an earlier run of the agent started (recovery); see
         TaskRunner.reattach."""
         return self._ops()[0].reattach(op, task_ref, timeout)
+
+    # -- pools and migration (issue 12) ------------------------------------------------
+    def _migrations(self) -> LiveMigrations:
+        self._ops()
+        assert self.migrations is not None
+        return self.migrations
+
+    def get_pool_status(self) -> dict[str, Any]:
+        self._ops()
+        assert self.pool_view is not None
+        return self.pool_view.status()
+
+    def prepare_live_migration(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return self._migrations().prepare(instance)
+
+    def abort_live_migration(self, instance_uuid: str) -> None:
+        self._migrations().abort(instance_uuid)
+
+    def live_migrate(self, op: Operation, instance: dict[str, Any],
+                     dest: dict[str, Any]) -> str:
+        runner = self._ops()[0]
+        with runner.operation(op, self._timeout(op)):
+            return self._migrations().migrate(op, instance, dest)
+
+    def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
+        return self._migrations().adopt(instance)

@@ -39,9 +39,6 @@ from compute_agent.driver.xenapi.vm_ops import NULL_REF, VMOps, instance_info
 
 LOG = logging.getLogger(__name__)
 
-# Keys of prepare's answer that say where the VM goes (safe to store);
-# "token" is the secret rest.
-PLACEMENT_KEYS = ("pool_uuid", "host_ref", "host_uuid", "sr", "network", "agent_host")
 
 
 class LiveMigrations:

@@ -19,6 +19,7 @@ from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.storage import Storage
 from compute_agent.driver.xenapi.tasks import TaskRunner
+from compute_agent.driver.xenapi.vm_records import scratch_vm_record
 
 LOG = logging.getLogger(__name__)
 
@@ -65,46 +66,6 @@ def instance_info(vm_ref: str, record: dict[str, Any]) -> InstanceInfo:
             "domid": str(record.get("domid")),
         },
     )
-
-
-def scratch_vm_record(instance: dict[str, Any], agent_host: str) -> dict[str, Any]:
-    """Every field VM.create requires, for an HVM guest booting from disk."""
-    flavor = instance["flavor"]
-    memory = str(int(flavor["memory_mb"]) * MiB)  # int64 as string on XML-RPC
-    vcpus = str(int(flavor["vcpus"]))
-    return {
-        "name_label": instance["name"],
-        "name_description": f"instance {instance['uuid']}",
-        "user_version": "1",
-        "is_a_template": False,
-        "affinity": NULL_REF,
-        "memory_static_max": memory,
-        "memory_dynamic_max": memory,
-        "memory_dynamic_min": memory,
-        "memory_static_min": memory,
-        "VCPUs_params": {},
-        "VCPUs_max": vcpus,
-        "VCPUs_at_startup": vcpus,
-        "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart",
-        # Halt on crash so the crash is seen (last_shutdown_reason) and
-        # reported, not hidden by an automatic restart.
-        "actions_after_crash": "destroy",
-        "PV_bootloader": "",
-        "PV_kernel": "",
-        "PV_ramdisk": "",
-        "PV_args": "",
-        "PV_bootloader_args": "",
-        "PV_legacy_args": "",
-        "HVM_boot_policy": "BIOS order",
-        "HVM_boot_params": {"order": "dc"},
-        "platform": {"acpi": "1", "apic": "true", "pae": "true", "viridian": "false",
-                     "nx": "true"},
-        "PCI_bus": "",
-        "other_config": ownership.marks(instance["uuid"], agent_host),
-        "recommendations": "",
-        "domain_type": "hvm",
-    }
 
 
 class VMOps:
@@ -203,7 +164,15 @@ class VMOps:
 
     def get_info(self, instance: dict[str, Any]) -> InstanceInfo:
         ref, rec = self.require(instance)
-        return instance_info(ref, rec)
+        info = instance_info(ref, rec)
+        if self.host_ref is not None:
+            # Where the VM is in the pool: running on (or, halted, affine
+            # to) this agent's host, or elsewhere (a migration moved it).
+            running = rec.get("power_state") in ("Running", "Paused")
+            where = rec.get("resident_on") if running else rec.get("affinity")
+            info.extra["on_this_host"] = where == self.host_ref() or (
+                not running and where in (NULL_REF, None, ""))
+        return info
 
     # -- build -------------------------------------------------------------------
     def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:

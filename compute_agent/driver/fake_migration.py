@@ -1,0 +1,66 @@
+"""The fake driver's pools and live migration: every FakeDriver of one
+process is a standalone host in a fleet (FLEET, by agent host name), and a
+live migration moves the in-memory VM from one driver to another.
+
+Steering as for the fake's other operations: ``fake:fail:live_migrate`` /
+``fake:delay:live_migrate`` in the instance metadata, inject_failure,
+set_delay and hold with the operation name ``live_migrate``. A destination
+in another process cannot be reached (CANNOT_CONTACT_HOST).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from compute_agent import exceptions
+from compute_agent.driver.base import InstanceInfo, Operation
+
+# agent host -> its fake driver, for the drivers of this process
+FLEET: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_FLEET_LOCK = threading.Lock()
+
+
+class FakeMigrationMixin:
+    """Mixed into FakeDriver (which provides host, vms, _lock, _task, _vm, _info)."""
+
+    host: str | None
+    vms: dict[str, Any]
+
+    def _join_fleet(self) -> None:
+        with _FLEET_LOCK:
+            FLEET[self.host or ""] = self
+
+    def get_pool_status(self) -> dict[str, Any]:
+        return {"uuid": f"fake-pool-{self.host}", "name": f"{self.host}", "role": "coordinator",
+                "hosts": [{"name": self.host, "address": "", "uuid": self.host, "enabled": True,
+                           "live": True, "coordinator": True, "this_host": True}]}
+
+    def prepare_live_migration(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return {"pool_uuid": f"fake-pool-{self.host}", "host_ref": self.host,
+                "host_uuid": self.host, "sr": "fake-sr", "network": "fake-net",
+                "agent_host": self.host, "token": {"fake": "token"}}
+
+    def abort_live_migration(self, instance_uuid: str) -> None:
+        return None
+
+    def live_migrate(self, op: Operation, instance: dict[str, Any],
+                     dest: dict[str, Any]) -> str:
+        with self._task(op, instance):  # type: ignore[attr-defined]
+            with _FLEET_LOCK:
+                target = FLEET.get(dest.get("agent_host") or "")
+            if target is None:
+                raise exceptions.HypervisorError(str(dest.get("agent_host")),
+                                                 code="CANNOT_CONTACT_HOST")
+            with self._lock:  # type: ignore[attr-defined]
+                vm = self._vm(instance["uuid"])  # type: ignore[attr-defined]
+                vm.history.append(f"live_migrate:{target.host}")
+                del self.vms[instance["uuid"]]
+            with target._lock:
+                target.vms[instance["uuid"]] = vm
+            return vm.vm_ref
+
+    def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
+        with self._lock:  # type: ignore[attr-defined]
+            return self._info(self._vm(instance["uuid"]))  # type: ignore[attr-defined]
