@@ -166,10 +166,14 @@ def sdk_session(url: str, originator: str, user: str = USER,
 class SimProcess:
     """``xapi-sim`` as a subprocess on a fixed free port."""
 
-    def __init__(self, workdir: Path, name: str = "sim", task_duration: float = TASK_DURATION):
+    def __init__(self, workdir: Path, name: str = "sim", task_duration: float = TASK_DURATION,
+                 hosts: int = 1):
         self.name = name
         self.port = free_port()
         self.task_duration = task_duration
+        self.hosts = hosts
+        # one URL per pool host: 127.0.0.1 (the coordinator), 127.0.0.2, ...
+        self.urls = [f"http://127.0.0.{i + 1}:{self.port}" for i in range(hosts)]
         self.state_dir = workdir / f"{name}-state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / f"{name}.log"
@@ -181,7 +185,7 @@ class SimProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(BIN / "xapi-sim"), "--listen", f"127.0.0.1:{self.port}",
-                 "--task-duration", str(self.task_duration),
+                 "--task-duration", str(self.task_duration), "--hosts", str(self.hosts),
                  "--user", USER, "--password", PASSWORD,
                  "--state-dir", str(self.state_dir), "--persist"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
