@@ -24,7 +24,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 
 # The stable vm_state each request should end in.
 TARGET_STATE = {"boot": "active", "start": "active", "stop": "stopped", "reboot": "active",
-                "delete": "deleted"}
+                "delete": "deleted", "live-migrate": "active"}
 COLUMNS = ("uuid", "name", "host", "vm_state", "task_state", "power", "progress")
 POWER_NAMES = {0: "nostate", 1: "running", 3: "paused", 4: "shutdown", 6: "crashed",
                7: "suspended"}
@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("stop", "reboot"):
             cmd.add_argument("--hard", action="store_true",
                              help="hard power off / hard reboot")
+
+    migrate = sub.add_parser("live-migrate",
+                             help="move a running instance to another agent's host, live")
+    migrate.add_argument("uuid")
+    migrate.add_argument("dest_host", help="the destination agent's host")
+    migrate.add_argument("--host", default=None,
+                         help="the instance's agent host (default: asked from any agent)")
+    _add_wait(migrate)
 
     hosts = sub.add_parser("hosts", help="compute hosts, their resources and liveness")
     hosts.add_argument("--ping", action="store_true", help="also ping every live host")
@@ -203,7 +211,7 @@ class Client:
         return self._db
 
     def run(self, args: argparse.Namespace) -> int:
-        return getattr(self, f"cmd_{args.command}")(args)
+        return getattr(self, f"cmd_{args.command.replace('-', '_')}")(args)
 
     def cmd_boot(self, args: argparse.Namespace) -> int:
         instance = {
@@ -254,6 +262,17 @@ class Client:
         host = self._host_of(args)
         return self._after(args, "delete", host,
                            self.api.terminate_instance(host, args.uuid, confirm=True))
+
+    def cmd_live_migrate(self, args: argparse.Namespace) -> int:
+        host = self._host_of(args)
+        code = self._after(args, "live-migrate", host, self.api.live_migrate_instance(
+            host, args.uuid, args.dest_host, confirm=True))
+        if code == EXIT_OK and args.wait:
+            inst = self.api.get_instance(None, args.uuid)
+            if inst["host"] != args.dest_host:
+                self.out.progress(f"ERROR instance stayed on {inst['host']}")
+                return EXIT_ERROR
+        return code
 
     def cmd_hosts(self, args: argparse.Namespace) -> int:
         hosts = list_hosts(self.conf, self.db)
