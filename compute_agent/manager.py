@@ -45,6 +45,7 @@ from compute_agent.compute.build import Builder
 from compute_agent.compute.build_slots import BuildSlots
 from compute_agent.compute.host_status import HostStatus
 from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.maintenance import HostMaintenance
 from compute_agent.compute.migration import LiveMigrations
 from compute_agent.compute.outcomes import Outcomes
 from compute_agent.compute.power_sync import PowerStateSync
@@ -112,6 +113,7 @@ class ComputeManager:
         self._peers_lock = threading.Lock()
         self.migrations = LiveMigrations(conf, db, driver, self.notifier, self.host,
                                          self._runner, self.peers)
+        self.maintenance = HostMaintenance(conf, db, driver, self.host, self.migrations)
         self.recovery.settlers[states.MIGRATING] = self.migrations.recover
         self.recovery.sweeps += [lambda c: self.migrations.close_finished(),
                                  self.migrations.adopt_strays]
@@ -208,6 +210,7 @@ class ComputeManager:
         status["builds"] = {"max": self.conf.max_concurrent_builds,
                             "running": self._build_slots.running}
         status["live_migrations"] = self.migrations.status()
+        status["maintenance"] = self.maintenance.status()
         return status
 
     # ------------------------------------------------------------------ RPC: build
@@ -301,6 +304,20 @@ class ComputeManager:
     def abort_live_migration(self, ctxt: RequestContext, instance_uuid: Any) -> None:
         """Destination side: forget a prepared migration."""
         self.migrations.abort(ctxt, instance_uuid)
+
+    def set_host_enabled(self, ctxt: RequestContext, enabled: Any) -> dict[str, Any]:
+        """Take this host out of scheduling (False) or back in (True)."""
+        return self.maintenance.set_enabled(ctxt, enabled)
+
+    def set_host_maintenance(self, ctxt: RequestContext, enabled: Any,
+                             dest_hosts: Any = None) -> dict[str, Any]:
+        """Disable the host and live-migrate every instance off it (True),
+        or end maintenance (False). Returns the maintenance status."""
+        return self.maintenance.set_maintenance(ctxt, enabled, dest_hosts)
+
+    def host_power_action(self, ctxt: RequestContext, action: Any) -> dict[str, Any]:
+        """Reboot or shut down this (disabled, empty) host."""
+        return self.maintenance.power_action(ctxt, action)
 
     def peers(self) -> Any:
         """The RPC client this agent uses to talk to other agents."""

@@ -80,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the instance's agent host (default: asked from any agent)")
     _add_wait(migrate)
 
+    maint = sub.add_parser("maintenance", help="empty a host for maintenance, or end it")
+    maint.add_argument("host")
+    maint.add_argument("mode", choices=("on", "off"))
+    maint.add_argument("--dest", action="append", default=None,
+                       help="a destination agent host (repeat; default: the host's pool)")
+    maint.add_argument("--wait", action="store_true", help="until the host is empty")
+    maint.add_argument("--wait-timeout", type=float, default=3600.0)
+    maint.add_argument("--poll-interval", type=float, default=1.0)
+    enable = sub.add_parser("host-enable", help="take a host back into scheduling")
+    enable.add_argument("host")
+    disable = sub.add_parser("host-disable", help="take a host out of scheduling")
+    disable.add_argument("host")
+    power = sub.add_parser("host-power", help="reboot or shut down a disabled, empty host")
+    power.add_argument("host")
+    power.add_argument("action", choices=("reboot", "shutdown"))
+
     hosts = sub.add_parser("hosts", help="compute hosts, their resources and liveness")
     hosts.add_argument("--ping", action="store_true", help="also ping every live host")
     return parser
@@ -273,6 +289,33 @@ class Client:
                 self.out.progress(f"ERROR instance stayed on {inst['host']}")
                 return EXIT_ERROR
         return code
+
+    def cmd_maintenance(self, args: argparse.Namespace) -> int:
+        status = self.api.set_host_maintenance(args.host, args.mode == "on", args.dest)
+        deadline = time.monotonic() + args.wait_timeout
+        while args.wait and status.get("state") == "evacuating":
+            if time.monotonic() > deadline:
+                self.out.progress(f"timed out after {args.wait_timeout:.0f} s")
+                return EXIT_TIMEOUT
+            time.sleep(args.poll_interval)
+            status = self.api.get_host_status(args.host)["maintenance"]
+            self.out.progress(f"{args.host}: {len(status.get('moved', []))} of "
+                              f"{status.get('total', 0)} moved, "
+                              f"{len(status.get('failed', {}))} could not move")
+        self.out.data(status)
+        return EXIT_ERROR if status.get("failed") else EXIT_OK
+
+    def cmd_host_enable(self, args: argparse.Namespace) -> int:
+        self.out.data(self.api.set_host_enabled(args.host, True))
+        return EXIT_OK
+
+    def cmd_host_disable(self, args: argparse.Namespace) -> int:
+        self.out.data(self.api.set_host_enabled(args.host, False))
+        return EXIT_OK
+
+    def cmd_host_power(self, args: argparse.Namespace) -> int:
+        self.out.data(self.api.host_power_action(args.host, args.action))
+        return EXIT_OK
 
     def cmd_hosts(self, args: argparse.Namespace) -> int:
         hosts = list_hosts(self.conf, self.db)

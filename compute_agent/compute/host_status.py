@@ -36,6 +36,10 @@ class HostStatus:
         except exceptions.ComputeAgentError as exc:
             LOG.warning("Cannot read host resources: %s", exc.message)
             return
+        pool = self._pool()
+        if pool is not None:
+            # which agents share a pool (host maintenance picks destinations by it)
+            resources = {**resources, "pool_uuid": pool.get("uuid")}
         try:
             self.db.upsert_compute_node(self.host, resources)
         except Exception:

@@ -291,3 +291,16 @@ class ComputeDriver:
         InstanceNotFound when there is no VM, HypervisorError
         VM_NOT_ON_THIS_HOST when it runs elsewhere."""
         raise NotImplementedError
+
+    # -- issue 12: host maintenance ---------------------------------------------------
+
+    def set_host_enabled(self, enabled: bool) -> None:
+        """Let the hypervisor place new VMs on this agent's host (True) or
+        not (False: xapi's host.disable). Running VMs are not touched."""
+        raise NotImplementedError
+
+    def host_power_action(self, op: Operation, action: str) -> None:
+        """Reboot ('reboot') or power off ('shutdown') this agent's host, as
+        a tracked hypervisor task. Only a disabled host without guests:
+        HypervisorError HOST_NOT_DISABLED, HOST_IN_USE [host, 'VM', vm]."""
+        raise NotImplementedError

@@ -64,3 +64,23 @@ class FakeMigrationMixin:
     def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
         with self._lock:  # type: ignore[attr-defined]
             return self._info(self._vm(instance["uuid"]))  # type: ignore[attr-defined]
+
+    # -- host maintenance ------------------------------------------------------------
+    host_enabled = True
+
+    def set_host_enabled(self, enabled: bool) -> None:
+        self.host_enabled = bool(enabled)
+
+    def host_power_action(self, op: Operation, action: str) -> None:
+        if action not in ("reboot", "shutdown"):
+            raise exceptions.InvalidInput("action", "must be reboot or shutdown")
+        with self._lock:  # type: ignore[attr-defined]
+            if self.host_enabled:
+                raise exceptions.HypervisorError(code="HOST_NOT_DISABLED")
+            running = [u for u, vm in self.vms.items() if vm.power_state == 1]
+            if running:
+                raise exceptions.HypervisorError(self.host or "", "VM", running[0],
+                                                 code="HOST_IN_USE")
+        if action == "reboot":
+            self.host_enabled = True
+

@@ -7,7 +7,8 @@ Versions:
 * 1.1 — cancel_operation.
 * 1.6 — live_migrate_instance (cast), and the calls agents make of each
   other during one: prepare_live_migration, adopt_instance,
-  abort_live_migration (cast).
+  abort_live_migration (cast); set_host_enabled, set_host_maintenance,
+  host_power_action (calls).
 
 ``version_cap`` pins the highest version this client sends, so a scheduler
 can be upgraded before its agents: a method that needs more than the cap
@@ -153,6 +154,23 @@ class ComputeAPI:
         """Agent to agent: ``host`` forgets a prepared migration."""
         self._cast(ctxt, host, "abort_live_migration", False, version="1.6",
                    instance_uuid=instance_uuid)
+
+    def set_host_enabled(self, host: str, enabled: bool, ctxt: Context = None) -> dict:
+        """-> {host, enabled}"""
+        return self._call(ctxt, host, "set_host_enabled", version="1.6", enabled=enabled)
+
+    def set_host_maintenance(self, host: str, enabled: bool,
+                             dest_hosts: list[str] | None = None,
+                             ctxt: Context = None) -> dict:
+        """-> the maintenance status ({state, total, moved, failed, ...})"""
+        return self._call(ctxt, host, "set_host_maintenance", version="1.6",
+                          enabled=enabled, dest_hosts=dest_hosts)
+
+    def host_power_action(self, host: str, action: str, ctxt: Context = None,
+                          timeout: float | None = None) -> dict:
+        """``action``: reboot | shutdown. -> {host, action}"""
+        return self._call(ctxt, host, "host_power_action", version="1.6", timeout=timeout,
+                          action=action)
 
     # ------------------------------------------------------------------ plumbing
 

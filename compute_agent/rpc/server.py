@@ -137,6 +137,19 @@ class ComputeEndpoint:
     def abort_live_migration(self, ctxt: Any, instance_uuid: Any) -> None:
         return self.manager.abort_live_migration(ctxt, instance_uuid)
 
+    @_endpoint
+    def set_host_enabled(self, ctxt: Any, enabled: Any) -> dict[str, Any]:
+        return self.manager.set_host_enabled(ctxt, enabled)
+
+    @_endpoint
+    def set_host_maintenance(self, ctxt: Any, enabled: Any,
+                             dest_hosts: Any = None) -> dict[str, Any]:
+        return self.manager.set_host_maintenance(ctxt, enabled, dest_hosts)
+
+    @_endpoint
+    def host_power_action(self, ctxt: Any, action: Any) -> dict[str, Any]:
+        return self.manager.host_power_action(ctxt, action)
+
 
 def get_server(
     conf: cfg.ConfigOpts,

@@ -309,3 +309,38 @@ def test_destination_agent_killed_mid_migration(fleet):
                "the VM ref", 0.1)
     assert all(ownership.owned_by(r, "other") for r in vdis_of(fleet.other, uuid).values())
     no_disks_left(fleet, uuid, fleet.other)
+
+
+def test_maintenance_empties_a_host_of_ten_instances(fleet):
+    uuids = [str(uuidlib.uuid4()) for _ in range(10)]
+    for uuid in uuids:
+        fleet.api.build_instance("pool-a", {
+            "uuid": uuid, "name": f"mt-{uuid[:8]}",
+            "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1},
+            "image": {"id": "blank", "url": None, "disk_format": "vhd"},
+            "networks": [], "metadata": {}}, confirm=True)
+    wait_until(lambda: all(fleet.db.get_instance(u)["vm_state"] == "active" for u in uuids),
+               SETTLE_S, "ten builds", 0.2)
+    status = fleet.api.set_host_maintenance("pool-a", True)
+    assert status["state"] == "evacuating" and status["total"] >= 10
+    with fleet.pool.session() as x:
+        assert x.host.get_enabled(host_ref(fleet.pool, "127.0.0.1")) is False
+    status = wait_until(
+        lambda: (s := fleet.api.get_host_status("pool-a")["maintenance"])["state"]
+        == "maintenance" and s, SETTLE_S, "the host to be empty", 0.2)
+    assert status["failed"] == {} and set(uuids) <= set(status["moved"])
+    host_b = host_ref(fleet.pool, "127.0.0.2")
+    for uuid in uuids:
+        assert fleet.db.get_instance(uuid)["host"] == "pool-b"
+        _, vm = one_vm_in_fleet(fleet, uuid, fleet.pool)
+        assert vm["resident_on"] == host_b and ownership.owned_by(vm, "pool-b")
+    assert fleet.api.list_instances("pool-a") == []
+    services = {s["host"]: s for s in fleet.db.list_services()}
+    assert services["pool-a"]["disabled"] is True
+    # an empty, disabled host may be rebooted; it comes back enabled in xapi
+    assert fleet.api.host_power_action("pool-a", "reboot") == {"host": "pool-a",
+                                                               "action": "reboot"}
+    fleet.api.set_host_maintenance("pool-a", False)
+    with fleet.pool.session() as x:
+        assert x.host.get_enabled(host_ref(fleet.pool, "127.0.0.1")) is True
+    assert {s["host"]: s for s in fleet.db.list_services()}["pool-a"]["disabled"] is False

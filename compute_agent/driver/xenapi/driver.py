@@ -252,3 +252,19 @@ class XenAPIDriver(ComputeDriver):
 
     def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
         return self._migrations().adopt(instance)
+
+    # -- host maintenance (issue 12) --------------------------------------------------
+    def set_host_enabled(self, enabled: bool) -> None:
+        self._ops()
+        assert self.pool is not None and self.host_info is not None
+        self.pool.call("host.enable" if enabled else "host.disable", self.host_info.host_ref())
+
+    def host_power_action(self, op: Operation, action: str) -> None:
+        runner = self._ops()[0]
+        assert self.host_info is not None
+        method = {"reboot": "host.reboot", "shutdown": "host.shutdown"}.get(action)
+        if method is None:
+            raise exceptions.InvalidInput("action", "must be reboot or shutdown")
+        with runner.operation(op, self._timeout(op)):
+            runner.run(op, method, self.host_info.host_ref())
+

@@ -196,3 +196,42 @@ def test_recovery_keeps_an_instance_whose_migration_never_ran(pair, agent_db):
 ])
 def test_where_rules(facts, outcome):
     assert rules.where(facts) == outcome
+
+
+def test_maintenance_empties_the_host_and_power_action_needs_it(pair, agent_db):
+    (src, src_drv), (dst, dst_drv), _ = pair
+    uuids = [_build(src) for _ in range(3)]
+    with pytest.raises(exceptions.HypervisorError) as err:
+        src.host_power_action(new_context(), "reboot")
+    assert err.value.code == "HOST_NOT_DISABLED"
+    status = src.set_host_maintenance(new_context(), True, ["dst-host"])
+    assert status["state"] == "evacuating" and status["total"] == 3
+    assert src.maintenance.wait(WAIT)
+    status = src.get_host_status(new_context())["maintenance"]
+    assert status["state"] == "maintenance" and sorted(status["moved"]) == sorted(uuids)
+    assert status["failed"] == {}
+    assert not src_drv.host_enabled and src_drv.vms == {}
+    assert {agent_db.get_instance(u)["host"] for u in uuids} == {"dst-host"}
+    services = {s["host"]: s for s in agent_db.list_services()}
+    assert services["src-host"]["disabled"] is True
+    assert src.host_power_action(new_context(), "reboot") == {"host": "src-host",
+                                                              "action": "reboot"}
+    with pytest.raises(exceptions.InvalidInput):
+        src.host_power_action(new_context(), "explode")
+    src.set_host_maintenance(new_context(), False)
+    assert src_drv.host_enabled
+    assert {s["host"]: s for s in agent_db.list_services()}["src-host"]["disabled"] is False
+
+
+def test_maintenance_without_destinations_reports_what_could_not_move(pair, agent_db):
+    (src, _), _, _ = pair
+    uuid = _build(src)
+    src.set_host_maintenance(new_context(), True)  # fakes share no pool: nowhere to go
+    assert src.maintenance.wait(WAIT)
+    status = src.maintenance.status()
+    assert status["failed"][uuid]["code"] == "NO_VALID_HOST"
+    assert agent_db.get_instance(uuid)["host"] == "src-host"
+    with pytest.raises(exceptions.InvalidInput):
+        src.set_host_maintenance(new_context(), "yes")
+    with pytest.raises(exceptions.InvalidInput):
+        src.set_host_maintenance(new_context(), True, ["src-host"])
