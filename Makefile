@@ -9,11 +9,21 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# Debian packages the libvirt extra builds against (libvirt-dev, pkg-config)
+# and its tests use (virt-xml-validate from libvirt-clients, which runs
+# xmllint from libxml2-utils); installed when missing (as root, as CI runs).
+LIBVIRT_DEBS := libvirt-dev pkg-config libvirt-clients libxml2-utils
+
 $(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.cfg
+	@missing=$$(for p in $(LIBVIRT_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt -r test-requirements.txt
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[libvirt]'
 	touch $(STAMP)
 
 demo: venv

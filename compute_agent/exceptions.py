@@ -126,6 +126,14 @@ class OperationCancelled(ComputeAgentError):
     msg_fmt = "Operation {0} on instance {1} was cancelled"
 
 
+class OperationNotSupported(ComputeAgentError):
+    """The driver (or its connection) cannot do the operation. params:
+    operation, driver."""
+
+    code = "OPERATION_NOT_SUPPORTED"
+    msg_fmt = "{0} is not supported by the {1} driver"
+
+
 class NoValidHost(ComputeAgentError):
     code = "NO_VALID_HOST"
     msg_fmt = "No live compute host can take the request: {0}"

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from compute_agent import exceptions
+from compute_agent.driver import power_state
 from compute_agent.driver.base import ComputeDriver
 
 LOG = logging.getLogger(__name__)
@@ -46,11 +47,16 @@ class HostStatus:
             LOG.exception("Could not record host resources")
 
     def status(self) -> dict[str, Any]:
-        """Hypervisor reachability, resources, the service record and the
-        instances of this host counted by vm_state."""
-        status: dict[str, Any] = {"hypervisor_available": True, "error": None}
+        """Hypervisor reachability, resources, the driver's capabilities, the
+        instances the hypervisor holds for this agent (uuid -> power state:
+        an operator compares them with the database's), the service record
+        and the instances of this host counted by vm_state."""
+        status: dict[str, Any] = {"hypervisor_available": True, "error": None,
+                                  "capabilities": None, "hypervisor_instances": None}
         try:
             status["resources"] = self.driver.get_host_resources()
+            status["capabilities"] = self.driver.capabilities()
+            status["hypervisor_instances"] = self._hypervisor_instances()
         except exceptions.ComputeAgentError as exc:
             status["hypervisor_available"] = False
             status["error"] = exc.to_dict()
@@ -76,3 +82,14 @@ class HostStatus:
         except exceptions.ComputeAgentError as exc:
             LOG.warning("Cannot read the pool: %s", exc.message)
             return None
+
+    def _hypervisor_instances(self) -> dict[str, int]:
+        """uuid -> power state of every instance the hypervisor has a VM
+        (or disks) of for this agent; NOSTATE for disks without a VM."""
+        found: dict[str, int] = {}
+        for uuid in self.driver.list_instance_uuids():
+            try:
+                found[uuid] = self.driver.get_info({"uuid": uuid}).power_state
+            except exceptions.InstanceNotFound:
+                found[uuid] = power_state.NOSTATE
+        return found

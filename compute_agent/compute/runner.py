@@ -54,11 +54,9 @@ class WrongHost(exceptions.ComputeAgentError):
     msg_fmt = "Instance {0} is on host {1}, not {2}"
 
 
-class NotSupported(exceptions.ComputeAgentError):
-    """params: operation, driver."""
-
-    code = "OPERATION_NOT_SUPPORTED"
-    msg_fmt = "{0} is not supported by the {1} driver"
+# params: operation, driver. Drivers raise the same error for what their
+# hypervisor cannot do.
+NotSupported = exceptions.OperationNotSupported
 
 
 class RequestRunner:

@@ -11,7 +11,7 @@ by those libraries and are not redefined here.
 
 from oslo_config import cfg
 
-from compute_agent.conf import database, default, tasks, xenserver
+from compute_agent.conf import database, default, libvirt, tasks, xenserver
 
 CONF = cfg.CONF
 
@@ -19,5 +19,6 @@ default.register_opts(CONF)
 database.register_opts(CONF)
 xenserver.register_opts(CONF)
 tasks.register_opts(CONF)
+libvirt.register_opts(CONF)
 
 __all__ = ["CONF"]

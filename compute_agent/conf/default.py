@@ -91,6 +91,7 @@ DEFAULT_OPTS = [
         default="xenapi",
         choices=[
             ("xenapi", "XenServer / XCP-ng through the XenAPI."),
+            ("libvirt", "Xen (libxl) or KVM through libvirt; see the [libvirt] group."),
             ("fake", "In-memory driver for tests; manages no real VM."),
         ],
         help="Hypervisor driver the agent uses.",

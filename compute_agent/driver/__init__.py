@@ -12,12 +12,13 @@ from compute_agent.driver.base import ComputeDriver, TaskListener
 DRIVERS: dict[str, str] = {
     "fake": "compute_agent.driver.fake:FakeDriver",
     "xenapi": "compute_agent.driver.xenapi.driver:XenAPIDriver",
+    "libvirt": "compute_agent.driver.libvirt.driver:LibvirtDriver",
 }
 
 
 def load_driver(name: str, conf: Any, task_listener: TaskListener | None = None
                 ) -> ComputeDriver:
-    """Instantiate the driver called ``name`` ('fake' or 'xenapi') with the
+    """Instantiate the driver called ``name`` ('fake', 'xenapi' or 'libvirt') with the
     configuration it is to use."""
     try:
         target = DRIVERS[name]

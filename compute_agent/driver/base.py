@@ -28,6 +28,10 @@ REBOOT_SOFT = "SOFT"
 REBOOT_HARD = "HARD"
 REBOOT_TYPES = (REBOOT_SOFT, REBOOT_HARD)
 
+# Instance operations a driver may implement (capabilities() lists those it does).
+INSTANCE_OPERATIONS = ("spawn", "power_on", "power_off", "reboot", "destroy", "pause",
+                       "unpause", "suspend", "resume", "live_migrate")
+
 # Keys of the dict get_host_resources returns (the compute_nodes columns).
 HOST_RESOURCE_KEYS = (
     "vcpus",
@@ -201,6 +205,14 @@ class ComputeDriver:
         free_memory_mb, local_gb, local_gb_used (ints), hypervisor_type,
         hypervisor_version, hypervisor_hostname (str), running_vms (int)."""
         raise NotImplementedError
+
+    def capabilities(self) -> dict[str, Any]:
+        """What this driver can do, for get_host_status: at least ``driver``
+        (its name) and ``operations`` (the instance operations it
+        implements); drivers add what they know of their hypervisor."""
+        own = [name for name in INSTANCE_OPERATIONS
+               if getattr(type(self), name, None) is not getattr(ComputeDriver, name, None)]
+        return {"driver": type(self).__name__, "operations": own}
 
     # -- issue 4: cancellation and power events -------------------------------
 

@@ -613,11 +613,16 @@ def test_report_host_writes_compute_node_and_heartbeat(manager, agent_db, agent_
 
 
 def test_host_status(manager):
-    build(manager)
+    uuid = build(manager)
     status = manager.get_host_status(new_context())
     assert status["host"] == "test-host"
     assert status["hypervisor_available"] is True
     assert status["resources"]["running_vms"] == 1
+    # What the driver can do, and what the hypervisor holds for this agent.
+    assert status["capabilities"] == {
+        "driver": "FakeDriver",
+        "operations": ["spawn", "power_on", "power_off", "reboot", "destroy"]}
+    assert status["hypervisor_instances"] == {uuid: power_state.RUNNING}
     assert status["instances"] == {"active": 1}
     assert status["service"]["alive"] is True
 

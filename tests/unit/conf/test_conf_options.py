@@ -5,7 +5,7 @@ import socket
 import pytest
 from oslo_config import cfg
 
-from compute_agent.conf import database, default, opts, tasks, xenserver
+from compute_agent.conf import database, default, libvirt, opts, tasks, xenserver
 
 
 def _all_opts():
@@ -17,7 +17,7 @@ def _all_opts():
 
 def _fresh_conf(args=(), files=()):
     conf = cfg.ConfigOpts()
-    for module in (default, database, xenserver, tasks):
+    for module in (default, database, xenserver, tasks, libvirt):
         module.register_opts(conf)
     argv = list(args)
     for path in files:
@@ -28,7 +28,7 @@ def _fresh_conf(args=(), files=()):
 
 def test_list_opts_groups():
     names = [g if isinstance(g, str) else g.name for g, _ in opts.list_opts()]
-    assert names == ["DEFAULT", "database", "xenserver", "tasks"]
+    assert names == ["DEFAULT", "database", "xenserver", "tasks", "libvirt"]
 
 
 @pytest.mark.parametrize("group,opt", list(_all_opts()), ids=lambda v: getattr(v, "name", v))
@@ -104,7 +104,9 @@ def test_config_file_values(tmp_path):
 
 @pytest.mark.parametrize("section,line", [
     ("DEFAULT", "concurrency_backend = asyncio"),
-    ("DEFAULT", "compute_driver = libvirt"),
+    ("DEFAULT", "compute_driver = vmware"),
+    ("libvirt", "virt_type = lxc"),
+    ("libvirt", "volume_format = vmdk"),
     ("DEFAULT", "max_concurrent_builds = 0"),
     ("tasks", "watcher_mode = sometimes"),
     ("xenserver", "connection_url = ftp://dom0"),

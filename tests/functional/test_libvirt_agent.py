@@ -1,0 +1,246 @@
+"""The agent with ``compute_driver = libvirt`` end to end: a real
+``compute-agent`` process on libvirt's ``test:///<file>`` hypervisor (its
+state lives inside the agent process, started from the node file), real
+RabbitMQ, PostgreSQL; the database read directly and the hypervisor's side
+read through the agent's own ``get_host_status`` (the instances libvirt
+holds for it), since no other process can see its in-process libvirt.
+
+- The lifecycle (boot, stop, start, reboot SOFT and HARD, delete) through
+  ComputeAPI, the database and libvirt agreeing after every step.
+- ``kill -9`` in the middle of builds: the node file is rewritten with what
+  a persistent libvirt would still hold for the killed agent (the domains
+  of built instances, a half-built one's domain or volume, and a leftover
+  of an instance the database never heard of) and the agent restarted on
+  it: every instance settles, and nothing is left in libvirt that the
+  database does not know.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pytest
+
+from compute_agent import exceptions
+from compute_agent.db.api import Database
+from tests.functional.db_fixtures import make_migrated_database_url
+from tests.functional.harness import AgentProcess, Rpc, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+NS = "http://compute-agent.invalid/xmlns/libvirt/instance/1.0"
+POOL = "agent-pool"
+SETTLE_S = 30.0
+RUNNING, SHUTDOWN = 1, 4
+
+
+def node_xml(host: str, domains: dict[str, str], volumes: list[str]) -> str:
+    """A test:/// node: a storage pool, the 'default' network and the given
+    domains (uuid -> 'running' | 'shutoff'), marked as ``host``'s, with the
+    volumes named."""
+    parts = ["<node>"]
+    for uuid, run in domains.items():
+        parts.append(
+            f"<domain type='xen' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
+            f"<name>instance-{uuid}</name><uuid>{uuid}</uuid>"
+            f"<metadata><agent:instance xmlns:agent='{NS}'><agent:uuid>{uuid}</agent:uuid>"
+            f"<agent:host>{escape(host)}</agent:host></agent:instance></metadata>"
+            "<memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type>xen</type></os>"
+            f"<test:runstate>{1 if run == 'running' else 5}</test:runstate></domain>")
+    parts.append(f"<pool type='dir'><name>{POOL}</name><capacity unit='GiB'>100</capacity>"
+                 "<allocation>0</allocation><available unit='GiB'>100</available>"
+                 f"<target><path>/{POOL}</path></target>")
+    for name in volumes:
+        parts.append(f"<volume><name>{name}</name><capacity unit='GiB'>1</capacity>"
+                     f"<allocation>0</allocation><target><path>/{POOL}/{name}</path></target>"
+                     "</volume>")
+    parts.append("</pool><network><name>default</name><bridge name='virbr0'/></network></node>")
+    return "".join(parts)
+
+
+class LibvirtStack:
+    def __init__(self, workdir: Path, backend: str = "threading"):
+        self.db_url, self._drop = make_migrated_database_url("postgresql")
+        self.db = Database(self.db_url)
+        self.rpc = Rpc("ca_libvirt")
+        self.host = f"ca-libvirt-{uuidlib.uuid4().hex[:10]}"
+        self.rpc.hosts.append(self.host)
+        self.node = workdir / "node.xml"
+        self.node.write_text(node_xml(self.host, {}, []))
+        self.agent = AgentProcess(
+            workdir, host=self.host, db_url=self.db_url, exchange=self.rpc.exchange,
+            topic=self.rpc.topic, driver="libvirt", backend=backend,
+            options={"DEFAULT": {"reap_orphans": "true", "max_concurrent_builds": 2},
+                     "libvirt": {"connection_uri": f"test://{self.node}", "virt_type": "xen",
+                                 "storage_pool": POOL}})
+        self.api = self.rpc.api
+
+    def start(self) -> None:
+        self.agent.start()
+        pong = self.agent.wait_serving(self.api)
+        assert pong["driver"] == "LibvirtDriver", pong
+
+    def close(self) -> None:
+        if self.agent.alive:
+            self.agent.kill9()
+        self.rpc.close()
+        self.db.dispose()
+        self._drop()
+
+    def body(self, name: str) -> dict:
+        return {"uuid": str(uuidlib.uuid4()), "name": name,
+                "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1},
+                "image": {"id": None, "url": None, "disk_format": None},
+                "networks": [], "metadata": {}}
+
+    def settle(self, uuid: str, want: str | None = None) -> dict:
+        def check():
+            try:
+                inst = self.api.get_instance(self.host, uuid)
+            except exceptions.InstanceNotFound:
+                return None  # a build cast the agent has not consumed yet
+            if inst["task_state"] is None and inst["vm_state"] != "building" and (
+                    want is None or inst["vm_state"] == want):
+                return inst
+            return None
+        return wait_until(check, SETTLE_S, f"{uuid} to settle ({want})", 0.05)
+
+    def hypervisor(self) -> dict[str, int]:
+        status = self.api.get_host_status(self.host)
+        assert status["hypervisor_available"] is True, status
+        return status["hypervisor_instances"]
+
+    def assert_agree(self) -> dict[str, int]:
+        """libvirt holds a domain for exactly the instances the database
+        shows with a VM, in the power state it shows; nothing else."""
+        rows = self.db.list_instances(host=self.host, include_deleted=True, internal=True)
+        expected = {}
+        for row in rows:
+            assert row["task_state"] is None, row
+            if row["vm_state"] in ("active", "stopped", "paused", "suspended"):
+                expected[row["uuid"]] = row["power_state"]
+            elif row["vm_state"] == "error":
+                assert row["fault"] is not None, row
+        assert self.hypervisor() == expected
+        return expected
+
+
+@pytest.fixture
+def make_stack(tmp_path):
+    made: list[LibvirtStack] = []
+
+    def make(backend: str = "threading") -> LibvirtStack:
+        made.append(LibvirtStack(tmp_path, backend))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+@pytest.fixture
+def stack(make_stack):
+    return make_stack()
+
+
+# Under eventlet, libvirt's event loop must run on a native thread and hand
+# events to the green world: both backends run the lifecycle.
+@pytest.mark.parametrize("backend", ["threading", "eventlet"])
+def test_lifecycle_through_rabbitmq_with_libvirt_agreeing(make_stack, backend):
+    stack = make_stack(backend)
+    stack.start()
+    assert stack.api.ping(stack.host)["backend"] == backend
+    api, host = stack.api, stack.host
+    caps = api.get_host_status(host)["capabilities"]
+    assert caps["driver"] == "libvirt" and caps["virt_type"] == "xen"
+    assert {"spawn", "pause", "suspend"} <= set(caps["operations"])
+    assert caps["uri"] == f"test://{stack.node}"
+
+    body = stack.body("life")
+    uuid = body["uuid"]
+    api.build_instance(host, body)
+    inst = stack.settle(uuid, "active")
+    assert (inst["power_state"], inst["fault"]) == (RUNNING, None)
+    assert stack.assert_agree() == {uuid: RUNNING}
+    resources = api.get_host_status(host)["resources"]
+    assert resources["hypervisor_type"] == "xen" and resources["vcpus"] > 0
+
+    steps = [
+        # confirm=True: returns once the agent accepted the request.
+        (lambda: api.stop_instance(host, uuid, confirm=True), "stopped", SHUTDOWN),
+        (lambda: api.start_instance(host, uuid, confirm=True), "active", RUNNING),
+        (lambda: api.reboot_instance(host, uuid, "SOFT", confirm=True), "active", RUNNING),
+        (lambda: api.reboot_instance(host, uuid, "HARD", confirm=True), "active", RUNNING),
+    ]
+    for request, vm_state, power in steps:
+        request()
+        inst = stack.settle(uuid, vm_state)
+        assert inst["power_state"] == power and inst["fault"] is None, inst
+        assert stack.assert_agree() == {uuid: power}
+
+    api.terminate_instance(host, uuid, confirm=True)
+    stack.settle(uuid, "deleted")
+    assert stack.assert_agree() == {}
+    assert [(a["action"], a["result"]) for a in stack.db.list_actions(uuid)] == [
+        ("create", "success"), ("stop", "success"), ("start", "success"),
+        ("reboot", "success"), ("reboot", "success"), ("delete", "success")]
+    # Each libvirt call was recorded as a step of its action, all ended.
+    assert stack.db.list_tracked_tasks(host, status="pending") == []
+    assert stack.agent.stop() == 0
+
+
+def test_kill9_mid_build_then_restart_settles_everything(stack):
+    stack.start()
+    api, host = stack.api, stack.host
+    bodies = [stack.body(f"crash-{i}") for i in range(8)]
+    for body in bodies:
+        api.build_instance(host, body)
+    # Some builds have run, some are running or queued: kill the agent.
+    wait_until(lambda: any(r["vm_state"] == "active" for r in
+                           stack.db.list_instances(host=host, internal=True)),
+               SETTLE_S, "a first build to finish", 0.005)
+    stack.agent.kill9()
+    rows = {r["uuid"]: r for r in stack.db.list_instances(host=host, internal=True)}
+    built = [u for u, r in rows.items() if r["vm_state"] == "active" and not r["task_state"]]
+    half = [u for u, r in rows.items() if u not in built]
+    assert built, rows
+
+    # What a persistent libvirt still holds: the built instances' running
+    # domains and volumes; of the interrupted builds, one with its domain
+    # defined and running, one with only its volume; and the domain and
+    # volume of an instance the database never recorded.
+    stray = str(uuidlib.uuid4())
+    domains = {u: "running" for u in built}
+    volumes = [f"instance-{u}-root" for u in built]
+    if half:
+        domains[half[0]] = "running"
+        volumes.append(f"instance-{half[0]}-root")
+    if len(half) > 1:
+        volumes.append(f"instance-{half[1]}-root")
+    domains[stray] = "shutoff"
+    volumes.append(f"instance-{stray}-root")
+    stack.node.write_text(node_xml(host, domains, volumes))
+
+    stack.start()
+    for body in bodies:
+        inst = stack.settle(body["uuid"])
+        assert inst["vm_state"] in ("active", "error"), inst
+    # The stray is reaped (reap_orphans), half-built ones settle by what
+    # libvirt shows, the built ones are untouched.
+    held = wait_until(lambda: (h := stack.hypervisor()) and stray not in h and h, SETTLE_S,
+                      "the stray domain to be reaped", 0.1)
+    expected = stack.assert_agree()
+    assert held == expected
+    for uuid in built:
+        assert expected[uuid] == RUNNING
+    if half:
+        assert stack.api.get_instance(host, half[0])["vm_state"] == "active"
+    for uuid in half[1:]:
+        inst = stack.api.get_instance(host, uuid)
+        assert inst["vm_state"] in ("active", "error"), inst
+        if inst["vm_state"] == "error":
+            assert uuid not in held  # its leftover volume is gone too
+    print(f"\nbuilt before the kill: {len(built)}, interrupted: {len(half)}; "
+          f"after recovery: {sorted(r['vm_state'] for r in stack.db.list_instances(host=host))}")
