@@ -621,10 +621,14 @@ def test_host_status(manager):
     # What the driver can do, and what the hypervisor holds for this agent.
     assert status["capabilities"] == {
         "driver": "FakeDriver",
-        "operations": ["spawn", "power_on", "power_off", "reboot", "destroy"]}
+        "operations": ["spawn", "power_on", "power_off", "reboot", "destroy", "live_migrate"]}
     assert status["hypervisor_instances"] == {uuid: power_state.RUNNING}
     assert status["instances"] == {"active": 1}
     assert status["service"]["alive"] is True
+    assert status["pool"]["role"] == "coordinator"
+    assert [h["name"] for h in status["pool"]["hosts"]] == ["test-host"]
+    assert status["live_migrations"] == {"max": 1, "running": 0, "queued": 0}
+    assert status["maintenance"] == {"state": "off"}
 
 
 def test_host_status_when_hypervisor_unreachable(manager, fake_driver):
