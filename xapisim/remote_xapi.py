@@ -138,13 +138,24 @@ class RemoteXapi:
             rec = self.call("task.get_record", task)
             status = rec.get("status")
             if status == "success":
-                return rec.get("result") or ""
+                return _decode(rec.get("result") or "")
             if status in ("failure", "cancelled"):
                 info = [str(x) for x in rec.get("error_info") or ["INTERNAL_ERROR"]]
                 raise XenAPIError(info[0], *info[1:])
             if time.monotonic() > deadline:
                 raise XenAPIError("VM_MIGRATE_FAILED", "", "", "", "remote task did not finish")
             time.sleep(0.05)
+
+
+def _decode(result: str) -> str:
+    """A task's result is the XML-RPC encoding of the value (a ref here)."""
+    text = result.strip()
+    if not text.startswith("<value"):
+        return text
+    doc = f"<?xml version='1.0'?><methodResponse><params><param>{text}</param></params>" \
+          "</methodResponse>"
+    (value,), _ = xmlrpc.client.loads(doc)
+    return str(value)
 
 
 def json_body(doc: Any) -> tuple[list[bytes], int]:
