@@ -62,8 +62,10 @@ class Fleet:
             self.agents[name] = AgentProcess(
                 workdir, host=name, db_url=self.db_url, exchange=self.rpc.exchange,
                 topic=self.rpc.topic, sim_url=url,
+                # reap_orphans: no agent may take another host's VM for an orphan
                 options={"DEFAULT": {"live_migration_peer_timeout": PEER_TIMEOUT,
-                                     "max_concurrent_live_migrations": 2}})
+                                     "max_concurrent_live_migrations": 2,
+                                     "reap_orphans": True}})
             self.rpc.hosts.append(name)
         for agent in self.agents.values():
             agent.start()
