@@ -104,6 +104,8 @@ class XenAPIDriver(ComputeDriver):
         self.vmops.host_ref = self.host_info.host_ref
         self.migrations = LiveMigrations(self.pool, self.runner, self.vmops, storage,
                                          networking, self.pool_view, host)
+        # A token outlives any migration that may still use it.
+        self.migrations.token_lifetime = 2.0 * float(tasks.live_migration_timeout)
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
                  self.pool.coordinator.url, tasks.watcher_mode)
 

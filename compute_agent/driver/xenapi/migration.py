@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from compute_agent import exceptions
@@ -39,6 +40,10 @@ from compute_agent.driver.xenapi.vm_ops import NULL_REF, VMOps, instance_info
 
 LOG = logging.getLogger(__name__)
 
+# Seconds a migrate_receive token (and its session) is kept when neither
+# adopt nor abort comes: longer than any migration may take.
+TOKEN_LIFETIME = 4 * 3600.0
+
 
 
 class LiveMigrations:
@@ -51,9 +56,12 @@ class LiveMigrations:
         self.networking = networking
         self.view = view
         self.agent_host = agent_host
-        # instance uuid -> the session its migrate_receive token carries
-        self._receiving: dict[str, XenAPISession] = {}
+        # instance uuid -> (the session its migrate_receive token carries,
+        # when it is given up if nobody adopts or aborts: a source that died
+        # and never came back must not leave sessions open for ever)
+        self._receiving: dict[str, tuple[XenAPISession, float]] = {}
         self._lock = threading.Lock()
+        self.token_lifetime = TOKEN_LIFETIME
 
     # -- destination ---------------------------------------------------------------
     def prepare(self, instance: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +72,7 @@ class LiveMigrations:
         sr = self.storage.find_sr()
         network = self.networking.management_network(host)
         self.abort(instance["uuid"])  # a retried prepare replaces the old token
+        self._expire()
         sess = self.pool.dedicated()
         try:
             token = sess.call("host.migrate_receive", host, network, {})
@@ -71,7 +80,7 @@ class LiveMigrations:
             self.pool.release_dedicated(sess)
             raise
         with self._lock:
-            self._receiving[instance["uuid"]] = sess
+            self._receiving[instance["uuid"]] = (sess, time.monotonic() + self.token_lifetime)
         return {"pool_uuid": self.view.pool_uuid(), "host_ref": host,
                 "host_uuid": host_rec.get("uuid", ""), "sr": sr, "network": network,
                 "agent_host": self.agent_host, "token": token}
@@ -79,9 +88,22 @@ class LiveMigrations:
     def abort(self, instance_uuid: str) -> None:
         """Forget a prepared migration: its token's session ends."""
         with self._lock:
-            sess = self._receiving.pop(instance_uuid, None)
-        if sess is not None:
-            self.pool.release_dedicated(sess)
+            held = self._receiving.pop(instance_uuid, None)
+        if held is not None:
+            self.pool.release_dedicated(held[0])
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            stale = [u for u, (_, until) in self._receiving.items() if until < now]
+        for uuid in stale:
+            LOG.info("Migration token for %s was never used up; dropping it", uuid)
+            self.abort(uuid)
+
+    def receiving(self) -> list[str]:
+        """Instances with a prepared migration (a token outstanding)."""
+        with self._lock:
+            return sorted(self._receiving)
 
     def adopt(self, instance: dict[str, Any]) -> InstanceInfo:
         """Take over the instance's VM, which must run on this host (or, if

@@ -138,10 +138,19 @@ def test_to_another_pool(pool, other, x, make_driver):
     with sdk_session(other.url, "migration-tests") as s:
         _, rec = _vm(s.xenapi, inst["uuid"])
         assert ownership.owned_by(rec, "agent-c")
+    assert c.migrations.receiving() == []  # adopting used the token up
     # a second prepare replaces the first token; abort forgets it
     c.prepare_live_migration(inst)
+    assert c.migrations.receiving() == [inst["uuid"]]
     c.abort_live_migration(inst["uuid"])
     c.abort_live_migration(inst["uuid"])
+    assert c.migrations.receiving() == []
+    # a token nobody used up is dropped once its lifetime is over
+    c.migrations.token_lifetime = 0.0
+    c.prepare_live_migration(inst)
+    other_inst = make_instance()
+    c.prepare_live_migration(other_inst)
+    assert c.migrations.receiving() == [other_inst["uuid"]]
 
 
 def test_refusals(pool, other, x, make_driver):
