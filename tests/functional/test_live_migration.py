@@ -1,5 +1,5 @@
 """Live migration with real parts: RabbitMQ, PostgreSQL, two xapi-sim
-processes (a pool of two hosts with shared NFS-style storage, and a
+processes (a pool of three hosts with shared NFS-style storage, and a
 standalone host) and one compute-agent process per host.
 
 Inside the pool the VM moves with VM.pool_migrate; to the other pool with
@@ -48,7 +48,7 @@ class Fleet:
         self.rpc = Rpc("livemig")
         self.db_url, self._drop_db = make_migrated_database_url("postgresql")
         self.db = Database(self.db_url)
-        self.pool = SimProcess(workdir, "pool", hosts=2).start()
+        self.pool = SimProcess(workdir, "pool", hosts=3).start()
         self.other = SimProcess(workdir, "other").start()
         with self.pool.session() as x:
             # Shared storage every pool host sees, as the pool's default SR.
@@ -58,7 +58,7 @@ class Fleet:
             x.pool.set_default_SR(x.pool.get_all()[0], sr)
         self.agents: dict[str, AgentProcess] = {}
         for name, url in (("pool-a", self.pool.urls[0]), ("pool-b", self.pool.urls[1]),
-                          ("other", self.other.url)):
+                          ("pool-c", self.pool.urls[2]), ("other", self.other.url)):
             self.agents[name] = AgentProcess(
                 workdir, host=name, db_url=self.db_url, exchange=self.rpc.exchange,
                 topic=self.rpc.topic, sim_url=url,
@@ -208,8 +208,11 @@ def test_inside_the_pool_on_shared_storage(fleet):
         (im.COMPLETED, "pool-a", "pool-b")]
     status = fleet.api.get_host_status("pool-b")
     assert status["pool"]["role"] == "member"
-    assert sorted(h["address"] for h in status["pool"]["hosts"]) == ["127.0.0.1", "127.0.0.2"]
+    assert sorted(h["address"] for h in status["pool"]["hosts"]) == [
+        "127.0.0.1", "127.0.0.2", "127.0.0.3"]
     assert [i["uuid"] for i in fleet.api.list_instances("pool-b")] == [uuid]
+    # the third agent of the pool saw none of it
+    assert fleet.api.list_instances("pool-c") == []
 
 
 def test_to_another_pool_with_the_disk_data(fleet):
@@ -331,11 +334,15 @@ def test_maintenance_empties_a_host_of_ten_instances(fleet):
         lambda: (s := fleet.api.get_host_status("pool-a")["maintenance"])["state"]
         == "maintenance" and s, SETTLE_S, "the host to be empty", 0.2)
     assert status["failed"] == {} and set(uuids) <= set(status["moved"])
-    host_b = host_ref(fleet.pool, "127.0.0.2")
+    on = {"pool-b": host_ref(fleet.pool, "127.0.0.2"),
+          "pool-c": host_ref(fleet.pool, "127.0.0.3")}
     for uuid in uuids:
-        assert fleet.db.get_instance(uuid)["host"] == "pool-b"
+        agent = fleet.db.get_instance(uuid)["host"]
+        assert agent in on
         _, vm = one_vm_in_fleet(fleet, uuid, fleet.pool)
-        assert vm["resident_on"] == host_b and ownership.owned_by(vm, "pool-b")
+        assert vm["resident_on"] == on[agent] and ownership.owned_by(vm, agent)
+    # spread by free memory: both other hosts of the pool took some
+    assert {fleet.db.get_instance(u)["host"] for u in uuids} == set(on)
     assert fleet.api.list_instances("pool-a") == []
     services = {s["host"]: s for s in fleet.db.list_services()}
     assert services["pool-a"]["disabled"] is True
