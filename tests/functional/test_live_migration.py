@@ -57,11 +57,15 @@ class Fleet:
                              str(200 * GiB), "shared", "", "nfs", "user", True, {})
             x.pool.set_default_SR(x.pool.get_all()[0], sr)
         self.agents: dict[str, AgentProcess] = {}
-        for name, url in (("pool-a", self.pool.urls[0]), ("pool-b", self.pool.urls[1]),
-                          ("pool-c", self.pool.urls[2]), ("other", self.other.url)):
+        # Both concurrency backends: the source of most migrations (pool-a)
+        # and one destination run under eventlet, the others on threads.
+        for name, url, backend in (("pool-a", self.pool.urls[0], "eventlet"),
+                                   ("pool-b", self.pool.urls[1], "threading"),
+                                   ("pool-c", self.pool.urls[2], "eventlet"),
+                                   ("other", self.other.url, "threading")):
             self.agents[name] = AgentProcess(
                 workdir, host=name, db_url=self.db_url, exchange=self.rpc.exchange,
-                topic=self.rpc.topic, sim_url=url,
+                topic=self.rpc.topic, sim_url=url, backend=backend,
                 # reap_orphans: no agent may take another host's VM for an orphan
                 options={"DEFAULT": {"live_migration_peer_timeout": PEER_TIMEOUT,
                                      "max_concurrent_live_migrations": 2,
