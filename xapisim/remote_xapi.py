@@ -14,7 +14,9 @@ import http.client
 import json
 import ssl
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import xmlrpc.client
 from collections.abc import Iterable
 from typing import Any
@@ -61,6 +63,40 @@ class RemoteXapi:
         transport = (_SafeTransport(context=_unverified()) if parts.scheme == "https"
                      else _Transport())
         self._proxy = xmlrpc.client.ServerProxy(self.url, transport=transport, allow_none=True)
+
+    @classmethod
+    def login(cls, url: str, username: str, password: str) -> RemoteXapi:
+        """A new session on the pool at ``url`` (the password goes to that
+        xapi only; it is never logged)."""
+        remote = cls(url, "")
+        try:
+            reply = remote._proxy.session.login_with_password(username, password, "2.0",
+                                                              "xapi-sim pool join")
+        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError):
+            raise XenAPIError("CANNOT_CONTACT_HOST", remote.address) from None
+        if reply.get("Status") != "Success":
+            desc = [str(x) for x in reply.get("ErrorDescription") or ["INTERNAL_ERROR"]]
+            raise XenAPIError(desc[0], *desc[1:])
+        remote.session = reply["Value"]
+        return remote
+
+    def post_json(self, path: str, doc: Any) -> dict[str, Any]:
+        """POST a JSON document to the other simulator's control API."""
+        data = json.dumps(doc).encode()
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT,
+                                        context=_unverified() if self.url.startswith("https")
+                                        else None) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            detail = json.loads(e.read() or b"{}").get("error")
+            if isinstance(detail, list) and detail:
+                raise XenAPIError(str(detail[0]), *[str(x) for x in detail[1:]]) from None
+            raise XenAPIError("INTERNAL_ERROR", str(detail or e.code)) from None
+        except (OSError, ValueError):
+            raise XenAPIError("CANNOT_CONTACT_HOST", self.address) from None
 
     # -- XML-RPC -------------------------------------------------------------
     def call(self, method: str, *args: Any) -> Any:

@@ -112,6 +112,12 @@ class Simulator:
         self._stop = threading.Event()
         # hosts that are "down" (host failure): their listener refuses calls
         self.failed_hosts: set[str] = set()
+        # Pools across simulator processes (api/pool_join.py): the address of
+        # the coordinator this simulator's host joined (it answers
+        # HOST_IS_SLAVE to every call then), and the hosts of other
+        # processes that joined this pool (their disks' data is kept here).
+        self.coordinator_address: str | None = None
+        self.joined_hosts: set[str] = set()
         handlers.load_all()
         api.load_all()
 
