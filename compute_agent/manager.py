@@ -48,6 +48,7 @@ from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.maintenance import HostMaintenance
 from compute_agent.compute.migration import LiveMigrations
 from compute_agent.compute.outcomes import Outcomes
+from compute_agent.compute.pools import PoolMembership
 from compute_agent.compute.power_sync import PowerStateSync
 from compute_agent.compute.recovery import Recovery
 from compute_agent.compute.requests import REBOOT_RULES
@@ -114,6 +115,7 @@ class ComputeManager:
         self.migrations = LiveMigrations(conf, db, driver, self.notifier, self.host,
                                          self._runner, self.peers)
         self.maintenance = HostMaintenance(conf, db, driver, self.host, self.migrations)
+        self.pools = PoolMembership(db, driver, self.host, self._host_status)
         self.recovery.settlers[states.MIGRATING] = self.migrations.recover
         self.recovery.sweeps += [lambda c: self.migrations.close_finished(),
                                  self.migrations.adopt_strays]
@@ -318,6 +320,15 @@ class ComputeManager:
     def host_power_action(self, ctxt: RequestContext, action: Any) -> dict[str, Any]:
         """Reboot or shut down this (disabled, empty) host."""
         return self.maintenance.power_action(ctxt, action)
+
+    def join_pool(self, ctxt: RequestContext, coordinator_address: Any, username: Any,
+                  password: Any) -> dict[str, Any]:
+        """Make this (empty, standalone) host a member of a pool."""
+        return self.pools.join(ctxt, coordinator_address, username, password)
+
+    def leave_pool(self, ctxt: RequestContext) -> dict[str, Any]:
+        """Eject this (empty) host from its pool."""
+        return self.pools.leave(ctxt)
 
     def peers(self) -> Any:
         """The RPC client this agent uses to talk to other agents."""

@@ -98,6 +98,12 @@ def add_member(sim: SimServices, doc: dict[str, Any]) -> dict[str, Any]:
             if v["read_only"]:
                 store.update("VDI", ref, read_only=True)
             vdis[v["uuid"]] = ref
+        # the pool's shared storage is plugged on the new member too
+        for ref, rec in list(store.tables["SR"].items()):
+            if rec["shared"] and rec["PBDs"]:
+                config = store.raw("PBD", rec["PBDs"][0])["device_config"]
+                store.create("PBD", {"host": host, "SR": ref, "device_config": dict(config),
+                                     "currently_attached": True, "other_config": {}})
         sim.joined_hosts.add(host)
         for cls in ("SR", "host"):
             for ref in store.refs(cls):

@@ -13,7 +13,9 @@ wait timed out.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 import time
 import uuid as uuidlib
@@ -95,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     power = sub.add_parser("host-power", help="reboot or shut down a disabled, empty host")
     power.add_argument("host")
     power.add_argument("action", choices=("reboot", "shutdown"))
+
+    join = sub.add_parser("pool-join", help="make a standalone host a member of a pool "
+                          "(the coordinator's password from $COMPUTE_AGENT_POOL_PASSWORD, "
+                          "or asked for)")
+    join.add_argument("host")
+    join.add_argument("coordinator_address")
+    join.add_argument("--username", default="root")
+    leave = sub.add_parser("pool-leave", help="eject a host from its pool")
+    leave.add_argument("host")
 
     hosts = sub.add_parser("hosts", help="compute hosts, their resources and liveness")
     hosts.add_argument("--ping", action="store_true", help="also ping every live host")
@@ -315,6 +326,18 @@ class Client:
 
     def cmd_host_power(self, args: argparse.Namespace) -> int:
         self.out.data(self.api.host_power_action(args.host, args.action))
+        return EXIT_OK
+
+    def cmd_pool_join(self, args: argparse.Namespace) -> int:
+        # Never on the command line (ps shows it): the environment or a prompt.
+        password = os.environ.get("COMPUTE_AGENT_POOL_PASSWORD") or getpass.getpass(
+            f"password of {args.username} at {args.coordinator_address}: ")
+        self.out.data(self.api.join_pool(args.host, args.coordinator_address, args.username,
+                                         password, timeout=120))
+        return EXIT_OK
+
+    def cmd_pool_leave(self, args: argparse.Namespace) -> int:
+        self.out.data(self.api.leave_pool(args.host, timeout=120))
         return EXIT_OK
 
     def cmd_hosts(self, args: argparse.Namespace) -> int:

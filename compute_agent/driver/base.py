@@ -316,3 +316,21 @@ class ComputeDriver:
         a tracked hypervisor task. Only a disabled host without guests:
         HypervisorError HOST_NOT_DISABLED, HOST_IN_USE [host, 'VM', vm]."""
         raise NotImplementedError
+
+    # -- issue 12: pools from aggregates ------------------------------------------------
+
+    def join_pool(self, coordinator_address: str, username: str, password: str) -> None:
+        """Make this agent's (standalone) host a member of the pool whose
+        coordinator is at ``coordinator_address``, logging in there with
+        ``username`` / ``password`` (a secret: never logged, scrubbed from
+        errors). Returns once the driver follows the host's new role.
+        Raises the hypervisor's refusals (e.g.
+        JOINING_HOST_CANNOT_HAVE_RUNNING_OR_SUSPENDED_VMS,
+        POOL_JOINING_HOST_MUST_HAVE_SAME_PRODUCT_VERSION)."""
+        raise NotImplementedError
+
+    def leave_pool(self) -> None:
+        """Eject this agent's host from its pool; it comes back standalone
+        (its local disks are lost, as on xapi). Returns once the driver
+        talks to the standalone host again."""
+        raise NotImplementedError

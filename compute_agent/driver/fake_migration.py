@@ -32,10 +32,28 @@ class FakeMigrationMixin:
         with _FLEET_LOCK:
             FLEET[self.host or ""] = self
 
+    joined: str | None = None  # the coordinator address join_pool named
+
     def get_pool_status(self) -> dict[str, Any]:
+        if self.joined:
+            return {"uuid": f"fake-pool-{self.joined}", "name": self.joined, "role": "member",
+                    "hosts": [{"name": self.host, "address": "", "uuid": self.host,
+                               "enabled": True, "live": True, "coordinator": False,
+                               "this_host": True}]}
         return {"uuid": f"fake-pool-{self.host}", "name": f"{self.host}", "role": "coordinator",
                 "hosts": [{"name": self.host, "address": "", "uuid": self.host, "enabled": True,
                            "live": True, "coordinator": True, "this_host": True}]}
+
+    def join_pool(self, coordinator_address: str, username: str, password: str) -> None:
+        if self.joined:
+            raise exceptions.HypervisorError(code="JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS")
+        self.joined = coordinator_address
+
+    def leave_pool(self) -> None:
+        if not self.joined:
+            raise exceptions.HypervisorError("the host is not a pool member",
+                                             code="OPERATION_NOT_ALLOWED")
+        self.joined = None
 
     def prepare_live_migration(self, instance: dict[str, Any]) -> dict[str, Any]:
         return {"pool_uuid": f"fake-pool-{self.host}", "host_ref": self.host,

@@ -8,7 +8,7 @@ Versions:
 * 1.6 — live_migrate_instance (cast), and the calls agents make of each
   other during one: prepare_live_migration, adopt_instance,
   abort_live_migration (cast); set_host_enabled, set_host_maintenance,
-  host_power_action (calls).
+  host_power_action, join_pool, leave_pool (calls).
 
 ``version_cap`` pins the highest version this client sends, so a scheduler
 can be upgraded before its agents: a method that needs more than the cap
@@ -171,6 +171,19 @@ class ComputeAPI:
         """``action``: reboot | shutdown. -> {host, action}"""
         return self._call(ctxt, host, "host_power_action", version="1.6", timeout=timeout,
                           action=action)
+
+    def join_pool(self, host: str, coordinator_address: str, username: str, password: str,
+                  ctxt: Context = None, timeout: float | None = None) -> dict:
+        """``host`` joins the pool whose coordinator is at ``coordinator_address``
+        (``password`` is a secret). -> {host, pool}"""
+        return self._call(ctxt, host, "join_pool", version="1.6", timeout=timeout,
+                          coordinator_address=coordinator_address, username=username,
+                          password=password)
+
+    def leave_pool(self, host: str, ctxt: Context = None,
+                   timeout: float | None = None) -> dict:
+        """``host`` leaves its pool. -> {host, pool}"""
+        return self._call(ctxt, host, "leave_pool", version="1.6", timeout=timeout)
 
     # ------------------------------------------------------------------ plumbing
 

@@ -150,6 +150,15 @@ class ComputeEndpoint:
     def host_power_action(self, ctxt: Any, action: Any) -> dict[str, Any]:
         return self.manager.host_power_action(ctxt, action)
 
+    @_endpoint
+    def join_pool(self, ctxt: Any, coordinator_address: Any, username: Any,
+                  password: Any) -> dict[str, Any]:
+        return self.manager.join_pool(ctxt, coordinator_address, username, password)
+
+    @_endpoint
+    def leave_pool(self, ctxt: Any) -> dict[str, Any]:
+        return self.manager.leave_pool(ctxt)
+
 
 def get_server(
     conf: cfg.ConfigOpts,

@@ -1,6 +1,8 @@
-"""Live migration with real parts: RabbitMQ, PostgreSQL, two xapi-sim
-processes (a pool of three hosts with shared NFS-style storage, and a
-standalone host) and one compute-agent process per host.
+"""Live migration, maintenance and pools with real parts: RabbitMQ,
+PostgreSQL, three xapi-sim processes (a pool of three hosts with shared
+NFS-style storage, a standalone host in its own pool, and a standalone
+host that joins the pool and leaves it) and one compute-agent process per
+host.
 
 Inside the pool the VM moves with VM.pool_migrate; to the other pool with
 host.migrate_receive + VM.migrate_send, its disk's data read back equal on
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from compute_agent import exceptions
 from compute_agent.db import instance_migrations as im
 from compute_agent.db.api import Database
 from compute_agent.driver.xenapi import ownership
@@ -40,6 +43,7 @@ from tests.functional.harness import (
 
 GiB = 1024**3
 PEER_TIMEOUT = 3
+JOINER = "127.0.0.9"
 
 
 class Fleet:
@@ -50,6 +54,9 @@ class Fleet:
         self.db = Database(self.db_url)
         self.pool = SimProcess(workdir, "pool", hosts=3).start()
         self.other = SimProcess(workdir, "other").start()
+        # a standalone host that joins the pool (same port, its own address)
+        self.joiner = SimProcess(workdir, "joiner", address=JOINER,
+                                 port=self.pool.port).start()
         with self.pool.session() as x:
             # Shared storage every pool host sees, as the pool's default SR.
             master = x.pool.get_master(x.pool.get_all()[0])
@@ -62,7 +69,8 @@ class Fleet:
         for name, url, backend in (("pool-a", self.pool.urls[0], "eventlet"),
                                    ("pool-b", self.pool.urls[1], "threading"),
                                    ("pool-c", self.pool.urls[2], "eventlet"),
-                                   ("other", self.other.url, "threading")):
+                                   ("other", self.other.url, "threading"),
+                                   ("joiner", self.joiner.url, "threading")):
             self.agents[name] = AgentProcess(
                 workdir, host=name, db_url=self.db_url, exchange=self.rpc.exchange,
                 topic=self.rpc.topic, sim_url=url, backend=backend,
@@ -86,6 +94,7 @@ class Fleet:
             list(stopping.map(lambda a: a.stop(), self.agents.values()))
         self.pool.stop()
         self.other.stop()
+        self.joiner.stop()
         self.rpc.close()
         self.db.dispose()
         self._drop_db()
@@ -357,3 +366,35 @@ def test_maintenance_empties_a_host_of_ten_instances(fleet):
     with fleet.pool.session() as x:
         assert x.host.get_enabled(host_ref(fleet.pool, "127.0.0.1")) is True
     assert {s["host"]: s for s in fleet.db.list_services()}["pool-a"]["disabled"] is False
+
+
+def test_join_the_pool_and_leave_it(fleet):
+    wrong = "wrong-s3cret-0f9a"
+    with pytest.raises(exceptions.ComputeAgentError) as err:
+        fleet.api.join_pool("joiner", "127.0.0.1", USER, wrong)
+    assert err.value.code == "SESSION_AUTHENTICATION_FAILED"
+    assert wrong not in str(err.value)
+    joined = fleet.api.join_pool("joiner", "127.0.0.1", USER, PASSWORD, timeout=60)
+    assert joined["pool"]["role"] == "member"
+    assert sorted(h["address"] for h in joined["pool"]["hosts"]) == [
+        "127.0.0.1", "127.0.0.2", "127.0.0.3", JOINER]
+    assert [h["address"] for h in joined["pool"]["hosts"] if h["this_host"]] == [JOINER]
+    # it builds in the pool now, on its own host, on the pool's shared storage
+    uuid = fleet.build("joiner")
+    _, vm = one_vm_in_fleet(fleet, uuid, fleet.pool)
+    assert vm["resident_on"] == host_ref(fleet.pool, JOINER)
+    # and its instances move inside the pool
+    inst = fleet.migrate(uuid, "joiner", "pool-b")
+    assert (inst["host"], inst["fault"]) == ("pool-b", None)
+    with pytest.raises(exceptions.ComputeAgentError) as err:  # a member joins no pool
+        fleet.api.join_pool("joiner", "127.0.0.1", USER, PASSWORD, timeout=60)
+    assert err.value.code == "JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS"
+    left = fleet.api.leave_pool("joiner", timeout=60)
+    assert left["pool"]["role"] == "coordinator"
+    assert [h["address"] for h in left["pool"]["hosts"]] == [JOINER]
+    with fleet.pool.session() as x:
+        assert JOINER not in {r["address"] for r in x.host.get_all_records().values()}
+    # standalone again: it builds on its own host
+    uuid = fleet.build("joiner")
+    assert len(vms_of(fleet.joiner, uuid)) == 1 and vms_of(fleet.pool, uuid) == {}
+    assert wrong not in fleet.agents["joiner"].log_tail(10**7)

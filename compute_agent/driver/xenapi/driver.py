@@ -22,6 +22,7 @@ from compute_agent.driver.xenapi.migration import LiveMigrations
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.polling import PollingWaiter
 from compute_agent.driver.xenapi.pool import PoolView
+from compute_agent.driver.xenapi.pool_membership import PoolMembership
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
 from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
 from compute_agent.driver.xenapi.tasks import TaskRunner, TaskWaiter
@@ -62,6 +63,7 @@ class XenAPIDriver(ComputeDriver):
         self.host_info: HostInfo | None = None
         self.pool_view: PoolView | None = None
         self.migrations: LiveMigrations | None = None
+        self.membership: PoolMembership | None = None
         self.host: str | None = None
         self.watcher: TaskWatcher | None = None
         self.reconnect_listener: Callable[[], None] | None = None
@@ -104,6 +106,8 @@ class XenAPIDriver(ComputeDriver):
         self.vmops.host_ref = self.host_info.host_ref
         self.migrations = LiveMigrations(self.pool, self.runner, self.vmops, storage,
                                          networking, self.pool_view, host)
+        self.membership = PoolMembership(self.pool, self.host_info, self.pool_view,
+                                         self._pool_changed)
         # A token outlives any migration that may still use it.
         self.migrations.token_lifetime = 2.0 * float(tasks.live_migration_timeout)
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
@@ -269,4 +273,22 @@ class XenAPIDriver(ComputeDriver):
             raise exceptions.InvalidInput("action", "must be reboot or shutdown")
         with runner.operation(op, self._timeout(op)):
             runner.run(op, method, self.host_info.host_ref())
+
+    # -- pools from aggregates (issue 12) --------------------------------------------------
+    def join_pool(self, coordinator_address: str, username: str, password: str) -> None:
+        self._ops()
+        assert self.membership is not None
+        self.membership.join(coordinator_address, username, password)
+
+    def leave_pool(self) -> None:
+        self._ops()
+        assert self.membership is not None
+        self.membership.leave()
+
+    def _pool_changed(self) -> None:
+        """The host joined or left a pool: the event stream starts over at
+        the coordinator, and the agent's recovery looks again."""
+        if self.watcher is not None:
+            self.watcher.restart()
+        self._on_reconnect("pool membership changed")
 

@@ -52,6 +52,10 @@ def _slave_of(url: str) -> list[str]:
 
 def test_join_then_eject(pools):
     pool, joiner = pools
+    with sdk_session(pool.url, "t") as p:
+        x = p.xenapi
+        nfs = x.SR.create(x.pool.get_master(x.pool.get_all()[0]), {"server": "nfs"},
+                          str(10 * 1024 * MiB), "nfs", "", "nfs", "user", True, {})
     with sdk_session(joiner.url, "t") as j:
         x = j.xenapi
         host_uuid = x.host.get_uuid(x.host.get_all()[0])
@@ -70,6 +74,9 @@ def test_join_then_eject(pools):
     with sdk_session(pool.url, "t") as p:
         x = p.xenapi
         joined = x.host.get_by_uuid(host_uuid)
+        # the pool's shared storage is plugged on the new member
+        assert any(x.PBD.get_host(pbd) == joined and x.PBD.get_currently_attached(pbd)
+                   for pbd in x.SR.get_PBDs(nfs))
         assert x.host.get_address(joined) == JOINER
         assert len(x.host.get_all()) == 3
         vdi = x.VDI.get_by_uuid(vdi_uuid)

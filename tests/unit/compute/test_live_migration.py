@@ -235,3 +235,24 @@ def test_maintenance_without_destinations_reports_what_could_not_move(pair, agen
         src.set_host_maintenance(new_context(), "yes")
     with pytest.raises(exceptions.InvalidInput):
         src.set_host_maintenance(new_context(), True, ["src-host"])
+
+
+def test_join_and_leave_need_an_empty_host(pair, agent_db):
+    (src, src_drv), _, _ = pair
+    uuid = _build(src)
+    with pytest.raises(exceptions.ComputeAgentError) as err:
+        src.join_pool(new_context(), "10.0.0.1", "root", "s3cret")
+    assert err.value.code == "HOST_HAS_INSTANCES" and err.value.params == ["src-host", "1"]
+    assert "s3cret" not in str(err.value.to_dict())
+    for bad in (None, "", 3):
+        with pytest.raises(exceptions.InvalidInput):
+            src.join_pool(new_context(), "10.0.0.1", "root", bad)
+    src.terminate_instance(new_context(), uuid)
+    assert src.wait_for_operations(WAIT)
+    assert agent_db.get_instance(uuid)["vm_state"] == states.DELETED
+    joined = src.join_pool(new_context(), "10.0.0.1", "root", "s3cret")
+    assert joined["pool"]["role"] == "member"
+    nodes = {n["host"]: n for n in agent_db.list_compute_nodes()}
+    assert nodes["src-host"]["pool_uuid"] == "fake-pool-10.0.0.1"
+    left = src.leave_pool(new_context())
+    assert left["pool"]["role"] == "coordinator"
