@@ -271,7 +271,9 @@ def test_wire_protocol_as_documented(env):
     reply = raw_call(agent, "cancel_operation", {"instance_uuid": body["uuid"]}, "1.1")
     assert reply["result"] == {"instance_uuid": body["uuid"], "task_state": None,
                                "cancelled": False}
-    reply = raw_call(agent, "ping", {}, version="1.2")
+    # one minor past the agent's own
+    beyond = f"1.{int(RPC_API_VERSION.split('.')[1]) + 1}"
+    reply = raw_call(agent, "ping", {}, version=beyond)
     assert json.loads(reply["failure"])["class"] == "UnsupportedVersion"
 
 
