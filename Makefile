@@ -5,7 +5,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint unit functional conformance bench clean
+.PHONY: venv demo test lint unit functional conformance bench clean test-tools
+
+# Debian packages the functional tests drive: Chromium and its driver (the
+# browser console test), noVNC's web files, Prometheus (the metrics test).
+TEST_TOOLS := chromium chromedriver prometheus
+test-tools:
+	@missing=""; \
+	for t in $(TEST_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	[ -f /usr/share/novnc/vnc_lite.html ] || missing=1; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver novnc prometheus; \
+	fi
 
 venv: $(STAMP)
 
@@ -32,13 +44,13 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check .
 
-test: venv lint
+test: venv lint test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
-functional: venv
+functional: venv test-tools
 	$(BIN)/python -m pytest -q tests/functional $(PYTEST_ARGS)
 
 conformance: venv

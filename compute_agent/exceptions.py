@@ -139,6 +139,20 @@ class NoValidHost(ComputeAgentError):
     msg_fmt = "No live compute host can take the request: {0}"
 
 
+class ConsoleNotAvailable(ComputeAgentError):
+    """params: instance uuid, its power state (or why)."""
+
+    code = "CONSOLE_NOT_AVAILABLE"
+    msg_fmt = "Instance {0} has no console now ({1})"
+
+
+class InstanceNotRunning(ComputeAgentError):
+    """params: instance uuid, its power state."""
+
+    code = "INSTANCE_NOT_RUNNING"
+    msg_fmt = "Instance {0} is not running ({1})"
+
+
 def hypervisor_error(details: list[Any]) -> HypervisorError:
     """Build the structured error for a XenAPI ``ErrorDescription``."""
     code = str(details[0]) if details else "UNKNOWN_XENAPI_ERROR"

@@ -43,9 +43,11 @@ from compute_agent import notifications as notif
 from compute_agent.compute import states
 from compute_agent.compute.build import Builder
 from compute_agent.compute.build_slots import BuildSlots
+from compute_agent.compute.consoles import ConsoleQueries
 from compute_agent.compute.host_status import HostStatus
 from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.maintenance import HostMaintenance
+from compute_agent.compute.metrics_poll import MetricsPoll
 from compute_agent.compute.migration import LiveMigrations
 from compute_agent.compute.outcomes import Outcomes
 from compute_agent.compute.pools import PoolMembership
@@ -119,6 +121,8 @@ class ComputeManager:
         self.recovery.settlers[states.MIGRATING] = self.migrations.recover
         self.recovery.sweeps += [lambda c: self.migrations.close_finished(),
                                  self.migrations.adopt_strays]
+        self._consoles = ConsoleQueries(conf, db, driver, self.host)
+        self.metrics = MetricsPoll(db, driver, self.host, float(conf.metrics.rrd_interval))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -338,8 +342,25 @@ class ComputeManager:
 
                 self._peers = ComputeAPI(self.conf)
             return self._peers
+    # ------------------------------------------------------------------ RPC 1.5: consoles
+
+    def get_vnc_console(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        """A one-time noVNC URL and token for the running instance's console
+        (compute/consoles.py)."""
+        return self._consoles.vnc_console(instance_uuid)
+
+    def get_console_output(self, ctxt: RequestContext, instance_uuid: Any,
+                           tail_length: Any = None) -> dict[str, Any]:
+        return self._consoles.console_output(instance_uuid, tail_length)
+
+    def get_diagnostics(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._consoles.diagnostics(instance_uuid)
 
     # ------------------------------------------------------------------ periodic jobs
+
+    def poll_metrics(self, ctxt: RequestContext) -> None:
+        """Read the host's metrics (one request to dom0) for /metrics."""
+        self.metrics.poll()
 
     def report_host(self, ctxt: RequestContext) -> None:
         """Heartbeat the service and report host resources (compute_nodes)."""

@@ -4,7 +4,9 @@
 oslo.service's threading launcher): database, driver, manager, RPC server on
 topic ``[DEFAULT] compute_topic`` / server ``[DEFAULT] host``, and the
 periodic jobs (heartbeat + host resources every ``report_interval``, power
-state sync and the recovery backstop every ``sync_power_state_interval``).
+state sync and the recovery backstop every ``sync_power_state_interval``,
+the metrics poll every ``[metrics] rrd_interval``), and the Prometheus
+endpoint on ``[metrics] listen`` when it is set.
 
 ``stop`` (SIGTERM) stops consuming RPC messages first, then lets running
 operations finish and hands back builds that have not started, all within
@@ -24,9 +26,12 @@ from oslo_service import opts as os_opts
 from oslo_service import service as os_service
 
 from compute_agent import context as ca_context
-from compute_agent import notifications
+from compute_agent import exceptions, notifications
 from compute_agent.db.api import Database
 from compute_agent.manager import ComputeManager
+from compute_agent.metrics import agent as agent_metrics
+from compute_agent.metrics.exporter import Exporter
+from compute_agent.metrics.rrd_collector import RrdCollector
 from compute_agent.rpc import server as rpc_server
 from compute_agent.rpc import transport as rpc_transport
 
@@ -107,6 +112,7 @@ class ComputeService(os_service.ServiceBase):
         self.manager: ComputeManager | None = None
         self.rpc_server: Any = None
         self.periodic: PeriodicJobs | None = None
+        self.exporter: Exporter | None = None
         self._watchdog: Any = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -130,7 +136,9 @@ class ComputeService(os_service.ServiceBase):
         self.periodic.add("sync_power_states", conf.sync_power_state_interval,
                           self.manager.sync_power_states)
         self.periodic.add("recover", conf.sync_power_state_interval, self.manager.recover)
+        self.periodic.add("poll_metrics", conf.metrics.rrd_interval, self.manager.poll_metrics)
         self.periodic.start()
+        self._start_exporter()
         LOG.info("compute-agent serving %s.%s (backend %s, driver %s)", conf.compute_topic,
                  conf.host, conf.concurrency_backend, type(self.manager.driver).__name__)
         if self.sd is not None:
@@ -154,6 +162,9 @@ class ComputeService(os_service.ServiceBase):
                 self.rpc_server.wait()
             if self.periodic is not None:
                 self.periodic.stop()
+            if self.exporter is not None:
+                self.exporter.stop()
+                self.exporter = None
             if self.db is not None:
                 self.db.dispose()
             if self._transport is None:
@@ -163,6 +174,23 @@ class ComputeService(os_service.ServiceBase):
             self.manager = None
             LOG.info("Stopped")
             self._stopped.set()
+
+    def _start_exporter(self) -> None:
+        """/metrics on [metrics] listen, if set; the agent serves without it
+        when the address cannot be bound (logged)."""
+        assert self.manager is not None and self.db is not None
+        agent_metrics.watch_engine(self.db.engine)
+        if not self.conf.metrics.listen:
+            return
+        manager = self.manager
+        try:
+            self.exporter = Exporter(self.conf.metrics.listen, [
+                RrdCollector(manager.metrics.latest),
+                agent_metrics.InFlightCollector(manager.operations_in_flight),
+            ]).start()
+        except (OSError, exceptions.ComputeAgentError) as exc:
+            LOG.error("Cannot serve metrics on %s: %s", self.conf.metrics.listen, exc)
+            self.exporter = None
 
     def wait(self) -> None:
         self._stopped.wait()

@@ -1,6 +1,8 @@
 """What a freshly installed pool looks like: a pool, N hosts each with
 metrics, CPUs, a control domain, a management PIF on the shared management
-network and a local SR, plus a few templates."""
+network and a local SR; the shared Tools ISO SR of an XCP-ng pool holding
+guest-tools.iso; and a few templates, each with the disk plan
+(other_config "disks") that VM.provision turns into disks."""
 
 from __future__ import annotations
 
@@ -12,12 +14,26 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 DOM0_MEMORY = 4 * GiB
 
+# name, domain type, other_config extras, root disk size (xapi's templates
+# carry it as other_config "disks": <provision><disk .../></provision>)
 TEMPLATES = [
-    ("Other install media", "hvm", {}),
-    ("Debian Bookworm 12", "pv", {"linux_template": "true"}),
-    ("Ubuntu Jammy Jammy 22.04", "hvm", {"linux_template": "true"}),
-    ("Windows Server 2022 (64-bit)", "hvm", {}),
+    ("Other install media", "hvm", {}, 8 * GiB),
+    ("Debian Bookworm 12", "pv", {"linux_template": "true"}, 10 * GiB),
+    ("Ubuntu Jammy Jammy 22.04", "hvm", {"linux_template": "true"}, 10 * GiB),
+    ("Windows Server 2022 (64-bit)", "hvm", {}, 32 * GiB),
 ]
+# The Tools ISO SR as XCP-ng's xapi creates it (dbsync's create_tools_sr)
+TOOLS_SR_NAME = "XCP-ng Tools"
+TOOLS_ISO = "guest-tools.iso"
+TOOLS_ISO_SIZE = 62_074_880
+TOOLS_ISO_DIR = "/opt/xensource/packages/iso"
+
+
+def disks_entry(size: int) -> str:
+    """A template's other_config "disks": one bootable system disk of
+    ``size`` bytes on the pool's default SR (sr="")."""
+    return (f'<provision><disk device="0" size="{size}" sr="" bootable="true" '
+            f'type="system"/></provision>')
 
 
 @dataclass(frozen=True)
@@ -58,8 +74,9 @@ def bootstrap(store: Store, shape: PoolShape) -> None:
             "restrictions": {},
         },
     )
-    for label, kind, extra in TEMPLATES:
-        _make_template(store, label, kind, extra)
+    _make_tools_sr(store, hosts)
+    for label, kind, extra, disk in TEMPLATES:
+        _make_template(store, label, kind, {**extra, "disks": disks_entry(disk)})
 
 
 def _make_host(store: Store, shape: PoolShape, index: int, address: str, net: str) -> str:
@@ -196,6 +213,36 @@ def _make_host(store: Store, shape: PoolShape, index: int, address: str, net: st
                              "location": f"https://{address}/console?ref=" + dom0})
     store.update("host", host, control_domain=dom0)
     return host
+
+
+def _make_tools_sr(store: Store, hosts: list[str]) -> str:
+    """The shared ISO SR of the guest tools, plugged on every host."""
+    sr = store.create("SR", {
+        "name_label": TOOLS_SR_NAME,
+        "name_description": f"{TOOLS_SR_NAME} ISOs",
+        "type": "iso",
+        "content_type": "iso",
+        "shared": True,
+        "is_tools_sr": True,
+        "physical_size": TOOLS_ISO_SIZE,
+        "physical_utilisation": TOOLS_ISO_SIZE,
+        "virtual_allocation": TOOLS_ISO_SIZE,
+        "sm_config": {},
+        "other_config": {"xensource_internal": "true", "i18n-key": "xenserver-tools",
+                         "i18n-original-value-name_label": TOOLS_SR_NAME,
+                         "i18n-original-value-name_description": f"{TOOLS_SR_NAME} ISOs"},
+    })
+    for host in hosts:
+        store.create("PBD", {"host": host, "SR": sr, "currently_attached": True,
+                             "device_config": {"location": TOOLS_ISO_DIR,
+                                               "legacy_mode": "true"}})
+    store.create("VDI", {
+        "name_label": TOOLS_ISO, "name_description": "", "SR": sr, "location": TOOLS_ISO,
+        "virtual_size": TOOLS_ISO_SIZE, "physical_utilisation": TOOLS_ISO_SIZE,
+        "type": "user", "sharable": False, "read_only": True, "managed": True,
+        "is_tools_iso": True, "other_config": {}, "sm_config": {}, "xenstore_data": {},
+    })
+    return sr
 
 
 def _make_template(store: Store, label: str, kind: str, extra: dict[str, str]) -> str:

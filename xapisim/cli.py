@@ -17,25 +17,12 @@ import argparse
 import ipaddress
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 
+from xapisim import log_redaction
 from xapisim.server import Simulator
-
-_SECRET_QUERY = re.compile(r"(session_id=)[^&\s\"']+")
-
-
-class RedactSecrets(logging.Filter):
-    """Masks session refs that reach a log line through a request URL."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "session_id=" in message:
-            record.msg = _SECRET_QUERY.sub(r"\1<hidden>", message)
-            record.args = None
-        return True
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets())
+    handler.addFilter(log_redaction.RedactSecrets())  # the loggers redact too
     root = logging.getLogger("xapisim")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

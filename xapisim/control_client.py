@@ -61,6 +61,14 @@ class SimControl:
     def state(self) -> dict:
         return self._request("GET", "state")
 
+    def http_requests(self, path: str | None = None, method: str | None = None) -> int:
+        """How many HTTP requests (all hosts) the simulator served, optionally
+        only those to ``path`` and/or with ``method``."""
+        rows = self._request("GET", "http_requests")["requests"]
+        return sum(r["count"] for r in rows
+                   if (path is None or r["path"] == path)
+                   and (method is None or r["method"] == method))
+
     # -- time and faults ------------------------------------------------------------
     def set_latency(self, method: str, seconds: float) -> dict:
         """Delay every call of ``method`` (``"*"``: all calls) by ``seconds``."""
@@ -87,7 +95,8 @@ class SimControl:
         return self.post("hang", method=method, seconds=seconds, count=count)
 
     def clear(self) -> dict:
-        """Forget every latency, duration override, rule and time scale."""
+        """Forget every latency, duration override, rule and time scale, and
+        the HTTP request counts."""
         return self.post("clear")
 
     # -- events -------------------------------------------------------------------
@@ -111,3 +120,8 @@ class SimControl:
 
     def save(self) -> dict:
         return self.post("save")
+
+    def task_gc(self) -> dict:
+        """A task garbage collection pass now (finished tasks past their
+        age, and those task.destroy marked while pending)."""
+        return self.post("gc")

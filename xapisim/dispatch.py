@@ -10,6 +10,8 @@ from xapisim import api
 from xapisim.api import generic
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
+from xapisim.introspection import LIST_METHODS, served_messages
+from xapisim.wire_values import check_params, plain
 
 if TYPE_CHECKING:
     from xapisim.services import SimServices
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
 LOGIN = "session.login_with_password"
 LOCAL_LOGIN = "session.slave_local_login_with_password"
 LOGOUTS = ("session.logout", "session.local_logout")
+# What a member's xapi answers itself, even on its local socket
+MEMBER_LOCAL = (LOCAL_LOGIN, "session.local_logout")
 
 # Trailing parameters xapi added in later releases with a default, so that
 # older clients may leave them out. The published data model does not carry
@@ -32,6 +36,16 @@ class Dispatcher:
         self.sim = sim
         api.load_all()
         self._cache: dict[str, Any] = {}
+        self._methods: list[str] | None = None
+
+    def list_methods(self) -> list[str]:
+        """system.listMethods: every message served (see introspection)."""
+        if self._methods is None:
+            declared = [m.wire_name for c in self.sim.model.classes.values()
+                        for m in c.messages.values()]
+            self._methods = served_messages(declared, self.handler_for,
+                                            (LOGIN, LOCAL_LOGIN, *LOGOUTS))
+        return list(self._methods)
 
     def handler_for(self, wire_name: str):
         """The handler for a declared message, or None if unimplemented."""
@@ -45,7 +59,13 @@ class Dispatcher:
         self._cache[wire_name] = fn
         return fn
 
-    def call(self, host_ref: str, method: str, params: list[Any]) -> Any:
+    def call(self, host_ref: str, method: str, params: list[Any], *,
+             local_socket: bool = False, peer_root: bool = False) -> Any:
+        """``method`` received by ``host_ref``'s listener, or its local Unix
+        socket (``local_socket``; ``peer_root``: the caller is dom0's root,
+        whom xapi logs in without credentials). On a member, xapi forwards
+        what arrives on the local socket to the coordinator instead of
+        answering HOST_IS_SLAVE."""
         sim = self.sim
         delay = sim.faults.latency(method)
         if delay > 0:
@@ -58,9 +78,17 @@ class Dispatcher:
         if sim.coordinator_address:
             # this host joined a pool of another simulator process
             raise XenAPIError("HOST_IS_SLAVE", sim.coordinator_address)
+        # xapi's dispatcher refuses any parameter XML could not carry first
+        check_params(params)
+        params = plain(params)
+        if method == LIST_METHODS:
+            return self.list_methods()
 
+        if (local_socket and host_ref != sim.master_ref and name not in api.MEMBER_ALLOWED
+                and name not in MEMBER_LOCAL):
+            host_ref = sim.master_ref  # forwarded, as xapi does for its Unix socket
         if name in (LOGIN, LOCAL_LOGIN) and not is_async:
-            return self._login(host_ref, name, params)
+            return self._login(host_ref, name, params, trusted=local_socket and peer_root)
 
         msg = sim.model.message(name)
         if msg is None:
@@ -91,7 +119,7 @@ class Dispatcher:
             return sim.tasks.spawn(ctx, _failing_first(sim, name, fn), args)
         return fn(ctx, *args)
 
-    def _login(self, host_ref: str, name: str, params: list[Any]) -> str:
+    def _login(self, host_ref: str, name: str, params: list[Any], trusted: bool = False) -> str:
         sim = self.sim
         if name == LOGIN:
             # version and originator are optional on the wire
@@ -103,12 +131,13 @@ class Dispatcher:
                 raise XenAPIError("FIELD_TYPE_ERROR", "uname")
             if host_ref != sim.master_ref:
                 raise XenAPIError("HOST_IS_SLAVE", sim.host_address(sim.master_ref))
-            return sim.sessions.login(host_ref, uname, pwd, originator)
+            return sim.sessions.login(host_ref, uname, pwd, originator, trusted=trusted)
         if len(params) != 2:
             raise XenAPIError("MESSAGE_PARAMETER_COUNT_MISMATCH", name, 2, len(params))
         if not all(isinstance(p, str) for p in params):
             raise XenAPIError("FIELD_TYPE_ERROR", "uname")
-        return sim.sessions.login(host_ref, params[0], params[1], "", local=True)
+        return sim.sessions.login(host_ref, params[0], params[1], "", local=True,
+                                  trusted=trusted)
 
 
 def _fill_defaults(name: str, params: list[Any], expected: int) -> list[Any]:

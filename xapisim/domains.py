@@ -11,6 +11,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from xapisim import guest_console
 from xapisim.guest_agent import drop_guest_metrics, schedule_guest_agent
 from xapisim.memory import host_free_memory, refresh_host_memory, vm_memory_overhead
 from xapisim.schema import NULL_REF
@@ -124,6 +125,7 @@ def boot(sim: SimServices, vm: str, host: str, paused: bool = False,
                      domarch="x64", suspend_VDI=NULL_REF)
         _set_devices_attached(sim, vm, True)
         _replace_console(sim, vm, host)
+        guest_console.booted(sim, host, rec["domid"], rec, vcpus, actual)
         refresh_host_memory(store, host)
         if old_host != host:
             refresh_host_memory(store, old_host)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xapisim import domains, memory
+from xapisim import domains, guest_console, memory
 from xapisim.errors import XenAPIError
 from xapisim.store import now_datetime
 
@@ -38,6 +38,7 @@ def crash(sim: SimServices, vm: str) -> str:
         rec = _running_vm(sim, vm)
         action = rec["actions_after_crash"]
         domains.record_shutdown(store, vm, "crashed", "internal", action)
+        guest_console.ended(sim, rec["resident_on"], rec["domid"], "crashed")
         if action in _RESTARTS:
             domains.reboot(sim, vm)
         elif action == "preserve":
@@ -54,6 +55,7 @@ def guest_shutdown(sim: SimServices, vm: str) -> str:
         rec = _running_vm(sim, vm)
         action = rec["actions_after_shutdown"]
         domains.record_shutdown(store, vm, "halted", "internal", action)
+        guest_console.ended(sim, rec["resident_on"], rec["domid"], "halted")
         if action == "restart":
             domains.reboot(sim, vm)
         else:
@@ -68,6 +70,7 @@ def guest_reboot(sim: SimServices, vm: str) -> str:
         rec = _running_vm(sim, vm)
         action = rec["actions_after_reboot"]
         domains.record_shutdown(store, vm, "rebooted", "internal", action)
+        guest_console.ended(sim, rec["resident_on"], rec["domid"], "rebooted")
         if action == "destroy":
             domains.halt(sim, vm)
         else:

@@ -1,14 +1,20 @@
-"""HTTP(S) front door: one threaded server per simulated host address.
+"""HTTP(S) front door: one threaded server per simulated host address, and
+xapi's local Unix socket in each host's dom0 root.
 
 POST ``/`` and ``/RPC2`` carry XML-RPC, POST ``/jsonrpc`` JSON-RPC; every
-other path goes to the routes of ``xapisim.handlers``."""
+other path goes to the routes of ``xapisim.handlers``. The local socket
+speaks the same; xapi trusts root there (a login needs no credentials)
+and, on a pool member, forwards calls to the coordinator."""
 
 from __future__ import annotations
 
 import base64
-import logging
+import os
+import pathlib
 import socket
+import socketserver
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -16,14 +22,14 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from xapisim import handlers, wire
+from xapisim import handlers, log_redaction, rpc_answer
 from xapisim.errors import XenAPIError
 from xapisim.faults import DropConnection, HangConnection
 
 if TYPE_CHECKING:
     from xapisim.services import SimServices
 
-LOG = logging.getLogger("xapisim.http")
+LOG = log_redaction.logger("xapisim.http")
 _CURRENT = threading.local()
 
 
@@ -31,7 +37,6 @@ def current_connection() -> socket.socket | None:
     """The connection the calling handler thread is serving, if any."""
     return getattr(_CURRENT, "connection", None)
 MAX_RPC_BODY = 32 * 1024 * 1024
-SECRET_METHODS = ("session.login_with_password", "session.slave_local_login_with_password")
 
 
 class HTTPRequest:
@@ -168,43 +173,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = urllib.parse.urlsplit(self.path).path
         if path in ("/", "/RPC2"):
-            self._rpc(wire.decode_xmlrpc, self._xml_ok, self._xml_fail, "text/xml")
+            self._rpc(rpc_answer.XMLRPC, "text/xml")
         elif path == "/jsonrpc":
-            self._rpc(wire.decode_jsonrpc, self._json_ok, self._json_fail, "application/json")
+            self._rpc(rpc_answer.JSONRPC, "application/json")
         else:
             self._route()
 
-    @staticmethod
-    def _xml_ok(req, value):
-        return wire.encode_xmlrpc_success(value)
-
-    @staticmethod
-    def _xml_fail(req, err):
-        return wire.encode_xmlrpc_failure(err)
-
-    @staticmethod
-    def _json_ok(req, value):
-        return wire.encode_jsonrpc_success(req, value)
-
-    @staticmethod
-    def _json_fail(req, err):
-        return wire.encode_jsonrpc_failure(req or wire.Request("", [], None, "2.0"), err)
-
-    def _rpc(self, decode, ok, fail, ctype: str) -> None:
+    def _rpc(self, protocol: str, ctype: str) -> None:
         req = HTTPRequest(self)
         body = req.read_body(MAX_RPC_BODY)
         if body is None:
             return
         sim = self.server.sim
-        request = None
         try:
-            request = decode(body)
-            _log_call(request)
-            value = sim.dispatcher.call(self.server.host_ref, request.method, request.params)
-            out = ok(request, value)
-        except XenAPIError as e:
-            LOG.debug("-> %s", e.code)
-            out = fail(request, e)
+            out = rpc_answer.answer(sim.dispatcher, self.server.host_ref, body, protocol,
+                                    local_socket=self.server.local,
+                                    peer_root=self.server.peer_is_root(self.connection))
         except DropConnection:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -217,9 +201,6 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        except Exception as e:  # a simulator bug answers INTERNAL_ERROR, never a hang
-            LOG.exception("internal error")
-            out = fail(request, XenAPIError("INTERNAL_ERROR", repr(e)))
         if not sim.running:
             self.close_connection = True
         try:
@@ -248,6 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._host_is_down():
             return
         req = HTTPRequest(self)
+        if not req.path.startswith("/_sim/"):
+            self.server.sim.http_counts.add(self.server.label, self.command, req.path)
         fn = handlers.find(self.command, req.path)
         if fn is None:
             req.send_error(404, f"no handler for {self.command} {req.path}")
@@ -265,17 +248,40 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
 
 
-def _log_call(request: wire.Request) -> None:
-    if not LOG.isEnabledFor(logging.DEBUG):
-        return
-    if request.method.endswith(SECRET_METHODS):
-        LOG.debug("call %s (credentials hidden)", request.method)
-    else:
-        # params[0] is normally the session ref: a secret too
-        LOG.debug("call %s (%d params)", request.method, len(request.params))
+class _Connections:
+    """The open connections of a listener, to drop them all at once."""
+
+    host_ref: str
+    local = False
+
+    @property
+    def label(self) -> str:
+        """Where it listens: the host's address, or the socket's path."""
+        return str(self.server_address[0])
+
+    def _init_connections(self) -> None:
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+
+    def peer_is_root(self, conn: socket.socket) -> bool:
+        return False
+
+    def track(self, conn: socket.socket, add: bool) -> None:
+        with self._conns_lock:
+            (self._conns.add if add else self._conns.discard)(conn)
+
+    def drop_all_connections(self, keep: socket.socket | None = None) -> int:
+        with self._conns_lock:
+            conns = [c for c in self._conns if c is not keep]
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(conns)
 
 
-class HostServer(ThreadingHTTPServer):
+class HostServer(_Connections, ThreadingHTTPServer):
     """The listener of one simulated host."""
 
     daemon_threads = True
@@ -287,8 +293,7 @@ class HostServer(ThreadingHTTPServer):
         self.sim = sim
         self.host_ref = host_ref
         self.tls = tls
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
+        self._init_connections()
         super().__init__(addr, _Handler)
 
     def get_request(self):
@@ -306,16 +311,52 @@ class HostServer(ThreadingHTTPServer):
         else:
             LOG.exception("error serving %s", client_address[0])
 
-    def track(self, conn: socket.socket, add: bool) -> None:
-        with self._conns_lock:
-            (self._conns.add if add else self._conns.discard)(conn)
 
-    def drop_all_connections(self, keep: socket.socket | None = None) -> int:
-        with self._conns_lock:
-            conns = [c for c in self._conns if c is not keep]
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        return len(conns)
+class _LocalHandler(_Handler):
+    disable_nagle_algorithm = False  # no TCP here
+
+    def address_string(self) -> str:
+        return "local"
+
+
+class LocalServer(_Connections, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """xapi's Unix socket (``var/lib/xcp/xapi`` in a host's dom0 root)."""
+
+    daemon_threads = True
+    local = True
+
+    def __init__(self, path: pathlib.Path, sim: SimServices, host_ref: str):
+        self.sim = sim
+        self.host_ref = host_ref
+        self.path = path
+        self._init_connections()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        super().__init__(str(path), _LocalHandler)
+        os.chmod(path, 0o600)  # as xapi's: dom0's root only
+
+    @property
+    def label(self) -> str:
+        return str(self.path)
+
+    def peer_is_root(self, conn: socket.socket) -> bool:
+        """The caller is dom0's root: uid 0, or the simulator's own user
+        (who plays root in the simulated dom0)."""
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+        except OSError:
+            return False
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return uid in (0, os.getuid())
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            LOG.debug("local connection ended: %r", exc)
+        else:
+            LOG.exception("error serving a local connection")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.path.unlink(missing_ok=True)

@@ -10,7 +10,9 @@ holds an ``etc/xensource-inventory`` like a real dom0's.
 The plugin's environment: ``XAPISIM_DOM0_ROOT`` (that root; plugins meant
 to run under the simulator join their dom0 paths to it, "/" on a real
 dom0), ``XAPISIM_URL`` (the coordinator's URL: a dom0's local xapi
-forwards API calls there), ``XAPISIM_HOST_URL``, ``XAPISIM_HOST_UUID``,
+forwards API calls there), ``XAPISIM_XAPI_SOCKET`` (the host's local xapi
+socket, ``var/lib/xcp/xapi`` in that root, which XenAPIPlugin's
+``xapi_local()`` uses), ``XAPISIM_HOST_URL``, ``XAPISIM_HOST_UUID``,
 ``SSL_CERT_FILE`` under TLS, and ``PYTHONPATH`` starting with
 xapisim/dom0lib (``import XenAPIPlugin``; ``import XenAPI`` is the
 official SDK installed with the simulator).
@@ -18,6 +20,8 @@ official SDK installed with the simulator).
 Outcomes, as xapi maps them:
 - missing plugin                    -> XENAPI_MISSING_PLUGIN [name]
 - non-zero exit                     -> XENAPI_PLUGIN_FAILURE ["non-zero exit", stdout, stderr]
+- a call no process can receive     -> XENAPI_PLUGIN_FAILURE ["non-zero exit", "", reason]
+  (an argument past the kernel's limit: xapi's forkexecd child fails exec)
 - killed (timeout, cancel)          -> XENAPI_PLUGIN_FAILURE ["signal: SIGKILL", stdout, stderr]
 - output that is not a response     -> XENAPI_PLUGIN_FAILURE ["failed to parse plugin output",
                                        stdout, reason]
@@ -43,6 +47,8 @@ if TYPE_CHECKING:
     from xapisim.services import SimServices
 
 DOM0LIB = pathlib.Path(__file__).resolve().parent / "dom0lib"
+# xapi's Unix socket, relative to a dom0's root
+LOCAL_SOCKET = pathlib.Path("var/lib/xcp/xapi")
 # xapi has no limit; a test suite needs one
 PLUGIN_TIMEOUT = 300.0
 
@@ -88,6 +94,7 @@ def environment(sim: SimServices, host: str, root: pathlib.Path) -> dict[str, st
         "XAPISIM_URL": sim.master_url,
         "XAPISIM_HOST_URL": f"{sim.scheme}://{sim.host_address(host)}:{sim.port}",
         "XAPISIM_HOST_UUID": sim.store.field("host", host, "uuid"),
+        "XAPISIM_XAPI_SOCKET": str(root / LOCAL_SOCKET),
         "PYTHONDONTWRITEBYTECODE": "1",
     })
     if sim.tls and sim.ca_file:
@@ -104,11 +111,18 @@ def call(sim: SimServices, host: str, session_ref: str, plugin: str, fn: str,
     path = find(sim, plugin)
     root = dom0_root(sim, host)
     request = xmlrpc.client.dumps((session_ref, dict(args)), fn)
-    proc = subprocess.Popen(
-        [sys.executable, str(path), request],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=root, env=environment(sim, host, root), start_new_session=True,
-    )
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(path), request],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=root, env=environment(sim, host, root), start_new_session=True,
+        )
+    except (ValueError, OSError) as e:
+        # The call cannot become a process (a NUL byte in it, an argument
+        # past the kernel's limit): xapi's forkexecd child fails its exec
+        # and exits non-zero, which xapi reports as below.
+        raise XenAPIError("XENAPI_PLUGIN_FAILURE", "non-zero exit", "",
+                          f"cannot start plugin {plugin}: {_exec_failure(e)}") from None
     out, err, killed = _wait(proc, cancel, PLUGIN_TIMEOUT if timeout is None else timeout)
     stdout = out.decode("utf-8", "replace")
     stderr = err.decode("utf-8", "replace")
@@ -120,6 +134,13 @@ def call(sim: SimServices, host: str, session_ref: str, plugin: str, fn: str,
     if proc.returncode != 0:
         raise XenAPIError("XENAPI_PLUGIN_FAILURE", "non-zero exit", stdout, stderr)
     return parse_response(stdout)
+
+
+def _exec_failure(e: Exception) -> str:
+    """Why exec failed, without the arguments (they may hold secrets)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return os.strerror(e.errno)
+    return "an argument contains a NUL byte" if "null" in str(e) else type(e).__name__
 
 
 def _wait(proc: subprocess.Popen, cancel: threading.Event | None,

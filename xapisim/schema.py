@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import pathlib
 import re
 from dataclasses import dataclass, field
@@ -213,17 +214,20 @@ class DataModel:
             elif kind == "int":
                 if isinstance(value, bool):
                     raise ValueError
-                if isinstance(value, int):
-                    return value
                 if isinstance(value, str):
-                    return int(value)
+                    value = int(value)
+                # xapi's ints are OCaml int64s: nothing past their range
+                if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:
+                    return value
             elif kind == "float":
                 if isinstance(value, bool):
                     raise ValueError
-                if isinstance(value, int | float):
-                    return float(value)
-                if isinstance(value, str):
-                    return float(value)
+                if isinstance(value, int | float | str):
+                    value = float(value)
+                    # nan and inf: xapi would store them and then write
+                    # JSON no parser reads; the simulator refuses them
+                    if math.isfinite(value):
+                        return value
             elif kind == "bool":
                 if isinstance(value, bool):
                     return value
@@ -275,6 +279,7 @@ class DataModel:
 
 
 _NO_DEFAULT = object()
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _parse_default(t: Type, raw: str) -> Any:

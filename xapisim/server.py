@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import pathlib
 import socket
 import ssl
@@ -25,19 +24,20 @@ import threading
 import time
 from typing import Any
 
-from xapisim import api, handlers
+from xapisim import api, handlers, log_redaction, plugins
 from xapisim.bootstrap import PoolShape, bootstrap
 from xapisim.dispatch import Dispatcher
 from xapisim.errors import XenAPIError
 from xapisim.faults import Faults
-from xapisim.httpserver import HostServer, current_connection
+from xapisim.http_counts import HttpCounts
+from xapisim.httpserver import HostServer, LocalServer, current_connection
 from xapisim.schema import load as load_model
 from xapisim.sessions import DEFAULT_SESSION_LIMIT, SessionManager
 from xapisim.store import Store
 from xapisim.tasks import TaskManager
 from xapisim.tlscert import make_self_signed
 
-LOG = logging.getLogger("xapisim")
+LOG = log_redaction.logger("xapisim")
 
 
 def _default_plugins_dir() -> pathlib.Path:
@@ -50,6 +50,8 @@ def _default_plugins_dir() -> pathlib.Path:
 
 
 DEFAULT_PLUGINS_DIR = _default_plugins_dir()
+# sockaddr_un.sun_path holds 108 bytes with the final NUL
+MAX_UNIX_PATH = 107
 
 
 def member_addresses(first: str, count: int) -> list[str]:
@@ -86,7 +88,7 @@ class Simulator:
         self.persist = persist
         self._tmp = None
         if state_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="xapisim-")
+            self._tmp = _temporary_state_dir()
             state_dir = self._tmp.name
         self.state_dir = pathlib.Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +120,12 @@ class Simulator:
         # processes that joined this pool (their disks' data is kept here).
         self.coordinator_address: str | None = None
         self.joined_hosts: set[str] = set()
+        self.http_counts = HttpCounts()
         handlers.load_all()
         api.load_all()
+        for secret in self.users.values():
+            log_redaction.add_password(secret)
+        log_redaction.protect_all()
 
     # -- life cycle -------------------------------------------------------------
     @property
@@ -135,6 +141,11 @@ class Simulator:
                 addresses=self.addresses, host_memory_mb=self.host_memory_mb,
                 host_cpus=self.host_cpus, sr_size_gb=self.sr_size_gb,
                 pool_name=self.pool_name))
+            # the objects bootstrap leaves to their class's rules
+            for ref in self.store.refs("VDI"):
+                self.refresh_allowed_operations("VDI", ref)
+            for ref in self.store.find("SR", is_tools_sr=True):
+                self.refresh_allowed_operations("SR", ref)
         host_refs = self._host_refs_in_address_order()
         tls_ctx = None
         if self.tls:
@@ -143,10 +154,11 @@ class Simulator:
             tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls_ctx.load_cert_chain(cert, key)
         self._bind(host_refs, tls_ctx)
+        self._bind_local_sockets(host_refs)
         self.running = True
         for srv in self.servers:
             t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
-                                 name=f"xapisim-{srv.server_address[0]}", daemon=True)
+                                 name=f"xapisim-{srv.label}", daemon=True)
             t.start()
             self._threads.append(t)
         gc = threading.Thread(target=self._housekeeping, name="xapisim-gc", daemon=True)
@@ -175,6 +187,20 @@ class Simulator:
                 if self.port != 0:
                     raise
         raise OSError("could not find a port free on every host address")
+
+    def local_socket_path(self, host_ref: str) -> pathlib.Path:
+        """xapi's Unix socket in ``host_ref``'s dom0 root."""
+        return plugins.dom0_root(self, host_ref, create=False) / plugins.LOCAL_SOCKET
+
+    def _bind_local_sockets(self, host_refs: list[str]) -> None:
+        for ref in host_refs:
+            path = self.local_socket_path(ref)
+            if len(str(path).encode()) > MAX_UNIX_PATH:
+                LOG.warning("no local xapi socket for %s: %s is longer than a Unix socket "
+                            "path may be (use a shorter --state-dir)", ref, path)
+                continue
+            plugins.dom0_root(self, ref)  # its etc/xensource-inventory too
+            self.servers.append(LocalServer(path, self, ref))
 
     def _host_refs_in_address_order(self) -> list[str]:
         by_addr = {self.store.raw("host", r)["address"]: r for r in self.store.refs("host")}
@@ -282,6 +308,16 @@ class Simulator:
     def call(self, method: str, *params: Any, host_ref: str | None = None) -> Any:
         """In-process call for the simulator's own tests and control API."""
         return self.dispatcher.call(host_ref or self.master_ref, method, list(params))
+
+
+def _temporary_state_dir() -> tempfile.TemporaryDirectory:
+    """A temporary state directory whose path has no "_": the SDK's local
+    transport (XenAPI.xapi_local) spells a socket path with "_" for "/"."""
+    while True:
+        tmp = tempfile.TemporaryDirectory(prefix="xapisim-")
+        if "_" not in tmp.name:
+            return tmp
+        tmp.cleanup()
 
 
 def free_port() -> int:

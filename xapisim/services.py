@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from xapisim.faults import Faults
+    from xapisim.http_counts import HttpCounts
     from xapisim.schema import DataModel
     from xapisim.sessions import SessionManager
     from xapisim.store import Store
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 class Calls(Protocol):
     """The dispatcher, as those that place calls see it."""
 
-    def call(self, host_ref: str, method: str, params: list[Any]) -> Any: ...
+    def call(self, host_ref: str, method: str, params: list[Any], *,
+             local_socket: bool = False, peer_root: bool = False) -> Any: ...
 
     def handler_for(self, wire_name: str) -> Any: ...
 
@@ -51,6 +53,7 @@ class SimServices(Protocol):
     tasks: TaskManager
     dispatcher: Calls
     legacy_events: dict[str, Any]
+    http_counts: HttpCounts
     log: logging.Logger
     # hosts that are "down": their listener refuses calls
     failed_hosts: set[str]
@@ -98,3 +101,5 @@ class SimServices(Protocol):
     def restart_xapi(self, drop_connections: bool = True) -> None: ...
 
     def save(self) -> None: ...
+
+    def local_socket_path(self, host_ref: str) -> pathlib.Path: ...

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from xapisim import log_redaction
 from xapisim.errors import XenAPIError
 from xapisim.store import now_datetime
 
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
     from xapisim.store import Store
 
 DEFAULT_SESSION_LIMIT = 500
+# What PAM answers xapi for a wrong password or an unknown user; xapi puts
+# it, after the user name, in SESSION_AUTHENTICATION_FAILED.
+PAM_FAILURE = "Authentication failure"
 
 
 class SessionManager:
@@ -30,9 +34,15 @@ class SessionManager:
         self.lock = threading.Lock()
 
     def login(self, host_ref: str, uname: str, pwd: str, originator: str = "",
-              local: bool = False) -> str:
-        if self.users.get(uname) != pwd:
-            raise XenAPIError("SESSION_AUTHENTICATION_FAILED")
+              local: bool = False, trusted: bool = False) -> str:
+        """A new session, or SESSION_AUTHENTICATION_FAILED [uname, PAM's
+        message] as xapi's local authentication answers. ``trusted``: the
+        caller is dom0's root on xapi's local socket, whom xapi logs in
+        without checking the credentials."""
+        if trusted:
+            uname = uname or "root"
+        elif self.users.get(uname) != pwd:
+            raise XenAPIError("SESSION_AUTHENTICATION_FAILED", uname, PAM_FAILURE)
         store = self.store
         ref = store.create(
             "session",
@@ -48,6 +58,7 @@ class SessionManager:
                 "other_config": {"local": "true"} if local else {},
             },
         )
+        log_redaction.add_session(ref)
         with self.lock:
             self.last_used[ref] = time.monotonic()
         self._enforce_limit(uname, originator)
@@ -85,6 +96,7 @@ class SessionManager:
         with self.lock:
             self.last_used.pop(ref, None)
         self.legacy_events.pop(ref, None)
+        log_redaction.forget_session(ref)
 
     def forget_all(self) -> None:
         """Simulated xapi restart: every session becomes invalid."""
@@ -92,6 +104,7 @@ class SessionManager:
         with store.lock:
             for ref in list(store.tables["session"]):
                 store.destroy("session", ref)
+                log_redaction.forget_session(ref)
         with self.lock:
             self.last_used.clear()
         self.legacy_events.clear()

@@ -14,13 +14,16 @@ import xmlrpc.client
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from xapisim import log_redaction
 from xapisim.errors import XenAPIError
 from xapisim.store import NULL_REF, now_datetime
 
 if TYPE_CHECKING:
     from xapisim.store import Store
 
-LOG = logging.getLogger("xapisim")
+LOG = log_redaction.logger("xapisim")
+# The entry xapi adds to a pending task's current_operations on task.destroy.
+DESTROY_MARK = ("task", "destroy")
 
 
 class TaskWork(Protocol):
@@ -93,6 +96,21 @@ class TaskManager:
                 fields.update(status="failure", error_info=error.description)
             self.store.update("task", ref, **fields)
 
+    def destroy(self, ref: str) -> None:
+        """task.destroy as xapi's Xapi_task.destroy: a finished task goes at
+        once; a pending one is marked (current_operations "task" ->
+        "destroy"), completes as usual (its watchers see the outcome), and
+        the next garbage collection removes it whatever its age, as xapi's
+        db_gc does."""
+        with self.store.lock:
+            rec = self.store.raw("task", ref)
+            if rec["status"] in ("pending", "cancelling"):
+                ops = dict(rec["current_operations"])
+                ops[DESTROY_MARK[0]] = DESTROY_MARK[1]
+                self.store.update("task", ref, current_operations=ops)
+            else:
+                self.store.destroy("task", ref)
+
     def spawn(self, ctx: TaskWork, fn: Callable[..., Any], args: list[Any]) -> str:
         """Start ``fn(ctx, *args)`` under a new task; return the task ref."""
         ref = self.create(f"Async.{ctx.method}", host=ctx.host_ref)
@@ -132,12 +150,16 @@ class TaskManager:
             self.finish(ref, error=XenAPIError("TASK_CANCELLED", ref))
 
     def gc(self) -> int:
-        """Destroy finished tasks older than gc_age; return how many."""
+        """Destroy finished tasks older than gc_age, and finished tasks
+        marked by task.destroy whatever their age; return how many."""
         cutoff = time.time() - self.gc_age
         dead = []
         with self.store.lock:
             for ref, rec in self.store.tables["task"].items():
                 if rec["status"] in ("pending", "cancelling"):
+                    continue
+                if DESTROY_MARK in rec["current_operations"].items():
+                    dead.append(ref)
                     continue
                 finished = _parse_dt(rec["finished"])
                 if finished is not None and finished < cutoff:

@@ -11,6 +11,8 @@ from typing import Any
 
 from xapisim.errors import XenAPIError
 from xapisim.store import XDateTime
+from xapisim.wire_values import finite_float, no_constants, too_deep
+from xapisim.wire_values import loads as strict_loads
 
 
 @dataclass
@@ -73,19 +75,19 @@ def _from_xmlrpc(value: Any) -> Any:
         return {k: _from_xmlrpc(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_xmlrpc(v) for v in value]
-    if isinstance(value, xmlrpc.client.Binary):
-        return value.data.decode("latin-1")
     return value
 
 
 # -- XML-RPC --------------------------------------------------------------------
 def decode_xmlrpc(body: bytes) -> Request:
     try:
-        params, method = xmlrpc.client.loads(body, use_builtin_types=False)
+        params, method = strict_loads(body)
     except Exception as e:  # expat, ValueError, TypeError on bad values...
         raise XenAPIError("XMLRPC_UNMARSHAL_FAILURE", "methodCall", type(e).__name__) from None
     if not isinstance(method, str) or not method:
         raise XenAPIError("XMLRPC_UNMARSHAL_FAILURE", "methodName", "nothing")
+    if too_deep(list(params)):
+        raise XenAPIError("XMLRPC_UNMARSHAL_FAILURE", "value", "nested too deeply")
     return Request(method, [_from_xmlrpc(p) for p in params])
 
 
@@ -100,13 +102,19 @@ def encode_xmlrpc_failure(err: XenAPIError) -> bytes:
 
 
 # -- JSON-RPC -------------------------------------------------------------------
+# the request object and its params array wrap the values
+MAX_JSON_DEPTH = 66
+
+
 def decode_jsonrpc(body: bytes) -> Request:
     # xapi has no error code for an unparsable JSON-RPC request (its parser
     # raises an internal exception), so answer INTERNAL_ERROR, a declared code.
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        doc = json.loads(body, parse_float=finite_float, parse_constant=no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise XenAPIError("INTERNAL_ERROR", "JSON-RPC request is not valid JSON") from None
+    if too_deep(doc, MAX_JSON_DEPTH):
+        raise XenAPIError("INTERNAL_ERROR", "JSON-RPC request nests values too deeply")
     if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
         raise XenAPIError("INTERNAL_ERROR", "JSON-RPC request has no method name")
     params = doc.get("params", [])

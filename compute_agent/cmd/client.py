@@ -106,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--username", default="root")
     leave = sub.add_parser("pool-leave", help="eject a host from its pool")
     leave.add_argument("host")
+    for name, help_text in (("console", "a one-time noVNC URL for the instance's console"),
+                            ("console-log", "the end of the instance's console log"),
+                            ("diagnostics", "the instance's latest CPU, memory, disk and "
+                                            "network figures")):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("uuid")
+        cmd.add_argument("--host", default=None,
+                         help="agent host (default: asked from any agent)")
+        if name == "console-log":
+            cmd.add_argument("--lines", type=int, default=None,
+                             help="only the last LINES lines")
 
     hosts = sub.add_parser("hosts", help="compute hosts, their resources and liveness")
     hosts.add_argument("--ping", action="store_true", help="also ping every live host")
@@ -338,6 +349,18 @@ class Client:
 
     def cmd_pool_leave(self, args: argparse.Namespace) -> int:
         self.out.data(self.api.leave_pool(args.host, timeout=120))
+    def cmd_console(self, args: argparse.Namespace) -> int:
+        console = self.api.get_vnc_console(self._host_of(args), args.uuid)
+        self.out.data(console, lambda c: f"{c['url']}\n(usable once, until {c['expires_at']})")
+        return EXIT_OK
+
+    def cmd_console_log(self, args: argparse.Namespace) -> int:
+        log = self.api.get_console_output(self._host_of(args), args.uuid, args.lines)
+        self.out.data(log, lambda c: c["output"].rstrip("\n"))
+        return EXIT_OK
+
+    def cmd_diagnostics(self, args: argparse.Namespace) -> int:
+        self.out.data(self.api.get_diagnostics(self._host_of(args), args.uuid))
         return EXIT_OK
 
     def cmd_hosts(self, args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 from compute_agent.db.types import utcnow
 from compute_agent.driver.base import Operation
+from compute_agent.metrics import agent as agent_metrics
 
 LOG = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class TrackedTaskListener:
         self.progress_interval = progress_interval
         self._lock = threading.Lock()
         self._last_write: dict[str, float] = {}  # task ref -> monotonic time
+        self._started: dict[str, float] = {}  # task ref -> monotonic start, for the metric
 
     def task_started(self, op: Operation, task_ref: str, task_uuid: str, dom0_host: str) -> None:
         now = utcnow()
@@ -53,7 +55,7 @@ class TrackedTaskListener:
         except Exception:
             LOG.exception("Could not record task %s of %s", task_ref, op.name)
         with self._lock:
-            self._last_write[task_ref] = time.monotonic()
+            self._last_write[task_ref] = self._started[task_ref] = time.monotonic()
 
     def task_progress(self, op: Operation, task_ref: str, progress: float) -> None:
         now = time.monotonic()
@@ -69,6 +71,9 @@ class TrackedTaskListener:
     ) -> None:
         with self._lock:
             self._last_write.pop(task_ref, None)
+            started = self._started.pop(task_ref, None)
+        if started is not None:  # (a re-attached task's start is not known)
+            agent_metrics.task_wait(op.name, time.monotonic() - started)
         values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
         if status == "success":
             values["progress"] = 1.0

@@ -11,7 +11,7 @@ by those libraries and are not redefined here.
 
 from oslo_config import cfg
 
-from compute_agent.conf import database, default, libvirt, tasks, xenserver
+from compute_agent.conf import console, database, default, libvirt, metrics, tasks, xenserver
 
 CONF = cfg.CONF
 
@@ -20,5 +20,7 @@ database.register_opts(CONF)
 xenserver.register_opts(CONF)
 tasks.register_opts(CONF)
 libvirt.register_opts(CONF)
+console.register_opts(CONF)
+metrics.register_opts(CONF)
 
 __all__ = ["CONF"]

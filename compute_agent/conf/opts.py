@@ -7,9 +7,9 @@ namespaces (see etc/compute-agent/compute-agent-config-generator.conf).
 
 from oslo_config import cfg
 
-from compute_agent.conf import database, default, libvirt, tasks, xenserver
+from compute_agent.conf import console, database, default, libvirt, metrics, tasks, xenserver
 
-_MODULES = (default, database, xenserver, tasks, libvirt)
+_MODULES = (default, database, xenserver, tasks, libvirt, console, metrics)
 
 
 def list_opts() -> list[tuple[str | cfg.OptGroup, list[cfg.Opt]]]:

@@ -216,3 +216,25 @@ class InstanceMigration(Base):
     error: Mapped[list[Any] | None] = mapped_column(JSONDocument())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ConsoleToken(Base):
+    """A console token get_vnc_console issued: only its SHA-256 is kept (the
+    token is a secret the browser holds), the instance it opens, where dom0
+    serves that console, and when it expires or was used (once)."""
+
+    __tablename__ = "console_tokens"
+    __table_args__ = (
+        sa.Index("ix_console_tokens_expires_at", "expires_at"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    token_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    instance_uuid: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("instances.uuid", ondelete="CASCADE"), index=True
+    )
+    host: Mapped[str] = mapped_column(sa.String(255))
+    console_location: Mapped[str] = mapped_column(sa.Text)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -45,6 +45,7 @@ HOST_RESOURCE_KEYS = (
     "hypervisor_version",
     "hypervisor_hostname",
     "running_vms",
+    "cpu_utilisation",
 )
 
 
@@ -203,7 +204,9 @@ class ComputeDriver:
         """Host capacity and usage, with exactly the keys in
         HOST_RESOURCE_KEYS: vcpus, vcpus_used, memory_mb, memory_mb_used,
         free_memory_mb, local_gb, local_gb_used (ints), hypervisor_type,
-        hypervisor_version, hypervisor_hostname (str), running_vms (int)."""
+        hypervisor_version, hypervisor_hostname (str), running_vms (int),
+        cpu_utilisation (the host's CPUs' average busy fraction, 0..1, over the
+        last metrics interval; None when unknown)."""
         raise NotImplementedError
 
     def capabilities(self) -> dict[str, Any]:
@@ -334,3 +337,39 @@ class ComputeDriver:
         (its local disks are lost, as on xapi). Returns once the driver
         talks to the standalone host again."""
         raise NotImplementedError
+    # -- issue 11: consoles, console log, metrics ---------------------------------
+
+    def get_vnc_console(self, instance: dict[str, Any]) -> dict[str, Any]:
+        """Where the hypervisor serves the running VM's VNC (RFB) console:
+        ``{"location": URL, "vm_uuid": str}``; the location is what a
+        console proxy opens (for XenAPI: the console record's location, a
+        dom0 ``/console`` URL to ``CONNECT`` to with a session of its own).
+        Raises InstanceNotFound when there is no VM, CONSOLE_NOT_AVAILABLE
+        [uuid, power state] when it is not running or has no RFB console."""
+        raise NotImplementedError
+
+    def get_console_output(self, instance: dict[str, Any], max_bytes: int) -> bytes:
+        """At most the last ``max_bytes`` bytes of the guest's console log
+        (what it printed on its serial console since its domain started);
+        empty when it printed nothing yet. Raises InstanceNotFound,
+        CONSOLE_NOT_AVAILABLE [uuid, power state] when it is not running."""
+        raise NotImplementedError
+
+    def poll_metrics(self) -> dict[str, Any]:
+        """Read the hypervisor's metrics once for the whole host (for XenAPI
+        one ``/rrd_updates`` request, whatever the number of VMs) and return
+        ``{"host": host figures, "host_uuid": str, "sampled_at": epoch
+        seconds, "step": seconds, "instances": {instance uuid: figures}}``;
+        figures as in docs/metrics.md (cpu, memory, disks, nics; the host
+        also load_average). Instances running without an agent mark are
+        left out. Raises HypervisorUnavailable."""
+        raise NotImplementedError
+
+    def get_diagnostics(self, instance: dict[str, Any]) -> dict[str, Any]:
+        """The instance's figures from the latest poll_metrics (polling
+        first when there was none within an interval): ``{"vm_uuid",
+        "sampled_at", "step", "cpu", "memory", "disks", "nics"}``. Raises
+        InstanceNotFound, or INSTANCE_NOT_RUNNING [uuid, power state] when
+        the VM has no running domain (so no metrics)."""
+        raise NotImplementedError
+

@@ -42,6 +42,7 @@ from compute_agent.driver.base import (
     Operation,
     TaskListener,
 )
+from compute_agent.driver.fake_consoles import FakeConsoles
 from compute_agent.driver.fake_migration import FakeMigrationMixin
 from compute_agent.driver.fake_tasks import FakeTaskRecord, FakeTaskTable
 
@@ -90,7 +91,7 @@ class Gate:
                 return
 
 
-class FakeDriver(FakeMigrationMixin, ComputeDriver):
+class FakeDriver(FakeMigrationMixin, FakeConsoles, ComputeDriver):
     """In-memory hypervisor with knobs for failures, delays and guest events."""
 
     def __init__(
@@ -282,6 +283,8 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
             "hypervisor_version": "1.0",
             "hypervisor_hostname": self.host or "fake-host",
             "running_vms": len(running),
+            # a stand-in figure: half of each used vCPU busy
+            "cpu_utilisation": min(1.0, 0.5 * vcpus_used / max(1, self.totals["vcpus"])),
         }
 
     def cancel(self, instance_uuid: str) -> bool:

@@ -9,6 +9,7 @@ Versions:
   other during one: prepare_live_migration, adopt_instance,
   abort_live_migration (cast); set_host_enabled, set_host_maintenance,
   host_power_action, join_pool, leave_pool (calls).
+* 1.5 — get_vnc_console, get_console_output, get_diagnostics (issue 11).
 
 ``version_cap`` pins the highest version this client sends, so a scheduler
 can be upgraded before its agents: a method that needs more than the cap
@@ -184,6 +185,28 @@ class ComputeAPI:
                    timeout: float | None = None) -> dict:
         """``host`` leaves its pool. -> {host, pool}"""
         return self._call(ctxt, host, "leave_pool", version="1.6", timeout=timeout)
+    # ------------------------------------------------------------------ 1.5
+
+    def get_vnc_console(self, host: str, instance_uuid: str, ctxt: Context = None) -> dict:
+        """-> {instance_uuid, protocol: "vnc", url, token, expires_at}: a noVNC
+        URL through compute-agent-novncproxy, usable once, until expires_at."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_vnc_console", version="1.5",
+                          instance_uuid=instance_uuid)
+
+    def get_console_output(self, host: str, instance_uuid: str, tail_length: int | None = None,
+                           ctxt: Context = None) -> dict:
+        """-> {instance_uuid, output, truncated}: the end of the guest's
+        console log (the last ``tail_length`` lines when given)."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_console_output", version="1.5",
+                          instance_uuid=instance_uuid, tail_length=tail_length)
+
+    def get_diagnostics(self, host: str, instance_uuid: str, ctxt: Context = None) -> dict:
+        """-> the instance's latest figures (docs/metrics.md has the shape)."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_diagnostics", version="1.5",
+                          instance_uuid=instance_uuid)
 
     # ------------------------------------------------------------------ plumbing
 

@@ -17,6 +17,7 @@ import oslo_messaging
 from oslo_config import cfg
 
 from compute_agent import context as ca_context
+from compute_agent.metrics import agent as agent_metrics
 from compute_agent.rpc import errors, transport
 from compute_agent.rpc.serializer import JsonPayloadSerializer
 
@@ -57,13 +58,17 @@ def _endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
                 signature.bind(self, ctxt, **kwargs)
             except TypeError as exc:
                 raise errors.exceptions.InvalidInput("arguments", str(exc)) from None
-            return method(self, ctxt, **kwargs)
+            result = method(self, ctxt, **kwargs)
         except Exception as exc:
-            if not isinstance(exc, errors.exceptions.ComputeAgentError):
+            expected = isinstance(exc, errors.exceptions.ComputeAgentError)
+            agent_metrics.count_rpc(method.__name__, "error" if expected else "internal_error")
+            if not expected:
                 LOG.exception("Unexpected error in %s", method.__name__)
             raise _expected(errors.to_remote(exc)) from None
         finally:
             ca_context.clear_current()
+        agent_metrics.count_rpc(method.__name__, "success")
+        return result
 
     return wrapper
 
@@ -158,6 +163,19 @@ class ComputeEndpoint:
     @_endpoint
     def leave_pool(self, ctxt: Any) -> dict[str, Any]:
         return self.manager.leave_pool(ctxt)
+    # -- 1.5 --------------------------------------------------------------------------
+    @_endpoint
+    def get_vnc_console(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.get_vnc_console(ctxt, instance_uuid)
+
+    @_endpoint
+    def get_console_output(self, ctxt: Any, instance_uuid: Any,
+                           tail_length: Any = None) -> dict[str, Any]:
+        return self.manager.get_console_output(ctxt, instance_uuid, tail_length=tail_length)
+
+    @_endpoint
+    def get_diagnostics(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.get_diagnostics(ctxt, instance_uuid)
 
 
 def get_server(

@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 
-from tests.conformance.oracle import REPO, SHARED, Oracle, T, TypeChecker, zero_xmlrpc
+from tests.conformance.oracle import (
+    REPO,
+    SHARED,
+    XAPI_PARAMS_BEYOND_MODEL,
+    Oracle,
+    T,
+    TypeChecker,
+    zero_xmlrpc,
+)
 from xapisim import api
 from xapisim.dispatch import TRAILING_DEFAULTS
 
@@ -233,7 +241,7 @@ def test_implemented_messages_take_exactly_the_declared_parameters(sim, xml, ora
                 problems.append(_expect_mismatch(xml.fail(msg.wire, *_dummies(count)),
                                                  msg.wire, n, count))
             desc = xml.fail(msg.wire, "root", "not the password", *_dummies(n - 2))
-            if desc != ["SESSION_AUTHENTICATION_FAILED"]:
+            if desc != ["SESSION_AUTHENTICATION_FAILED", "root", "Authentication failure"]:
                 problems.append(f"{msg.wire} bad password: {desc}")
             continue
         assert msg.takes_session, msg.wire
@@ -342,7 +350,8 @@ def test_every_error_the_simulator_raises_is_declared(oracle):
     for code, count, where in found:
         if code not in oracle.errors:
             problems.append(f"{where}: {code} is not declared in xapi-errors.json")
-        elif count is not None and count != len(oracle.errors[code]):
+        elif count is not None and count != len(oracle.errors[code]) and count != len(
+                XAPI_PARAMS_BEYOND_MODEL.get(code, oracle.errors[code])):
             problems.append(f"{where}: {code} raised with {count} params, declared "
                             f"{len(oracle.errors[code])} {oracle.errors[code]}")
     print(f"error sites: {len(found)} literal, {len(dynamic)} computed codes: {dynamic}")
@@ -386,7 +395,7 @@ def test_coverage_line(sim, oracle, fresh_tables, summary):
               f"classes: {' '.join(classes)}")
     print(line)
     print(detail)
-    summary[:] = [line, detail]
+    summary.extend([line, detail])
     assert len(oracle.classes) == 67
     assert {"session", "task", "event", "pool", "host", "VM"} <= set(classes)
 

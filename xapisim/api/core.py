@@ -127,9 +127,7 @@ def task_cancel(ctx: CallContext, task: str) -> None:
 
 @handler("task.destroy")
 def task_destroy(ctx: CallContext, task: str) -> None:
-    with ctx.store.lock:
-        ctx.store.raw("task", task)
-        ctx.store.destroy("task", task)
+    ctx.sim.tasks.destroy(task)
 
 
 @handler("task.set_status")

@@ -9,6 +9,7 @@ effects, handled explicitly below."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from xapisim import memory, vm_rules
@@ -17,6 +18,8 @@ from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
 from xapisim.schema import load
 
+# Far past any real use (xapi's default is 1.0); keeps the overhead finite.
+MAX_SHADOW_MULTIPLIER = 1e6
 CLASSES = ("VM", "VDI", "VBD", "VIF", "SR", "PBD", "network", "PIF", "host")
 # VM setters that are VM operations in xapi (checked like them)
 VM_OPS = {"set_HVM_shadow_multiplier": "changing_shadow_memory",
@@ -157,6 +160,22 @@ def vm_set_suspend_vdi(ctx: CallContext, vm: str, value: str) -> None:
             raise vm_rules.bad_power_state(vm, ("Suspended",), rec["power_state"])
         ctx.store.raw("VDI", value)
         ctx.store.update("VM", vm, suspend_VDI=value)
+
+
+@handler("VM.set_HVM_shadow_multiplier")
+def vm_set_hvm_shadow_multiplier(ctx: CallContext, vm: str, value: float) -> None:
+    """xapi refuses a multiplier below 1 (INVALID_VALUE [multiplier,
+    value]); the simulator also refuses inf and nan (which xapi's XML-RPC
+    parser lets through), as its memory arithmetic could not use them."""
+    if not math.isfinite(value) or value < 1.0 or value > MAX_SHADOW_MULTIPLIER:
+        raise XenAPIError("INVALID_VALUE", "multiplier", repr(value))
+    with ctx.store.lock:
+        ctx.store.raw("VM", vm)
+        vm_rules.assert_vm_op(ctx.store, vm, VM_OPS["set_HVM_shadow_multiplier"])
+        ctx.store.update("VM", vm, HVM_shadow_multiplier=value)
+        ctx.store.update("VM", vm, memory_overhead=memory.vm_memory_overhead(
+            ctx.store.raw("VM", vm)))
+        _refresh(ctx, "VM", vm)
 
 
 _register_fallbacks()

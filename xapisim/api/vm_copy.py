@@ -188,6 +188,12 @@ def vm_revert(ctx: CallContext, snapshot: str) -> None:
             store.update("VM", vm, **fields)
             if store.has("VDI", old_suspend):
                 destroy_vdi(sim, old_suspend)
+            image = snap["suspend_VDI"]
+            if snap["power_state"] == "Suspended" and store.has("VDI", image):
+                # a checkpoint: the VM comes back suspended, its memory restored
+                image = copy_vdi(sim, image, store.raw("VDI", image)["SR"])
+                store.update("VM", vm, power_state="Suspended", suspend_VDI=image,
+                             last_booted_record=snap["last_booted_record"])
             _refresh_with_devices(sim, vm)
 
 

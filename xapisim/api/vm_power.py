@@ -12,7 +12,7 @@ import contextlib
 import time
 from typing import Any
 
-from xapisim import domains, memory, placement, vm_rules
+from xapisim import domains, guest_console, memory, placement, vm_rules
 from xapisim.api import handler
 from xapisim.api.vm import expect_power_state, vm_operation
 from xapisim.context import CallContext
@@ -92,6 +92,7 @@ def _halt_running(ctx: CallContext, vm: str, op: str, states: tuple[str, ...]) -
         suspended = rec["power_state"] == "Suspended"
         suspend_vdi = rec["suspend_VDI"]
         domains.record_shutdown(store, vm, "halted", "external", rec["actions_after_shutdown"])
+        guest_console.ended(ctx.sim, rec["resident_on"], rec["domid"], "halted")
         domains.halt(ctx.sim, vm)
         if suspended:
             # the saved memory image is of no use any more
@@ -137,6 +138,7 @@ def _reboot(ctx: CallContext, vm: str, states: tuple[str, ...]) -> None:
     with store.lock:
         rec = expect_power_state(store, vm, *states)
         domains.record_shutdown(store, vm, "rebooted", "external", rec["actions_after_reboot"])
+        guest_console.ended(ctx.sim, rec["resident_on"], rec["domid"], "rebooted")
         domains.reboot(ctx.sim, vm)
 
 

@@ -13,10 +13,13 @@ and prints the XML-RPC methodResponse on stdout:
 - an unknown fn -> ``UNKNOWN_XENAPI_PLUGIN_FUNCTION [fn]``
 
 ``session`` is a ``XenAPI.Session`` carrying the caller's session ref. On a
-real dom0 ``XenAPI.xapi_local()`` reaches xapi over its Unix socket; here
-this module points it at the simulator (``XAPISIM_URL``), so plugins that
-call ``XenAPI.xapi_local()`` themselves work too, provided they import
-XenAPIPlugin first (every plugin does).
+real dom0 ``XenAPI.xapi_local()`` reaches xapi over its Unix socket
+``/var/lib/xcp/xapi``; here this module points it at the host's simulated
+socket (``XAPISIM_XAPI_SOCKET``, in the scratch dom0 root), through the
+SDK's own Unix-socket transport, or at the coordinator's URL
+(``XAPISIM_URL``) when that path cannot be spelt for the SDK (it writes "/"
+as "_"). Plugins that call ``XenAPI.xapi_local()`` themselves work too,
+provided they import XenAPIPlugin first (every plugin does).
 """
 
 import os
@@ -47,6 +50,10 @@ def failure_message(description):
 
 
 def _simulator_session():
+    sock = os.environ.get("XAPISIM_XAPI_SOCKET", "")
+    if sock and "_" not in sock and os.path.exists(sock):
+        return XenAPI.Session("http://" + sock.replace("/", "_") + "/",
+                              transport=XenAPI.UDSTransport())
     return XenAPI.Session(os.environ["XAPISIM_URL"])
 
 

@@ -3,6 +3,8 @@ JSON out, no authentication, served by every host's listener (a failed
 host still answers here). Kept apart from xapi's paths on purpose.
 
 GET  /_sim/state                  summary of hosts, VMs, sessions, tasks, faults
+GET  /_sim/http_requests          HTTP requests served per host address, method and path
+                                  (xapisim.http_counts); POST /_sim/clear resets them
 POST /_sim/latency      {"method": "VM.start" | "*", "seconds": 0.2}
 POST /_sim/duration     {"method": "VM.start" | "*", "seconds": 1.0}
 POST /_sim/time_scale   {"scale": 0.1}
@@ -17,6 +19,7 @@ POST /_sim/restart_xapi {}
 POST /_sim/host/fail    {"host": ref | uuid | address | name_label}
 POST /_sim/host/recover {"host": ...}
 POST /_sim/save         {}               write the object database now (--persist)
+POST /_sim/gc           {}               a task garbage collection pass now
 
 Answers: 200 ``{"ok": true, ...}``; 400 ``{"error": "..."}`` for bad input;
 404 for an unknown endpoint or object; 409 ``{"error": [CODE, params...]}``
@@ -149,6 +152,7 @@ def hang(sim, doc) -> dict:
 
 def clear(sim, doc) -> dict:
     sim.faults.clear()
+    sim.http_counts.clear()
     return {}
 
 
@@ -196,6 +200,10 @@ def save(sim, doc) -> dict:
     return {"file": str(sim.db_file)}
 
 
+def task_gc(sim, doc) -> dict:
+    return {"destroyed": sim.tasks.gc()}
+
+
 def state(sim, doc) -> dict:
     store = sim.store
     with store.lock:
@@ -210,6 +218,8 @@ def state(sim, doc) -> dict:
                 "live": metrics.get("live", False),
                 "resident_VMs": len(rec["resident_VMs"]),
                 "dom0_root": str(plugins.dom0_root(sim, ref, create=False)),
+                "xapi_socket": str(plugins.dom0_root(sim, ref, create=False)
+                                   / plugins.LOCAL_SOCKET),
             })
         vms = Counter(
             rec["power_state"] for rec in store.tables["VM"].values()
@@ -241,7 +251,7 @@ ACTIONS: dict[str, Callable[[Any, dict], dict]] = {
     "vm/crash": _guest("crash"), "vm/shutdown": _guest("guest_shutdown"),
     "vm/reboot": _guest("guest_reboot"),
     "restart_xapi": restart_xapi, "host/fail": host_fail, "host/recover": host_recover,
-    "save": save,
+    "save": save, "gc": task_gc,
 }
 
 
@@ -250,8 +260,11 @@ def control_get(req) -> None:
     name = req.path[len("/_sim/"):].strip("/")
     if name == "state":
         _reply(req, 200, {"ok": True, **state(req.sim, {})})
+    elif name == "http_requests":
+        _reply(req, 200, {"ok": True, "requests": req.sim.http_counts.snapshot()})
     elif name == "":
-        _reply(req, 200, {"ok": True, "get": ["state"], "post": sorted(ACTIONS)})
+        _reply(req, 200, {"ok": True, "get": ["http_requests", "state"],
+                          "post": sorted(ACTIONS)})
     else:
         _reply(req, 404, {"error": f"no GET endpoint /_sim/{name}"})
 

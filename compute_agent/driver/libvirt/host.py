@@ -44,6 +44,8 @@ def resources(conn: libvirt.virConnect, pool: Pool, virt_type: str) -> dict[str,
         "hypervisor_version": version_string(conn.getVersion()),
         "hypervisor_hostname": conn.getHostname(),
         "running_vms": len(guests),
+        # no sampled figure behind libvirt's cumulative CPU times yet
+        "cpu_utilisation": None,
     }
 
 

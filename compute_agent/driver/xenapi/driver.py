@@ -17,7 +17,9 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
 from compute_agent.driver.task_status import TaskState
+from compute_agent.driver.xenapi.consoles import Consoles
 from compute_agent.driver.xenapi.host import HostInfo
+from compute_agent.driver.xenapi.host_metrics import HostMetrics
 from compute_agent.driver.xenapi.migration import LiveMigrations
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.polling import PollingWaiter
@@ -29,6 +31,7 @@ from compute_agent.driver.xenapi.tasks import TaskRunner, TaskWaiter
 from compute_agent.driver.xenapi.transport import TLSSettings
 from compute_agent.driver.xenapi.vm_ops import VMOps
 from compute_agent.driver.xenapi.watcher import TaskWatcher
+from compute_agent.metrics import agent as agent_metrics
 
 LOG = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ class XenAPIDriver(ComputeDriver):
         self.membership: PoolMembership | None = None
         self.host: str | None = None
         self.watcher: TaskWatcher | None = None
+        self.consoles: Consoles | None = None
+        self.metrics: HostMetrics | None = None
         self.reconnect_listener: Callable[[], None] | None = None
         self._closed = threading.Event()
         self._reconnect_lock = threading.Lock()
@@ -110,6 +115,12 @@ class XenAPIDriver(ComputeDriver):
                                          self._pool_changed)
         # A token outlives any migration that may still use it.
         self.migrations.token_lifetime = 2.0 * float(tasks.live_migration_timeout)
+        self.consoles = Consoles(self.pool, self.vmops)
+        metrics_conf = getattr(self.conf, "metrics", None)
+        self.metrics = HostMetrics(
+            self.pool, self.host_info, self.vmops, host,
+            int(getattr(metrics_conf, "rrd_interval", 60)),
+            str(getattr(metrics_conf, "rrd_format", "xml")))
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
                  self.pool.coordinator.url, tasks.watcher_mode)
 
@@ -143,6 +154,7 @@ class XenAPIDriver(ComputeDriver):
         self.reconnect_listener = cb
 
     def _on_reconnect(self, why: str) -> None:
+        agent_metrics.count_event_stream_reconnect()
         with self._reconnect_lock:
             if self._reconnect_pending or self._closed.is_set():
                 return
@@ -168,6 +180,8 @@ class XenAPIDriver(ComputeDriver):
             return
         self._closed.set()
         try:
+            if self.metrics is not None:
+                self.metrics.close()
             if self.runner is not None:
                 self.runner.close()
         finally:
@@ -222,8 +236,33 @@ class XenAPIDriver(ComputeDriver):
 
     def get_host_resources(self) -> dict[str, Any]:
         self._ops()
-        assert self.host_info is not None
-        return self.host_info.resources()
+        assert self.host_info is not None and self.metrics is not None
+        resources = self.host_info.resources()
+        resources["cpu_utilisation"] = self.metrics.host_cpu_utilisation()
+        return resources
+
+    # -- consoles and metrics (issue 11) ----------------------------------------------
+    def _consoles(self) -> Consoles:
+        self._ops()
+        assert self.consoles is not None
+        return self.consoles
+
+    def _metrics(self) -> HostMetrics:
+        self._ops()
+        assert self.metrics is not None
+        return self.metrics
+
+    def get_vnc_console(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return self._consoles().vnc_location(instance)
+
+    def get_console_output(self, instance: dict[str, Any], max_bytes: int) -> bytes:
+        return self._consoles().output(instance, max_bytes)
+
+    def poll_metrics(self) -> dict[str, Any]:
+        return self._metrics().poll()
+
+    def get_diagnostics(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return self._metrics().diagnostics(instance)
 
     def cancel(self, instance_uuid: str) -> bool:
         return self._ops()[0].cancel(instance_uuid)

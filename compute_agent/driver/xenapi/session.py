@@ -177,6 +177,18 @@ class XenAPISession:
         finally:
             transport.close()
 
+    def handle(self) -> str:
+        """The session reference (logging in first if needed), for dom0's
+        HTTP handlers' ``session_id``. A secret: it must reach no log."""
+        if self._sdk is None:
+            self.login()
+        assert self._sdk is not None
+        return str(self._sdk._session)
+
+    def forget(self) -> None:
+        """dom0 refused the handle (HTTP 401): the next use logs in anew."""
+        self._drop_dead_session()
+
     def _drop_dead_session(self) -> None:
         """Forget a session xapi no longer knows (no logout to send)."""
         transport = self._transport

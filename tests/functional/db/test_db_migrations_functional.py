@@ -43,7 +43,7 @@ def test_migrated_schema_matches_the_models(empty_database_url):
         engine.dispose()
     assert tables == {
         "alembic_version", "instances", "instance_faults", "instance_actions",
-        "instance_action_events", "tracked_tasks", "compute_nodes", "services",
+        "instance_action_events", "tracked_tasks", "compute_nodes", "services", "console_tokens",
         "instance_migrations",
     }
 

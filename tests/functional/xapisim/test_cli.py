@@ -105,7 +105,8 @@ def test_serves_a_pool_logs_without_secrets_and_stops_on_sigterm(cli):
     assert len(x.host.get_all()) == 2
     with pytest.raises(XenAPI.Failure) as err:
         login(c.url, "wrong")
-    assert err.value.details == ["SESSION_AUTHENTICATION_FAILED"]
+    assert err.value.details == ["SESSION_AUTHENTICATION_FAILED", "root",
+                                 "Authentication failure"]
     session_ref = s._session
     urllib.request.urlopen(f"{c.url}/rrd_updates?start=-10&session_id={session_ref}").read()
     x.session.logout()

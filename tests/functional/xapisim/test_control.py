@@ -43,6 +43,7 @@ def test_state_summary(sim, ctl, x):
     (host,) = state["hosts"]
     assert host["master"] and not host["failed"] and host["live"]
     assert host["dom0_root"].startswith(str(sim.state_dir))
+    assert host["xapi_socket"] == str(sim.local_socket_path(sim.master_ref))
     assert state["vms"] == {"Running": 1, "Halted": 1}
     assert state["sessions"] == 1
     assert state["faults"]["default_duration"] == 0.05

@@ -610,8 +610,25 @@ def test_console_speaks_rfb(sim, xapi, x):
         s.sendall(struct.pack(">BxHi", 2, 1, 0))  # SetEncodings: raw
         s.sendall(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
         header = recv_exactly(s, 4 + 12)
-        assert header[0] == 0 and struct.unpack(">H", header[2:4])[0] == 1
-        assert recv_exactly(s, width * height * 4) == bytes(width * height * 4)
+        assert header[0] == 0
+        frame = b"".join(rfb_rectangles(s, header))
+        assert len(frame) == width * height * 4
+        # default pixel format: little-endian xRGB, so B, G, R, x in memory;
+        # the top left corner is the background colour, not black
+        assert frame[:3] == bytes((128, 64, 24))
+
+
+def rfb_rectangles(s: socket.socket, header: bytes):
+    """The pixels of a raw-encoded FramebufferUpdate whose 4-byte header and
+    first 12-byte rectangle header are ``header``."""
+    count = struct.unpack(">H", header[2:4])[0]
+    rect = header[4:]
+    for i in range(count):
+        if i:
+            rect = recv_exactly(s, 12)
+        _x, _y, w, h, enc = struct.unpack(">HHHHi", rect)
+        assert enc == 0
+        yield recv_exactly(s, w * h * 4)
 
 
 def test_console_by_vm_ref_with_get_and_rfb_3_3(sim, xapi, x):

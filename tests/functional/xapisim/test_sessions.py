@@ -37,15 +37,17 @@ def test_login_with_only_user_and_password(sim, rawxml):
 
 @pytest.mark.parametrize("user, pwd", [("root", "wrong"), ("nobody", "password"), ("", "")])
 def test_bad_credentials(sim, rawxml, user, pwd):
-    assert _login(rawxml, user, pwd) == {"Status": "Failure",
-                                         "ErrorDescription": ["SESSION_AUTHENTICATION_FAILED"]}
+    # xapi's local authentication: the user name and PAM's message
+    assert _login(rawxml, user, pwd) == {
+        "Status": "Failure",
+        "ErrorDescription": ["SESSION_AUTHENTICATION_FAILED", user, "Authentication failure"]}
 
 
 def test_bad_credentials_through_the_sdk(sim):
     sdk = XenAPI.Session(sim.url)
     with pytest.raises(XenAPI.Failure) as e:
         sdk.xenapi.login_with_password("root", "nope", "2.0", "t")
-    assert e.value.details == ["SESSION_AUTHENTICATION_FAILED"]
+    assert e.value.details == ["SESSION_AUTHENTICATION_FAILED", "root", "Authentication failure"]
 
 
 def test_configured_users():
@@ -55,9 +57,9 @@ def test_configured_users():
         assert _login(proxy, "alice", "s3cret")["Status"] == "Success"
         assert _login(proxy, "bob", "hunter2")["Status"] == "Success"
         assert _login(proxy, "root", "password")["ErrorDescription"] == [
-            "SESSION_AUTHENTICATION_FAILED"]
+            "SESSION_AUTHENTICATION_FAILED", "root", "Authentication failure"]
         assert _login(proxy, "alice", "hunter2")["ErrorDescription"] == [
-            "SESSION_AUTHENTICATION_FAILED"]
+            "SESSION_AUTHENTICATION_FAILED", "alice", "Authentication failure"]
     finally:
         s.stop()
 

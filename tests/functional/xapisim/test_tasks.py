@@ -151,6 +151,38 @@ def test_task_create_cancel_and_destroy(sim, xapi):
     assert e.value.details == ["HANDLE_INVALID", "task", task]
 
 
+def test_destroy_on_a_pending_task_marks_it_until_it_completes(sim, xapi):
+    """As xapi's Xapi_task.destroy: a pending task is only marked
+    (current_operations task -> destroy), keeps running, reports its
+    outcome, and the next garbage collection pass removes it."""
+    from xapisim.control_client import SimControl
+
+    task = xapi.xenapi.task.create("held", "destroyed while pending")
+    xapi.xenapi.task.destroy(task)
+    rec = xapi.xenapi.task.get_record(task)
+    assert rec["status"] == "pending"
+    assert rec["current_operations"] == {"task": "destroy"}
+    xapi.xenapi.task.cancel(task)
+    rec = wait_task(xapi, task)
+    assert rec["status"] == "cancelled" and rec["error_info"] == ["TASK_CANCELLED", task]
+    done = xapi.xenapi.Async.pool.get_all()  # finished, unmarked: stays
+    wait_task(xapi, done)
+    assert SimControl(sim.url).task_gc()["destroyed"] == 1
+    assert task not in xapi.xenapi.task.get_all()
+    assert xapi.xenapi.task.get_status(done) == "success"
+
+
+def test_an_async_call_destroyed_while_running_still_reports_its_result(sim, xapi):
+    sim.faults.set_duration("VM.clone", 0.5)
+    task = xapi.xenapi.Async.VM.clone(template(xapi), "clone of a destroyed task")
+    xapi.xenapi.task.destroy(task)
+    assert xapi.xenapi.task.get_status(task) == "pending"
+    rec = wait_task(xapi, task)
+    assert rec["status"] == "success"
+    vm = decode_result(rec["result"])
+    assert xapi.xenapi.VM.get_name_label(vm) == "clone of a destroyed task"
+
+
 def test_finished_tasks_are_garbage_collected():
     s = Simulator(task_gc_age=0.1).start()
     try:

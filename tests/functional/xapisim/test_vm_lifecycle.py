@@ -531,6 +531,7 @@ def test_provision_template_creates_disks(x):
     vm = x.VM.clone(tpl, "from template")
     assert x.VM.get_is_a_template(vm) is True
     assert x.VM.get_other_config(vm)["base_template_name"] == "Debian Bookworm 12"
+    x.VM.remove_from_other_config(vm, "disks")  # the template's own plan, replaced
     x.VM.add_to_other_config(vm, "disks", (
         f'<provision><disk device="0" size="{4 * GiB}" sr="{sr_uuid}" bootable="true" '
         'type="system"/></provision>'))

@@ -145,3 +145,26 @@ def test_live_migrate_to_an_agent_that_does_not_answer(cli, override):
     inst = json.loads(out)
     assert (inst["vm_state"], inst["host"], inst["fault"]["code"]) == (
         "active", RPC_HOST, "RPC_TIMEOUT")
+
+
+def test_console_console_log_and_diagnostics(cli):
+    code, out, _ = cli("--json", "boot", "con-1", "--wait", "--poll-interval", "0.05")
+    assert code == 0
+    uuid = json.loads(out)["uuid"]
+
+    code, out, _ = cli("console", uuid)
+    assert code == 0
+    url, until = out.strip().splitlines()
+    assert url.startswith("http://127.0.0.1:6080/vnc_lite.html?path=websockify%3Ftoken%3D")
+    assert until.startswith("(usable once, until ")
+
+    code, out, _ = cli("console-log", uuid, "--lines", "1")
+    assert (code, out) == (0, "con-1 login:\n")
+
+    code, out, _ = cli("--json", "diagnostics", uuid)
+    assert code == 0
+    diag = json.loads(out)
+    assert (diag["instance_uuid"], diag["name"], diag["cpu"]["count"]) == (uuid, "con-1", 1)
+
+    code, _, err = cli("console-log", uuid, "--lines", "0")
+    assert code == 1 and "INVALID_INPUT" in err

@@ -132,8 +132,8 @@ class TestChecksWithoutNetwork:
         assert rc == 2
         config_line, _db, dom0_line, _broker, _verdict = out.splitlines()
         assert config_line.startswith("FAILURE  config    invalid values:")
-        assert "[DEFAULT] compute_driver: Valid values are [xenapi, fake], but found 'xen'" in (
-            config_line)
+        assert ("[DEFAULT] compute_driver: Valid values are [xenapi, libvirt, fake], "
+                "but found 'xen'") in config_line
         assert "[DEFAULT] report_interval:" in config_line
         assert dom0_line == (
             "FAILURE  dom0      not checked: an option it needs is invalid (see config)")

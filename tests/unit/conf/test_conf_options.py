@@ -28,7 +28,8 @@ def _fresh_conf(args=(), files=()):
 
 def test_list_opts_groups():
     names = [g if isinstance(g, str) else g.name for g, _ in opts.list_opts()]
-    assert names == ["DEFAULT", "database", "xenserver", "tasks", "libvirt"]
+    assert names == ["DEFAULT", "database", "xenserver", "tasks", "libvirt", "console",
+                     "metrics"]
 
 
 @pytest.mark.parametrize("group,opt", list(_all_opts()), ids=lambda v: getattr(v, "name", v))

@@ -1,7 +1,7 @@
 """instance_migrations: one row per move of an instance between hosts.
 
-Revision ID: 0002_instance_migrations
-Revises: 0001_initial
+Revision ID: 0003_instance_migrations
+Revises: 0002_console_tokens
 Create Date: 2026-11-30 07:00:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from compute_agent.db.types import JSONDocument, UTCDateTime
 
-revision: str = "0002_instance_migrations"
-down_revision: str | None = "0001_initial"
+revision: str = "0003_instance_migrations"
+down_revision: str | None = "0002_console_tokens"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
