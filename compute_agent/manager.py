@@ -48,7 +48,7 @@ from compute_agent.compute.host_status import HostStatus
 from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.maintenance import HostMaintenance
 from compute_agent.compute.metrics_poll import MetricsPoll
-from compute_agent.compute.migration import LiveMigrations
+from compute_agent.compute.migration import COLD, LiveMigrations
 from compute_agent.compute.outcomes import Outcomes
 from compute_agent.compute.pools import PoolMembership
 from compute_agent.compute.power_sync import PowerStateSync
@@ -119,6 +119,7 @@ class ComputeManager:
         self.maintenance = HostMaintenance(conf, db, driver, self.host, self.migrations)
         self.pools = PoolMembership(db, driver, self.host, self._host_status)
         self.recovery.settlers[states.MIGRATING] = self.migrations.recover
+        self.recovery.settlers[states.RESIZE_MIGRATING] = self.migrations.recover
         self.recovery.sweeps += [lambda c: self.migrations.close_finished(),
                                  self.migrations.adopt_strays]
         self._consoles = ConsoleQueries(conf, db, driver, self.host)
@@ -298,6 +299,18 @@ class ComputeManager:
                               dest_host: Any) -> dict[str, Any]:
         """Move the running instance to the agent ``dest_host`` (cast)."""
         return self.migrations.accept(ctxt, instance_uuid, dest_host)
+
+    def migrate_instance(self, ctxt: RequestContext, instance_uuid: Any, dest_host: Any,
+                         flavor: Any = None) -> dict[str, Any]:
+        """Move the stopped instance (VM and disks) to the agent
+        ``dest_host`` (cast); it stays stopped there. A new ``flavor``
+        (resize to another host) needs the lifecycle issue's resize."""
+        if flavor is not None:
+            exc = NotSupported("migrate_instance with a flavor (resize)",
+                               type(self.driver).__name__)
+            self._runner.outcomes.refused(ctxt, None, "migrate", exc)
+            raise exc
+        return self.migrations.accept(ctxt, instance_uuid, dest_host, kind=COLD)
 
     def prepare_live_migration(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
         """Destination side: get ready to receive the instance's VM."""

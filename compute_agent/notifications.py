@@ -48,6 +48,7 @@ ACTIONS = {
     "terminate": "delete",
     "cancel": "cancel",
     "live_migrate": "live_migration",
+    "migrate": "migration",
 }
 
 

@@ -26,7 +26,8 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 
 # The stable vm_state each request should end in.
 TARGET_STATE = {"boot": "active", "start": "active", "stop": "stopped", "reboot": "active",
-                "delete": "deleted", "live-migrate": "active"}
+                "delete": "deleted", "live-migrate": "active",
+                "migrate": "stopped"}
 COLUMNS = ("uuid", "name", "host", "vm_state", "task_state", "power", "progress")
 POWER_NAMES = {0: "nostate", 1: "running", 3: "paused", 4: "shutdown", 6: "crashed",
                7: "suspended"}
@@ -81,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--host", default=None,
                          help="the instance's agent host (default: asked from any agent)")
     _add_wait(migrate)
+
+    cold = sub.add_parser("migrate", help="move a stopped instance to another agent's host")
+    cold.add_argument("uuid")
+    cold.add_argument("dest_host", help="the destination agent's host")
+    cold.add_argument("--host", default=None,
+                      help="the instance's agent host (default: asked from any agent)")
+    _add_wait(cold)
 
     maint = sub.add_parser("maintenance", help="empty a host for maintenance, or end it")
     maint.add_argument("host")
@@ -304,6 +312,17 @@ class Client:
     def cmd_live_migrate(self, args: argparse.Namespace) -> int:
         host = self._host_of(args)
         code = self._after(args, "live-migrate", host, self.api.live_migrate_instance(
+            host, args.uuid, args.dest_host, confirm=True))
+        if code == EXIT_OK and args.wait:
+            inst = self.api.get_instance(None, args.uuid)
+            if inst["host"] != args.dest_host:
+                self.out.progress(f"ERROR instance stayed on {inst['host']}")
+                return EXIT_ERROR
+        return code
+
+    def cmd_migrate(self, args: argparse.Namespace) -> int:
+        host = self._host_of(args)
+        code = self._after(args, "migrate", host, self.api.migrate_instance(
             host, args.uuid, args.dest_host, confirm=True))
         if code == EXIT_OK and args.wait:
             inst = self.api.get_instance(None, args.uuid)

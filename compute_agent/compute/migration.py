@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from compute_agent import exceptions
@@ -43,9 +44,34 @@ from compute_agent.driver.base import ComputeDriver
 
 LOG = logging.getLogger(__name__)
 
-REQUEST = "live_migrate"
 # Keys of the destination's answer that may be written down (not the token).
 PLACEMENT_KEYS = ("pool_uuid", "host_ref", "host_uuid", "sr", "network", "agent_host")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A live or a cold migration: the request it is, its migration row's
+    kind, the task_state it holds, where it settles (vm_state, and the power
+    state when the destination could not say) and the driver call."""
+
+    request: str
+    record: str
+    task_state: str
+    vm_state: str
+    power: int
+    rpc_method: str
+
+    def move(self, driver: Any) -> Callable[..., str]:
+        return driver.live_migrate if self.record == "live" else driver.cold_migrate
+
+
+LIVE = Kind("live_migrate", "live", states.MIGRATING, states.ACTIVE, power_state.RUNNING,
+            "live_migrate_instance")
+COLD = Kind("migrate", "cold", states.RESIZE_MIGRATING, states.STOPPED, power_state.SHUTDOWN,
+            "migrate_instance")
+BY_TASK_STATE = {k.task_state: k for k in (LIVE, COLD)}
+# kept for callers that name the live request
+REQUEST = LIVE.request
 
 
 class MigrationRefused(exceptions.ComputeAgentError):
@@ -76,23 +102,25 @@ class LiveMigrations:
         self.queued = 0
 
     # -- source: the request ------------------------------------------------------------
-    def accept(self, ctxt: RequestContext, instance_uuid: Any, dest_host: Any) -> dict[str, Any]:
+    def accept(self, ctxt: RequestContext, instance_uuid: Any, dest_host: Any,
+               kind: Kind = LIVE) -> dict[str, Any]:
         if not isinstance(dest_host, str) or not dest_host.strip():
-            self.runner.invalid(ctxt, REQUEST, "dest_host", "must be an agent host name")
+            self.runner.invalid(ctxt, kind.request, "dest_host", "must be an agent host name")
         if dest_host == self.host:
-            self.runner.invalid(ctxt, REQUEST, "dest_host", "is the instance's own host")
-        if type(self.driver).live_migrate is ComputeDriver.live_migrate:
-            exc = NotSupported("live_migrate_instance", type(self.driver).__name__)
-            self.runner.outcomes.refused(ctxt, None, REQUEST, exc)
+            self.runner.invalid(ctxt, kind.request, "dest_host", "is the instance's own host")
+        name = "live_migrate" if kind is LIVE else "cold_migrate"
+        if getattr(type(self.driver), name) is getattr(ComputeDriver, name):
+            exc = NotSupported(kind.rpc_method, type(self.driver).__name__)
+            self.runner.outcomes.refused(ctxt, None, kind.request, exc)
             raise exc
-        return self.runner.accept(ctxt, instance_uuid, REQUEST, None,
-                                  run=lambda c, u, *_: self._run(c, u, dest_host))
+        return self.runner.accept(ctxt, instance_uuid, kind.request, None,
+                                  run=lambda c, u, *_: self._run(c, u, dest_host, kind))
 
     def status(self) -> dict[str, int]:
         with self._count_lock:
             return {"max": self.limit, "running": self.running, "queued": self.queued}
 
-    def _run(self, ctxt: RequestContext, uuid: str, dest_host: str) -> None:
+    def _run(self, ctxt: RequestContext, uuid: str, dest_host: str, kind: Kind) -> None:
         outcomes = self.runner.outcomes
         with self._count_lock:
             self.queued += 1
@@ -101,27 +129,27 @@ class LiveMigrations:
             self.queued -= 1
             self.running += 1
         try:
-            outcomes.event_start(ctxt, uuid, REQUEST)
+            outcomes.event_start(ctxt, uuid, kind.request)
             try:
-                self._migrate(ctxt, uuid, dest_host)
+                self._migrate(ctxt, uuid, dest_host, kind)
             except BaseException as exc:
-                self._after_failure(ctxt, uuid, dest_host, exc)
+                self._after_failure(ctxt, uuid, dest_host, exc, kind)
         finally:
             with self._count_lock:
                 self.running -= 1
             self._slots.release()
 
-    def _migrate(self, ctxt: RequestContext, uuid: str, dest_host: str) -> None:
-        row = self.records.create(uuid, "live", self.host, dest_host, ctxt.request_id)
+    def _migrate(self, ctxt: RequestContext, uuid: str, dest_host: str, kind: Kind) -> None:
+        row = self.records.create(uuid, kind.record, self.host, dest_host, ctxt.request_id)
         peers = self.peers()
         timeout = float(self.conf.live_migration_peer_timeout)
         dest = peers.prepare_live_migration(dest_host, uuid, ctxt=ctxt, timeout=timeout)
         self.records.update(row["id"], {"status": im.MIGRATING, "dest_info": {
             k: dest.get(k) for k in PLACEMENT_KEYS}}, expected_status=im.PREPARING)
         inst = self.db.get_instance(uuid, internal=True)
-        op = self.runner.operation(ctxt, uuid, REQUEST)
-        self.driver.live_migrate(op, driver_view(inst), dest)
-        self._finish(ctxt, uuid, row["id"], dest_host, self._adopt(ctxt, uuid, dest_host))
+        op = self.runner.operation(ctxt, uuid, kind.request)
+        kind.move(self.driver)(op, driver_view(inst), dest)
+        self._finish(ctxt, uuid, row["id"], dest_host, self._adopt(ctxt, uuid, dest_host), kind)
 
     def _adopt(self, ctxt: RequestContext, uuid: str, dest_host: str) -> dict[str, Any] | None:
         """The destination's adopt answer, or None when it cannot be asked."""
@@ -137,15 +165,15 @@ class LiveMigrations:
             raise
 
     def _finish(self, ctxt: RequestContext, uuid: str, row_id: int, dest_host: str,
-                adopted: dict[str, Any] | None) -> None:
-        """The VM runs at the destination: the row moves there."""
-        values: dict[str, Any] = {"host": dest_host, "vm_state": states.ACTIVE, "progress": 100}
+                adopted: dict[str, Any] | None, kind: Kind) -> None:
+        """The VM is at the destination: the row moves there."""
+        values: dict[str, Any] = {"host": dest_host, "vm_state": kind.vm_state, "progress": 100}
         if adopted:
             values.update(vm_ref=adopted.get("vm_ref"),
-                          power_state=adopted.get("power_state", power_state.RUNNING))
+                          power_state=adopted.get("power_state", kind.power))
         else:
-            values.update(vm_ref=None, power_state=power_state.RUNNING)
-        self.runner.outcomes.succeed(ctxt, uuid, REQUEST, states.MIGRATING, values)
+            values.update(vm_ref=None, power_state=kind.power)
+        self.runner.outcomes.succeed(ctxt, uuid, kind.request, kind.task_state, values)
         self._close(row_id, im.COMPLETED)
         LOG.info("Instance %s now runs on %s", uuid, dest_host)
 
@@ -157,7 +185,7 @@ class LiveMigrations:
             pass  # recovery closed it first
 
     def _after_failure(self, ctxt: RequestContext, uuid: str, dest_host: str,
-                       exc: BaseException) -> None:
+                       exc: BaseException, kind: Kind) -> None:
         """The task failed, or prepare did: where is the VM?"""
         row = self.records.active_for(uuid)
         try:
@@ -169,7 +197,7 @@ class LiveMigrations:
                 migration_rules.where(facts) == migration_rules.MOVED:
             LOG.warning("Live migration of %s reported %s but the VM is at %s", uuid,
                         getattr(exc, "code", type(exc).__name__), dest_host)
-            self._finish(ctxt, uuid, row["id"], dest_host, answer)
+            self._finish(ctxt, uuid, row["id"], dest_host, answer, kind)
             return
         self._abort_dest(ctxt, uuid, dest_host)
         if row is not None:
@@ -178,7 +206,8 @@ class LiveMigrations:
             else:
                 error = [type(exc).__name__, str(exc)]
             self._close(row["id"], im.FAILED, error)
-        self.runner.outcomes.fail(ctxt, uuid, REQUEST, exc, settle=self.runner.settler(REQUEST))
+        self.runner.outcomes.fail(ctxt, uuid, kind.request, exc,
+                                  settle=self.runner.settler(kind.request))
 
     def _facts(self, ctxt: RequestContext, uuid: str, dest_host: str, asked: bool
                ) -> tuple[migration_rules.Facts, dict[str, Any] | None]:
@@ -212,7 +241,7 @@ class LiveMigrations:
         inst = self.db.get_instance(uuid, internal=True)
         if inst["host"] == self.host:
             raise MigrationRefused(uuid, self.host, "it is on this host already")
-        if inst["task_state"] != states.MIGRATING:
+        if inst["task_state"] not in BY_TASK_STATE:
             raise MigrationRefused(uuid, self.host, f"it is not migrating ({inst['task_state']})")
         LOG.info("Preparing to receive instance %s from %s", uuid, inst["host"])
         return self.driver.prepare_live_migration(driver_view(inst))
@@ -243,8 +272,9 @@ class LiveMigrations:
         outcome = migration_rules.where(facts)
         LOG.warning("Recovering live migration of %s to %s: %s", uuid, dest_host, outcome)
         if outcome == migration_rules.MOVED:
-            self._finish(ctxt, uuid, row["id"], dest_host, answer)
-            return states.ACTIVE
+            kind = BY_TASK_STATE.get(inst["task_state"], LIVE)
+            self._finish(ctxt, uuid, row["id"], dest_host, answer, kind)
+            return kind.vm_state
         self._abort_dest(ctxt, uuid, dest_host)
         self._close(row["id"], im.FAILED, ["OPERATION_INTERRUPTED", uuid, states.MIGRATING])
         return None  # the plain rules settle it where it runs, with the fault

@@ -59,6 +59,10 @@ REQUESTS: dict[str, Request] = {
         Request("live_migrate", "live-migration", "compute_live_migrate_instance",
                 "live_migrate", "live_migration_timeout", states.MIGRATING, "live_migrate",
                 states.ACTIVE),
+        # A cold migration: the stopped instance's VM and disks move; it stays
+        # stopped at the destination.
+        Request("migrate", "migrate", "compute_migrate_instance", "cold_migrate",
+                "cold_migration_timeout", states.RESIZE_MIGRATING, "migrate", states.STOPPED),
     )
 }
 

@@ -53,4 +53,5 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "reboot_hard": (ACTIVE, STOPPED, ERROR),
     "terminate": (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, RESCUED, RESIZED, ERROR),
     "live_migrate": (ACTIVE,),
+    "migrate": (STOPPED,),
 }

@@ -62,6 +62,13 @@ TASKS_OPTS = [
         help="Seconds a live migration may take (memory and, without shared "
         "storage, the disks), counted from the destination's preparation.",
     ),
+    cfg.IntOpt(
+        "cold_migration_timeout",
+        default=3600,
+        min=1,
+        help="Seconds a cold migration (a stopped instance's VM and disks to "
+        "another host) may take.",
+    ),
     cfg.FloatOpt(
         "progress_write_interval",
         default=1.0,

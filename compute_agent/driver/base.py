@@ -299,6 +299,17 @@ class ComputeDriver:
         VM_HOST_INCOMPATIBLE_VERSION_MIGRATE, ...)."""
         raise NotImplementedError
 
+    def cold_migrate(self, op: Operation, instance: dict[str, Any],
+                     dest: dict[str, Any]) -> str:
+        """On the SOURCE agent: move the HALTED VM to ``dest`` (what the
+        destination's prepare_live_migration answered). Inside a pool with
+        shared storage only its placement changes (affinity); otherwise
+        its disks go to ``dest['sr']`` (and, across pools, its VIFs to
+        ``dest['network']``), and it is placed on the destination host.
+        Returns the VM's handle at the destination. On failure the VM is
+        still here (the hypervisor's refusal as HypervisorError)."""
+        raise NotImplementedError
+
     def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
         """On the DESTINATION agent, after a migration: the instance's VM,
         which must be on this host, becomes this agent's own (its marks and

@@ -79,6 +79,14 @@ class FakeMigrationMixin:
                 target.vms[instance["uuid"]] = vm
             return vm.vm_ref
 
+    def cold_migrate(self, op: Operation, instance: dict[str, Any],
+                     dest: dict[str, Any]) -> str:
+        with self._lock:  # type: ignore[attr-defined]
+            if self._vm(instance["uuid"]).power_state != 4:  # type: ignore[attr-defined]
+                raise exceptions.HypervisorError(instance["uuid"], "Halted",
+                                                 code="VM_BAD_POWER_STATE")
+        return self.live_migrate(op, instance, dest)
+
     def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
         with self._lock:  # type: ignore[attr-defined]
             return self._info(self._vm(instance["uuid"]))  # type: ignore[attr-defined]

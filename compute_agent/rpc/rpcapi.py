@@ -5,7 +5,7 @@ Versions:
 * 1.0 — ping, build_instance, start_instance, stop_instance, reboot_instance,
   terminate_instance, get_instance, list_instances, get_host_status.
 * 1.1 — cancel_operation.
-* 1.6 — live_migrate_instance (cast), and the calls agents make of each
+* 1.6 — live_migrate_instance, migrate_instance (casts), and the calls agents make of each
   other during one: prepare_live_migration, adopt_instance,
   abort_live_migration (cast); set_host_enabled, set_host_maintenance,
   host_power_action, join_pool, leave_pool (calls).
@@ -135,6 +135,15 @@ class ComputeAPI:
         validate_uuid(instance_uuid)
         return self._cast(ctxt, host, "live_migrate_instance", confirm, version="1.6",
                           instance_uuid=instance_uuid, dest_host=dest_host)
+
+    def migrate_instance(self, host: str, instance_uuid: str, dest_host: str,
+                         flavor: dict | None = None, ctxt: Context = None,
+                         confirm: bool = False) -> dict | None:
+        """Move the stopped instance (VM and disks) from ``host`` to the
+        agent ``dest_host``; it stays stopped there."""
+        validate_uuid(instance_uuid)
+        return self._cast(ctxt, host, "migrate_instance", confirm, version="1.6",
+                          instance_uuid=instance_uuid, dest_host=dest_host, flavor=flavor)
 
     def prepare_live_migration(self, host: str, instance_uuid: str, ctxt: Context = None,
                                timeout: float | None = None) -> dict:

@@ -131,6 +131,11 @@ class ComputeEndpoint:
         return self.manager.live_migrate_instance(ctxt, instance_uuid, dest_host)
 
     @_endpoint
+    def migrate_instance(self, ctxt: Any, instance_uuid: Any, dest_host: Any,
+                         flavor: Any = None) -> dict[str, Any]:
+        return self.manager.migrate_instance(ctxt, instance_uuid, dest_host, flavor)
+
+    @_endpoint
     def prepare_live_migration(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.prepare_live_migration(ctxt, instance_uuid)
 

@@ -247,6 +247,25 @@ def test_to_another_pool_with_the_disk_data(fleet):
     assert fleet.settled(uuid)["vm_state"] == "stopped"
 
 
+def test_cold_migration_to_another_pool(fleet):
+    uuid = fleet.build("pool-a")
+    _, vm = one_vm_in_fleet(fleet, uuid, fleet.pool)
+    data = os.urandom(1024 * 1024) + b"cold"
+    put_data(fleet.pool, root_vdi(fleet.pool, vm), data)
+    fleet.api.stop_instance("pool-a", uuid, confirm=True)
+    assert fleet.settled(uuid)["vm_state"] == "stopped"
+    fleet.api.migrate_instance("pool-a", uuid, "other", confirm=True)
+    inst = fleet.settled(uuid)
+    assert (inst["host"], inst["vm_state"], inst["power_state"], inst["fault"]) == (
+        "other", "stopped", 4, None)
+    _, vm = one_vm_in_fleet(fleet, uuid, fleet.other)
+    assert vm["power_state"] == "Halted" and ownership.owned_by(vm, "other")
+    assert read_data(fleet.other, root_vdi(fleet.other, vm), len(data)) == data
+    no_disks_left(fleet, uuid, fleet.other)
+    fleet.api.start_instance("other", uuid, confirm=True)
+    assert fleet.settled(uuid)["vm_state"] == "active"
+
+
 def test_destination_refusing_keeps_the_instance(fleet):
     uuid = fleet.build("pool-a")
     with fleet.other.session() as x:

@@ -295,6 +295,12 @@ class XenAPIDriver(ComputeDriver):
         with runner.operation(op, self._timeout(op)):
             return self._migrations().migrate(op, instance, dest)
 
+    def cold_migrate(self, op: Operation, instance: dict[str, Any],
+                     dest: dict[str, Any]) -> str:
+        runner = self._ops()[0]
+        with runner.operation(op, self._timeout(op)):
+            return self._migrations().cold_migrate(op, instance, dest)
+
     def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
         return self._migrations().adopt(instance)
 

@@ -162,6 +162,41 @@ class LiveMigrations:
                                  {}, {})
         return str(result or "")
 
+    def cold_migrate(self, op: Operation, instance: dict[str, Any],
+                     dest: dict[str, Any]) -> str:
+        """Move the halted VM to ``dest``: inside the pool on shared storage
+        only its placement (affinity); otherwise ``VM.migrate_send`` with
+        live=false, its disks to the destination's SR (and across pools its
+        VIFs to the destination's network), then placed there."""
+        ref, rec = self.vmops.require(instance)
+        if rec.get("power_state") != "Halted":
+            raise exceptions.HypervisorError(ref, "Halted", str(rec.get("power_state")),
+                                             code="VM_BAD_POWER_STATE")
+        token = dest["token"]
+        disks = self._disks(rec)
+        target = dest["host_ref"]
+        if dest["pool_uuid"] == self.view.pool_uuid():
+            local = {vdi for vdi, sr in disks.items() if not self.view.sr_visible_on(sr, target)}
+            if local:
+                vdi_map = {vdi: (dest["sr"] if vdi in local else sr)
+                           for vdi, sr in disks.items()}
+                LOG.info("Cold migration of %s inside the pool with %d local disk(s)",
+                         op.instance_uuid, len(local))
+                self.runner.run(op, "VM.migrate_send", ref, token, False, vdi_map, {}, {}, {})
+            else:
+                LOG.info("Cold migration of %s inside the pool (shared storage): placement",
+                         op.instance_uuid)
+            self.pool.call("VM.set_affinity", ref, target)
+            return ref
+        vdi_map = {vdi: dest["sr"] for vdi in disks}
+        vif_map = {vif: dest["network"] for vif in rec.get("VIFs", [])}
+        LOG.info("Cold migration of %s to another pool (%d disk(s))", op.instance_uuid,
+                 len(disks))
+        self.pool.call("VM.assert_can_migrate", ref, token, False, vdi_map, vif_map, {}, {})
+        result = self.runner.run(op, "VM.migrate_send", ref, token, False, vdi_map, vif_map,
+                                 {}, {})
+        return str(result or "")
+
     def _disks(self, rec: dict[str, Any]) -> dict[str, str]:
         """VDI -> SR of the VM's disks (CD drives and empty VBDs left out)."""
         out: dict[str, str] = {}

@@ -256,3 +256,46 @@ def test_join_and_leave_need_an_empty_host(pair, agent_db):
     assert nodes["src-host"]["pool_uuid"] == "fake-pool-10.0.0.1"
     left = src.leave_pool(new_context())
     assert left["pool"]["role"] == "coordinator"
+
+
+def test_cold_migration_moves_a_stopped_instance(pair, agent_db):
+    (src, src_drv), (dst, dst_drv), _ = pair
+    uuid = _build(src)
+    with pytest.raises(exceptions.InstanceInvalidState):
+        src.migrate_instance(new_context(), uuid, "dst-host")  # running: live-migrate it
+    src.stop_instance(new_context(), uuid)
+    assert src.wait_for_operations(WAIT)
+    with pytest.raises(exceptions.ComputeAgentError) as err:
+        src.migrate_instance(new_context(), uuid, "dst-host",
+                             {"vcpus": 2, "memory_mb": 512, "root_gb": 1})
+    assert err.value.code == "OPERATION_NOT_SUPPORTED"
+    accepted = src.migrate_instance(new_context(), uuid, "dst-host")
+    assert accepted["task_state"] == states.RESIZE_MIGRATING
+    assert src.wait_for_operations(WAIT)
+    inst = agent_db.get_instance(uuid)
+    assert (inst["host"], inst["vm_state"], inst["task_state"], inst["power_state"]) == (
+        "dst-host", states.STOPPED, None, power_state.SHUTDOWN)
+    assert uuid in dst_drv.vms and uuid not in src_drv.vms
+    rows = im.InstanceMigrations(agent_db).list_for(uuid)
+    assert [(r["kind"], r["status"]) for r in rows] == [("cold", im.COMPLETED)]
+    assert agent_db.list_actions(uuid)[-1]["action"] == "migrate"
+    dst.start_instance(new_context(), uuid)
+    assert dst.wait_for_operations(WAIT)
+    assert agent_db.get_instance(uuid)["vm_state"] == states.ACTIVE
+
+
+def test_recovery_of_an_interrupted_cold_migration(pair, agent_db):
+    (src, src_drv), (dst, dst_drv), _ = pair
+    uuid = _build(src)
+    src.stop_instance(new_context(), uuid)
+    assert src.wait_for_operations(WAIT)
+    agent_db.update_instance(uuid, {"task_state": states.RESIZE_MIGRATING})
+    rows = im.InstanceMigrations(agent_db)
+    row = rows.create(uuid, "cold", "src-host", "dst-host", "req-c")
+    rows.update(row["id"], {"status": im.MIGRATING})
+    dst_drv.vms[uuid] = src_drv.vms.pop(uuid)  # the move happened, the agent died
+    run = src.recovery.start(new_context())
+    assert run.wait(WAIT)
+    inst = agent_db.get_instance(uuid)
+    assert (inst["host"], inst["vm_state"], inst["task_state"]) == (
+        "dst-host", states.STOPPED, None)

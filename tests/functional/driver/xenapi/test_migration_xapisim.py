@@ -186,3 +186,56 @@ def test_host_power_action_needs_a_disabled_empty_host(pool, x, make_driver):
     b.destroy(op_for(inst, "destroy"), inst)
     b.host_power_action(op_for(inst, "host_reboot"), "reboot")
     assert x.host.get_enabled(_hosts(x)[1]) is True  # back, enabled
+
+
+def test_cold_migration_paths(pool, other, x, make_driver):
+    h1, h2 = _hosts(x)
+    a = make_driver(pool.urls[0], host="agent-a")
+    b = make_driver(pool.urls[1], host="agent-b")
+    c = make_driver(other.url, host="agent-c")
+    # local disks inside the pool: migrate_send live=false, then placed on host 2
+    inst = make_instance()
+    a.spawn(op_for(inst, "spawn"), inst)
+    with pytest.raises(exceptions.HypervisorError) as err:
+        a.cold_migrate(op_for(inst, "cold_migrate"), inst, b.prepare_live_migration(inst))
+    assert err.value.code == "VM_BAD_POWER_STATE"
+    a.power_off(op_for(inst, "power_off"), inst, clean=False)
+    dest = b.prepare_live_migration(inst)
+    a.cold_migrate(op_for(inst, "cold_migrate"), inst, dest)
+    _, rec = _vm(x, inst["uuid"])
+    assert rec["power_state"] == "Halted" and rec["affinity"] == h2
+    assert _disk_srs(x, rec) == {dest["sr"]}
+    b.adopt_instance(inst)
+    b.power_on(op_for(inst, "power_on"), inst)
+    _, rec = _vm(x, inst["uuid"])
+    assert rec["resident_on"] == h2
+    # to another pool, halted, with its disk
+    b.power_off(op_for(inst, "power_off"), inst, clean=False)
+    dest = c.prepare_live_migration(inst)
+    b.cold_migrate(op_for(inst, "cold_migrate"), inst, dest)
+    info = c.adopt_instance(inst)
+    assert info.power_state == 4
+    c.power_on(op_for(inst, "power_on"), inst)
+    assert c.get_info(inst).power_state == 1
+    with pytest.raises(exceptions.InstanceNotFound):
+        b.get_info(inst)
+
+
+def test_cold_migration_on_shared_storage_is_placement(pool, x, make_driver):
+    h1, h2 = _hosts(x)
+    shared = x.SR.create(h1, {}, str(100 * GiB), "nfs", "", "nfs", "user", True, {})
+    x.pool.set_default_SR(x.pool.get_all()[0], shared)
+    a = make_driver(pool.urls[0], host="agent-a")
+    b = make_driver(pool.urls[1], host="agent-b")
+    inst = make_instance()
+    a.spawn(op_for(inst, "spawn"), inst)
+    a.power_off(op_for(inst, "power_off"), inst, clean=False)
+    ref, rec = _vm(x, inst["uuid"])
+    vdis = {x.VBD.get_VDI(v) for v in rec["VBDs"]}
+    assert a.cold_migrate(op_for(inst, "cold_migrate"), inst,
+                          b.prepare_live_migration(inst)) == ref
+    _, rec = _vm(x, inst["uuid"])
+    assert rec["affinity"] == h2 and {x.VBD.get_VDI(v) for v in rec["VBDs"]} == vdis
+    b.adopt_instance(inst)
+    assert b.get_info(inst).extra["on_this_host"] is True
+    assert a.get_info(inst).extra["on_this_host"] is False
