@@ -139,6 +139,19 @@ class NoValidHost(ComputeAgentError):
     msg_fmt = "No live compute host can take the request: {0}"
 
 
+class ResizeDiskTooSmall(ComputeAgentError):
+    """A resize may only grow the root disk. params: uuid, current root_gb,
+    requested root_gb."""
+
+    code = "RESIZE_DISK_TOO_SMALL"
+    msg_fmt = "Instance {0}: the root disk ({1} GB) cannot shrink to {2} GB"
+
+
+class FlavorUnchanged(ComputeAgentError):
+    """A resize to the flavor the instance has. params: uuid."""
+
+    code = "FLAVOR_UNCHANGED"
+    msg_fmt = "Instance {0} already has this flavor"
 class ConsoleNotAvailable(ComputeAgentError):
     """params: instance uuid, its power state (or why)."""
 

@@ -21,10 +21,15 @@ State transitions (task_state is None in every stable state):
 
   build      (new)            -> building/spawning      -> active | error
   start      stopped          -> powering_on            -> active
-  stop       active|error|rescued -> powering_off       -> stopped
+  stop       active|error     -> powering_off           -> stopped
   reboot     active (SOFT), active|stopped|error (HARD)
                               -> rebooting[_hard]       -> active
   terminate  any but deleted  -> deleting               -> deleted (row kept)
+
+RPC 1.2 adds pause/unpause, suspend/resume, rescue/unrescue and resize with
+its confirm and revert (their states: compute/lifecycle.py), and the
+queries get_instance_actions and list_instances' filters and paging
+(compute/queries.py).
 
 On a failed start/stop/reboot the instance settles into what the hypervisor
 shows (running -> active, halted -> stopped, otherwise error); a failed
@@ -40,11 +45,12 @@ from typing import Any
 
 from compute_agent import exceptions
 from compute_agent import notifications as notif
-from compute_agent.compute import states
+from compute_agent.compute import queries, states
 from compute_agent.compute.build import Builder
 from compute_agent.compute.build_slots import BuildSlots
 from compute_agent.compute.consoles import ConsoleQueries
 from compute_agent.compute.host_status import HostStatus
+from compute_agent.compute.lifecycle import Lifecycle
 from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.maintenance import HostMaintenance
 from compute_agent.compute.metrics_poll import MetricsPoll
@@ -119,9 +125,9 @@ class ComputeManager:
         self.maintenance = HostMaintenance(conf, db, driver, self.host, self.migrations)
         self.pools = PoolMembership(db, driver, self.host, self._host_status)
         self.recovery.settlers[states.MIGRATING] = self.migrations.recover
-        self.recovery.settlers[states.RESIZE_MIGRATING] = self.migrations.recover
         self.recovery.sweeps += [lambda c: self.migrations.close_finished(),
                                  self.migrations.adopt_strays]
+        self._lifecycle = Lifecycle(self._runner)
         self._consoles = ConsoleQueries(conf, db, driver, self.host)
         self.metrics = MetricsPoll(db, driver, self.host, float(conf.metrics.rrd_interval))
 
@@ -203,8 +209,14 @@ class ComputeManager:
     def get_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
         return self.db.get_instance(validate_uuid(instance_uuid))
 
-    def list_instances(self, ctxt: RequestContext) -> list[dict[str, Any]]:
-        return self.db.list_instances(host=self.host)
+    def list_instances(self, ctxt: RequestContext, vm_state: Any = None, host: Any = None,
+                       limit: Any = None, marker: Any = None) -> list[dict[str, Any]]:
+        """One page (1.2: filters and paging; queries.py)."""
+        return queries.list_instances(self.db, self.host, vm_state, host, limit, marker)
+
+    def get_instance_actions(self, ctxt: RequestContext,
+                             instance_uuid: Any) -> list[dict[str, Any]]:
+        return queries.instance_actions(self.db, instance_uuid)
 
     def get_host_status(self, ctxt: RequestContext) -> dict[str, Any]:
         status: dict[str, Any] = {
@@ -355,6 +367,36 @@ class ComputeManager:
 
                 self._peers = ComputeAPI(self.conf)
             return self._peers
+    # ------------------------------------------------------------------ RPC 1.2: lifecycle
+
+    def pause_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._lifecycle.pause(ctxt, instance_uuid)
+
+    def unpause_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._lifecycle.unpause(ctxt, instance_uuid)
+
+    def suspend_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._lifecycle.suspend(ctxt, instance_uuid)
+
+    def resume_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._lifecycle.resume(ctxt, instance_uuid)
+
+    def rescue_instance(self, ctxt: RequestContext, instance_uuid: Any,
+                        rescue_image: Any = None) -> dict[str, Any]:
+        return self._lifecycle.rescue(ctxt, instance_uuid, rescue_image)
+
+    def unrescue_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._lifecycle.unrescue(ctxt, instance_uuid)
+
+    def resize_instance(self, ctxt: RequestContext, instance_uuid: Any,
+                        flavor: Any) -> dict[str, Any]:
+        return self._lifecycle.resize(ctxt, instance_uuid, flavor)
+
+    def confirm_resize(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._lifecycle.confirm_resize(ctxt, instance_uuid)
+
+    def revert_resize(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        return self._lifecycle.revert_resize(ctxt, instance_uuid)
     # ------------------------------------------------------------------ RPC 1.5: consoles
 
     def get_vnc_console(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:

@@ -14,23 +14,47 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import sys
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+from compute_agent.cmd.client_hosts import list_hosts, open_database, pick_host  # noqa: F401
+from compute_agent.cmd.client_output import (  # noqa: F401 - part of the CLI's API
+    COLUMNS,
+    POWER_NAMES,
+    Output,
+    actions_table,
+    format_table,
+    hosts_table,
+    instance_details,
+    instances_table,
+)
 
-# The stable vm_state each request should end in.
-TARGET_STATE = {"boot": "active", "start": "active", "stop": "stopped", "reboot": "active",
-                "delete": "deleted", "live-migrate": "active",
-                "migrate": "stopped"}
-COLUMNS = ("uuid", "name", "host", "vm_state", "task_state", "power", "progress")
-POWER_NAMES = {0: "nostate", 1: "running", 3: "paused", 4: "shutdown", 6: "crashed",
-               7: "suspended"}
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+PAGE = 100  # list_instances page the CLI asks for when it reads every page
+
+# The stable vm_states each request should end in.
+TARGET_STATE: dict[str, tuple[str, ...]] = {
+    "boot": ("active",), "start": ("active",), "stop": ("stopped",), "reboot": ("active",),
+    "delete": ("deleted",), "pause": ("paused",), "unpause": ("active",),
+    "suspend": ("suspended",), "resume": ("active",), "rescue": ("rescued",),
+    "unrescue": ("active",), "resize": ("resized",),
+    "resize-confirm": ("active", "stopped"), "resize-revert": ("active", "stopped"),
+    "live-migrate": ("active",), "migrate": ("stopped",),
+}
+# command -> (ComputeAPI method, help) of the requests that take only a uuid.
+SIMPLE_REQUESTS = {
+    "pause": ("pause_instance", "pause (1.2)"),
+    "unpause": ("unpause_instance", "unpause (1.2)"),
+    "suspend": ("suspend_instance", "suspend to disk (1.2)"),
+    "resume": ("resume_instance", "resume a suspended instance (1.2)"),
+    "unrescue": ("unrescue_instance", "leave rescue (1.2)"),
+    "resize-confirm": ("confirm_resize", "make a resize final (1.2)"),
+    "resize-revert": ("revert_resize", "undo a resize (1.2)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="agent host (default: the live host with most free memory)")
     _add_wait(boot)
 
-    sub.add_parser("list", help="list instances").add_argument(
-        "--host", default=None, help="one host (default: every live host)")
+    lister = sub.add_parser("list", help="list instances")
+    lister.add_argument("--host", default=None, help="one host (default: every live host)")
+    lister.add_argument("--vm-state", default=None, help="only instances in this vm_state")
+    lister.add_argument("--limit", type=int, default=None,
+                        help="one page of at most this many (default: every page)")
+    lister.add_argument("--marker", default=None,
+                        help="the page after this instance uuid (with --limit)")
 
     for name, help_text in (("show", "show one instance"), ("start", "power on"),
                             ("stop", "power off"), ("reboot", "reboot"),
@@ -114,6 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--username", default="root")
     leave = sub.add_parser("pool-leave", help="eject a host from its pool")
     leave.add_argument("host")
+    for name, (_, help_text) in SIMPLE_REQUESTS.items():
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("uuid")
+        cmd.add_argument("--host", default=None, help="agent host (default: asked)")
+        _add_wait(cmd)
+    rescue = sub.add_parser("rescue", help="boot a rescue VM with the root disk attached (1.2)")
+    rescue.add_argument("uuid")
+    rescue.add_argument("--host", default=None, help="agent host (default: asked)")
+    rescue.add_argument("--image-id", default=None)
+    rescue.add_argument("--image-url", default=None,
+                        help="rescue image (until images are supported: a blank disk)")
+    rescue.add_argument("--disk-format", default=None)
+    _add_wait(rescue)
+    resize = sub.add_parser("resize", help="new vCPUs, memory, a bigger root disk (1.2)")
+    resize.add_argument("uuid")
+    resize.add_argument("--host", default=None, help="agent host (default: asked)")
+    resize.add_argument("--vcpus", type=int, required=True)
+    resize.add_argument("--memory-mb", type=int, required=True)
+    resize.add_argument("--root-gb", type=int, required=True)
+    _add_wait(resize)
+    actions = sub.add_parser("actions", help="what happened to an instance (1.2)")
+    actions.add_argument("uuid")
+    actions.add_argument("--host", default=None, help="agent host (default: any)")
     for name, help_text in (("console", "a one-time noVNC URL for the instance's console"),
                             ("console-log", "the end of the instance's console log"),
                             ("diagnostics", "the instance's latest CPU, memory, disk and "
@@ -138,109 +190,6 @@ def _add_wait(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--poll-interval", type=float, default=0.5)
 
 
-# --------------------------------------------------------------------------- output
-
-class Output:
-    def __init__(self, as_json: bool, out: TextIO, err: TextIO):
-        self.as_json = as_json
-        self.out = out
-        self.err = err
-
-    def data(self, value: Any, table: Callable[[Any], str] | None = None) -> None:
-        if self.as_json or table is None:
-            print(json.dumps(value, indent=2, sort_keys=True), file=self.out)
-        else:
-            print(table(value), file=self.out)
-
-    def progress(self, line: str) -> None:
-        # Progress goes to stderr under --json so stdout stays one document.
-        print(line, file=self.err if self.as_json else self.out, flush=True)
-
-    def error(self, exc: Any) -> None:
-        if self.as_json:
-            print(json.dumps({"error": exc.to_dict()}), file=self.out)
-        print(f"ERROR {exc.code} {exc.params}: {exc.message}", file=self.err)
-
-
-def _row(inst: dict[str, Any]) -> list[str]:
-    return [inst["uuid"], inst["name"], inst.get("host") or "-", inst["vm_state"],
-            inst["task_state"] or "-", POWER_NAMES.get(inst["power_state"], "?"),
-            f"{inst['progress']}%"]
-
-
-def format_table(header: Sequence[str], rows: list[list[str]]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def instances_table(instances: list[dict[str, Any]]) -> str:
-    return format_table(COLUMNS, [_row(i) for i in instances])
-
-
-def instance_details(inst: dict[str, Any]) -> str:
-    lines = []
-    for key in ("uuid", "name", "host", "vm_state", "task_state", "power_state", "progress",
-                "created_at", "updated_at", "launched_at"):
-        value = inst.get(key)
-        if key == "power_state":
-            value = f"{value} ({POWER_NAMES.get(value, '?')})"
-        lines.append(f"{key:12} {value if value is not None else '-'}")
-    lines.append(f"{'flavor':12} {json.dumps(inst.get('flavor'), sort_keys=True)}")
-    lines.append(f"{'image':12} {json.dumps(inst.get('image'), sort_keys=True)}")
-    fault = inst.get("fault")
-    lines.append(f"{'fault':12} " + (f"{fault['code']} {fault['params']}: {fault['message']}"
-                                     if fault else "-"))
-    return "\n".join(lines)
-
-
-def hosts_table(hosts: list[dict[str, Any]]) -> str:
-    header = ("host", "state", "vcpus", "memory_mb", "free_mb", "disk_gb", "vms", "heartbeat")
-    rows = [[h["host"], "up" if h["alive"] else "down",
-             f"{h.get('vcpus_used', 0)}/{h.get('vcpus', 0)}",
-             f"{h.get('memory_mb_used', 0)}/{h.get('memory_mb', 0)}",
-             str(h.get("free_memory_mb", 0)),
-             f"{h.get('local_gb_used', 0)}/{h.get('local_gb', 0)}",
-             str(h.get("running_vms", 0)), h.get("heartbeat") or "-"] for h in hosts]
-    return format_table(header, rows)
-
-
-# --------------------------------------------------------------------------- scheduling
-
-def list_hosts(conf: Any, db: Any | None = None) -> list[dict[str, Any]]:
-    """Compute nodes merged with their compute-agent service record."""
-    from compute_agent.compute.host_status import SERVICE_BINARY
-
-    db = db or _database(conf)
-    services = {s["host"]: s for s in db.list_services(conf.service_down_time)
-                if s["binary"] == SERVICE_BINARY}
-    nodes = {n["host"]: n for n in db.list_compute_nodes()}
-    hosts = []
-    for host in sorted(set(services) | set(nodes)):
-        service = services.get(host, {})
-        hosts.append({**nodes.get(host, {"host": host}),
-                      "alive": bool(service.get("alive")) and not service.get("disabled"),
-                      "heartbeat": service.get("updated_at")})
-    return hosts
-
-
-def pick_host(hosts: list[dict[str, Any]], memory_mb: int) -> str:
-    """The live host with the most free memory that fits ``memory_mb``."""
-    from compute_agent.exceptions import NoValidHost
-
-    candidates = [h for h in hosts if h["alive"] and h.get("free_memory_mb", 0) >= memory_mb]
-    if not candidates:
-        raise NoValidHost(f"no live host has {memory_mb} MB free")
-    return max(candidates, key=lambda h: (h["free_memory_mb"], h["host"]))["host"]
-
-
-def _database(conf: Any) -> Any:
-    from compute_agent.db.api import Database
-
-    return Database.from_conf(conf)
-
-
 # --------------------------------------------------------------------------- commands
 
 class Client:
@@ -253,10 +202,12 @@ class Client:
     @property
     def db(self) -> Any:
         if self._db is None:
-            self._db = _database(self.conf)
+            self._db = open_database(self.conf)
         return self._db
 
     def run(self, args: argparse.Namespace) -> int:
+        if args.command in SIMPLE_REQUESTS:
+            return self._simple(args)
         return getattr(self, f"cmd_{args.command.replace('-', '_')}")(args)
 
     def cmd_boot(self, args: argparse.Namespace) -> int:
@@ -281,9 +232,34 @@ class Client:
             hosts = [h["host"] for h in list_hosts(self.conf, self.db) if h["alive"]]
         instances: list[dict[str, Any]] = []
         for host in hosts:
-            instances.extend(self.api.list_instances(host))
+            instances.extend(self._list(host, args))
         self.out.data(instances, instances_table)
         return EXIT_OK
+
+    def _list(self, host: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+        """One page with --limit; otherwise every page."""
+        if args.limit is not None:
+            return self.api.list_instances(host, vm_state=args.vm_state, limit=args.limit,
+                                           marker=args.marker)
+        return self._all_pages(host, args.vm_state, args.marker)
+
+    def _all_pages(self, host: str, vm_state: str | None,
+                   marker: str | None = None) -> list[dict[str, Any]]:
+        from compute_agent.exceptions import ComputeAgentError
+
+        found: list[dict[str, Any]] = []
+        while True:
+            try:
+                page = self.api.list_instances(host, vm_state=vm_state, limit=PAGE,
+                                               marker=marker)
+            except ComputeAgentError as exc:
+                if exc.code != "UNSUPPORTED_VERSION" or vm_state or marker or found:
+                    raise
+                return self.api.list_instances(host)  # an agent older than 1.2: no paging
+            found.extend(page)
+            if len(page) < PAGE:
+                return found
+            marker = page[-1]["uuid"]
 
     def cmd_show(self, args: argparse.Namespace) -> int:
         self.out.data(self.api.get_instance(args.host, args.uuid), instance_details)
@@ -368,6 +344,30 @@ class Client:
 
     def cmd_pool_leave(self, args: argparse.Namespace) -> int:
         self.out.data(self.api.leave_pool(args.host, timeout=120))
+    def cmd_rescue(self, args: argparse.Namespace) -> int:
+        host = self._host_of(args)
+        image = None
+        if args.image_url or args.image_id:
+            image = {"id": args.image_id, "url": args.image_url,
+                     "disk_format": args.disk_format}
+        return self._after(args, "rescue", host, self.api.rescue_instance(
+            host, args.uuid, image, confirm=True))
+
+    def cmd_resize(self, args: argparse.Namespace) -> int:
+        host = self._host_of(args)
+        flavor = {"vcpus": args.vcpus, "memory_mb": args.memory_mb, "root_gb": args.root_gb}
+        return self._after(args, "resize", host, self.api.resize_instance(
+            host, args.uuid, flavor, confirm=True))
+
+    def cmd_actions(self, args: argparse.Namespace) -> int:
+        self.out.data(self.api.get_instance_actions(args.host, args.uuid), actions_table)
+        return EXIT_OK
+
+    def _simple(self, args: argparse.Namespace) -> int:
+        host = self._host_of(args)
+        method = getattr(self.api, SIMPLE_REQUESTS[args.command][0])
+        return self._after(args, args.command, host, method(host, args.uuid, confirm=True))
+
     def cmd_console(self, args: argparse.Namespace) -> int:
         console = self.api.get_vnc_console(self._host_of(args), args.uuid)
         self.out.data(console, lambda c: f"{c['url']}\n(usable once, until {c['expires_at']})")
@@ -415,24 +415,19 @@ class Client:
     def _wait(self, args: argparse.Namespace, request: str, host: str,
               inst: dict[str, Any]) -> int:
         deadline = time.monotonic() + args.wait_timeout
-        last = None
-        while True:
-            shown = (inst["vm_state"], inst["task_state"], inst["power_state"], inst["progress"])
-            if shown != last:
-                self.out.progress(
-                    f"{inst['uuid']}  {inst['vm_state']:9} {inst['task_state'] or '-':15} "
-                    f"{POWER_NAMES.get(inst['power_state'], '?'):9} {inst['progress']:3}%")
-                last = shown
-            if inst["task_state"] is None and not (request == "boot"
-                                                   and inst["vm_state"] == "building"):
-                break
-            if time.monotonic() > deadline:
-                self.out.progress(f"timed out after {args.wait_timeout:.0f} s")
-                return EXIT_TIMEOUT
-            time.sleep(args.poll_interval)
-            inst = self.api.get_instance(host, inst["uuid"])
+        with self.out.follower(request) as follow:
+            while True:
+                follow.show(inst)
+                if inst["task_state"] is None and not (request == "boot"
+                                                       and inst["vm_state"] == "building"):
+                    break
+                if time.monotonic() > deadline:
+                    follow.note(f"timed out after {args.wait_timeout:.0f} s")
+                    return EXIT_TIMEOUT
+                time.sleep(args.poll_interval)
+                inst = self.api.get_instance(host, inst["uuid"])
         self.out.data(inst, instance_details)
-        if inst["vm_state"] != TARGET_STATE[request]:
+        if inst["vm_state"] not in TARGET_STATE[request]:
             fault = inst.get("fault") or {}
             self.out.progress(f"ERROR {request} ended in vm_state {inst['vm_state']}: "
                               f"{fault.get('code')} {fault.get('params')} {fault.get('message')}")
@@ -462,10 +457,12 @@ def load_conf(config_files: list[str]) -> Any:
 
 
 def main(argv: Sequence[str] | None = None, conf: Any = None, api: Any = None,
-         out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Entry point; tests hand in ``conf`` and ``api`` (e.g. on fake://)."""
+         out: TextIO | None = None, err: TextIO | None = None,
+         terminal: bool | None = None) -> int:
+    """Entry point; tests hand in ``conf`` and ``api`` (e.g. on fake://) and
+    may say whether ``out`` is a terminal (``terminal``)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    output = Output(args.json, out or sys.stdout, err or sys.stderr)
+    output = Output(args.json, out or sys.stdout, err or sys.stderr, force_terminal=terminal)
 
     from compute_agent.process import concurrency
 

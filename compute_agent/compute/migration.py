@@ -33,13 +33,14 @@ from typing import Any
 
 from compute_agent import exceptions
 from compute_agent import notifications as notif
-from compute_agent.compute import migration_rules, states
-from compute_agent.compute.requests import driver_view
+from compute_agent.compute import migration_rules, recovery_rules, states
+from compute_agent.compute.requests import REQUESTS, driver_view, timeout_of
 from compute_agent.compute.runner import NotSupported, RequestRunner
 from compute_agent.compute.validation import validate_uuid
 from compute_agent.context import RequestContext, new_context
 from compute_agent.db import instance_migrations as im
 from compute_agent.driver import power_state
+from compute_agent.driver import task_status as ts
 from compute_agent.driver.base import ComputeDriver
 
 LOG = logging.getLogger(__name__)
@@ -67,9 +68,11 @@ class Kind:
 
 LIVE = Kind("live_migrate", "live", states.MIGRATING, states.ACTIVE, power_state.RUNNING,
             "live_migrate_instance")
-COLD = Kind("migrate", "cold", states.RESIZE_MIGRATING, states.STOPPED, power_state.SHUTDOWN,
+COLD = Kind("migrate", "cold", states.MIGRATING, states.STOPPED, power_state.SHUTDOWN,
             "migrate_instance")
-BY_TASK_STATE = {k.task_state: k for k in (LIVE, COLD)}
+BY_RECORD = {k.record: k for k in (LIVE, COLD)}
+# the instance action each kind records (requests.REQUESTS) -> the kind
+BY_ACTION = {"live-migration": LIVE, "migrate": COLD}
 # kept for callers that name the live request
 REQUEST = LIVE.request
 
@@ -241,7 +244,7 @@ class LiveMigrations:
         inst = self.db.get_instance(uuid, internal=True)
         if inst["host"] == self.host:
             raise MigrationRefused(uuid, self.host, "it is on this host already")
-        if inst["task_state"] not in BY_TASK_STATE:
+        if inst["task_state"] != states.MIGRATING:
             raise MigrationRefused(uuid, self.host, f"it is not migrating ({inst['task_state']})")
         LOG.info("Preparing to receive instance %s from %s", uuid, inst["host"])
         return self.driver.prepare_live_migration(driver_view(inst))
@@ -259,25 +262,58 @@ class LiveMigrations:
     # -- recovery -----------------------------------------------------------------------------
     def recover(self, ctxt: RequestContext, inst: dict[str, Any]) -> str | None:
         """Settle an instance an earlier run left ``migrating`` on this
-        (source) host, its tracked tasks already waited for. Returns the
-        vm_state it ended in, None when it was left alone."""
+        (source) host, its tracked tasks already waited for; returns the
+        vm_state it ended in (None: it changed meanwhile, left alone)."""
         uuid = inst["uuid"]
         row = self.records.active_for(uuid)
-        if row is None or row["source_host"] != self.host:
-            return None  # never got as far as asking anyone: the plain rules apply
-        dest_host = row["dest_host"]
-        if row.get("request_id"):
-            ctxt = new_context(request_id=row["request_id"], instance_uuid=uuid)
-        facts, answer = self._facts(ctxt, uuid, dest_host, asked=row["status"] == im.MIGRATING)
-        outcome = migration_rules.where(facts)
-        LOG.warning("Recovering live migration of %s to %s: %s", uuid, dest_host, outcome)
-        if outcome == migration_rules.MOVED:
-            kind = BY_TASK_STATE.get(inst["task_state"], LIVE)
-            self._finish(ctxt, uuid, row["id"], dest_host, answer, kind)
-            return kind.vm_state
-        self._abort_dest(ctxt, uuid, dest_host)
-        self._close(row["id"], im.FAILED, ["OPERATION_INTERRUPTED", uuid, states.MIGRATING])
-        return None  # the plain rules settle it where it runs, with the fault
+        if row is not None and row["source_host"] != self.host:
+            row = None
+        request_id = row["request_id"] if row and row.get("request_id") else \
+            self._unfinished_request(uuid)
+        if request_id:
+            ctxt = new_context(request_id=request_id, instance_uuid=uuid)
+        kind = BY_RECORD.get(row["kind"]) if row else self._kind_of(uuid)
+        kind = kind or LIVE
+        if row is not None:
+            dest_host = row["dest_host"]
+            facts, answer = self._facts(ctxt, uuid, dest_host,
+                                        asked=row["status"] == im.MIGRATING)
+            outcome = migration_rules.where(facts)
+            LOG.warning("Recovering the %s migration of %s to %s: %s", kind.record, uuid,
+                        dest_host, outcome)
+            if outcome == migration_rules.MOVED:
+                self._finish(ctxt, uuid, row["id"], dest_host, answer, kind)
+                return kind.vm_state
+            self._abort_dest(ctxt, uuid, dest_host)
+        # It stayed (or never got as far as asking anyone): settled where it
+        # is, with why the migration did not happen.
+        error = self._why(uuid, request_id, kind)
+        if row is not None:
+            self._close(row["id"], im.FAILED, [error.code, *error.params])
+        self.runner.outcomes.fail(ctxt, uuid, kind.request, error,
+                                  settle=self.runner.settler(kind.request))
+        return self.db.get_instance(uuid)["vm_state"]
+
+    def _unfinished_request(self, uuid: str) -> str | None:
+        for action in reversed(self.db.list_actions(uuid)):
+            if action.get("result") is None:
+                return action["request_id"]
+        return None
+
+    def _kind_of(self, uuid: str) -> Kind | None:
+        for action in reversed(self.db.list_actions(uuid)):
+            if action.get("result") is None:
+                return BY_ACTION.get(action["action"])
+        return None
+
+    def _why(self, uuid: str, request_id: str | None,
+             kind: Kind) -> exceptions.ComputeAgentError:
+        """From how the request's dom0 tasks ended (recovery's rule)."""
+        outcomes = [ts.TaskState(r["status"], error=r.get("error") or None)
+                    for r in self.db.list_tracked_tasks(status=None, instance_uuid=uuid)
+                    if request_id is None or r.get("request_id") == request_id]
+        return recovery_rules.cause(uuid, states.MIGRATING, kind.request, outcomes,
+                                    timeout_of(self.conf, REQUESTS[kind.request].driver_op))
 
     def close_finished(self) -> None:
         """Migration rows whose instance already moved (the agent died

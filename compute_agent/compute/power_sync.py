@@ -20,7 +20,7 @@ hypervisor reports:
 power state      vm_state before                        after       fault
 ===============  =====================================  ==========  ==========================
 running          stopped, error, paused, suspended      active
-shutdown         active, paused, suspended, rescued     stopped
+shutdown         active, paused, suspended              stopped
 crashed          any but error                          error       GUEST_CRASHED [uuid, reason]
 paused           active                                 paused
 suspended        active, paused                         suspended
@@ -63,8 +63,9 @@ MARKER_KEY = "last_shutdown_time"
 RULES: dict[int, tuple[tuple[str, ...], str]] = {
     power_state.RUNNING: ((states.STOPPED, states.ERROR, states.PAUSED, states.SUSPENDED),
                           states.ACTIVE),
-    power_state.SHUTDOWN: ((states.ACTIVE, states.PAUSED, states.SUSPENDED, states.RESCUED),
-                           states.STOPPED),
+    # Not rescued: the power state of a rescued instance is its rescue VM's,
+    # and a rescue VM that went down is still a rescue to undo (unrescue).
+    power_state.SHUTDOWN: ((states.ACTIVE, states.PAUSED, states.SUSPENDED), states.STOPPED),
     power_state.CRASHED: ((states.ACTIVE, states.STOPPED, states.PAUSED, states.SUSPENDED,
                            states.RESCUED, states.RESIZED), states.ERROR),
     power_state.PAUSED: ((states.ACTIVE,), states.PAUSED),

@@ -43,6 +43,7 @@ from compute_agent import exceptions
 from compute_agent import notifications as notif
 from compute_agent.compute import states
 from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.recovery_redo import driver_op_of, redo
 from compute_agent.compute.recovery_rules import KINDS, Decision, cause, decide
 from compute_agent.compute.requests import Request, driver_view, timeout_of
 from compute_agent.context import RequestContext, new_context
@@ -306,17 +307,23 @@ class Recovery:
         rctxt = new_context(request_id=request_id, instance_uuid=uuid) if request_id else \
             ctxt.for_instance(uuid)
         try:
+            # Complete or roll back what settling from the power state
+            # alone cannot (rescue, resize: recovery_redo.py), then look.
+            redo_name = driver_op_of(kind) or op_name
+            redone = redo(self.driver, kind, Operation(
+                uuid, redo_name, request_id or rctxt.request_id,
+                timeout=timeout_of(self.conf, redo_name)), driver_view(inst))
             info = self._info(inst)
         except exceptions.HypervisorUnavailable as exc:
             LOG.warning("Cannot settle %s now (%s); will retry after reconnect", uuid,
                         exc.message)
             return None
         succeeded = bool(outcomes) and all(o.status == ts.SUCCESS for o in outcomes)
-        decision = decide(task_state, info, succeeded)
+        decision = decide(task_state, info, succeeded, redone.outcome)
         error: exceptions.ComputeAgentError | None = None
         if not decision.finished:
             timeout = timeout_of(self.conf, op_name)
-            error = cause(uuid, task_state, op_name, outcomes, timeout)
+            error = redone.error or cause(uuid, task_state, op_name, outcomes, timeout)
         if decision.destroy:
             op = Operation(uuid, "destroy", request_id or rctxt.request_id,
                            timeout=timeout_of(self.conf, "destroy"))
@@ -333,7 +340,8 @@ class Recovery:
                     decision.power = power_state.NOSTATE
                 except exceptions.ComputeAgentError:
                     pass
-        values: dict[str, Any] = {"vm_state": decision.vm_state, "task_state": None}
+        values: dict[str, Any] = {**redone.values, "vm_state": decision.vm_state,
+                                  "task_state": None}
         if decision.power is not None:
             values["power_state"] = decision.power
         if decision.vm_state in (states.DELETED,) or decision.power == power_state.NOSTATE:

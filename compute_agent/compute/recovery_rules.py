@@ -48,10 +48,27 @@ class Decision:
     destroy: bool = False
 
 
-def decide(task_state: str, info: InstanceInfo | None, tasks_succeeded: bool) -> Decision:
+# task_state -> the power state that shows the operation took effect.
+TARGET_POWER: dict[str, int] = {
+    states.PAUSING: power_state.PAUSED,
+    states.UNPAUSING: power_state.RUNNING,
+    states.SUSPENDING: power_state.SUSPENDED,
+    states.RESUMING: power_state.RUNNING,
+}
+
+# What recovery's own driver call (requests.Request.on_interrupt) came to.
+COMPLETED, ROLLED_BACK, REDO_FAILED = "completed", "rolled_back", "failed"
+
+
+def decide(task_state: str, info: InstanceInfo | None, tasks_succeeded: bool,
+           redo: str | None = None) -> Decision:
     """The settling rule for an instance left in ``task_state``, given the
-    VM's info (None: no VM) and whether it had tasks that all succeeded."""
+    VM's info (None: no VM), whether it had tasks that all succeeded and,
+    for a request recovery completes or rolls back, how that went
+    (``redo``: COMPLETED, ROLLED_BACK or REDO_FAILED)."""
     power = info.power_state if info is not None else None
+    if redo is not None and task_state != states.DELETING:
+        return _after_redo(task_state, info, redo)
     if task_state == states.DELETING:
         return Decision(states.DELETED, power_state.NOSTATE, True, destroy=True)
     if task_state == states.SPAWNING:
@@ -68,11 +85,26 @@ def decide(task_state: str, info: InstanceInfo | None, tasks_succeeded: bool) ->
         if power in (power_state.SHUTDOWN, power_state.CRASHED):
             return Decision(states.STOPPED, power, True)
         return Decision(settled, power, False)
+    if task_state in TARGET_POWER:
+        return Decision(settled, power, power == TARGET_POWER[task_state])
     if task_state in (states.REBOOTING, states.REBOOTING_HARD):
         # A running VM is what a reboot ends in, but also where it started:
         # only tasks that all succeeded show the reboot happened.
         return Decision(settled, power, power == power_state.RUNNING and tasks_succeeded)
     return Decision(settled, power, False)
+
+
+def _after_redo(task_state: str, info: InstanceInfo | None, redo: str) -> Decision:
+    if info is None:
+        return Decision(states.ERROR, power_state.NOSTATE, False)
+    power = info.power_state
+    settled = SETTLED_VM_STATE.get(power, states.ERROR)
+    if redo == COMPLETED:
+        kind = KINDS.get(task_state)
+        return Decision((kind.settles_to if kind else None) or settled, power, True)
+    if redo == ROLLED_BACK:
+        return Decision(settled, power, False)
+    return Decision(states.ERROR, power, False)
 
 
 def cause(uuid: str, task_state: str, op_name: str, outcomes: list[ts.TaskState],

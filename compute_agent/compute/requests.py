@@ -3,7 +3,14 @@
 A row says what the request is called in the records it leaves (action and
 event), which driver operation it calls and which [tasks] option bounds it,
 the task_state it holds while it runs, the rule of states.ALLOWED_FROM that
-says where it may start, and the vm_state it settles into when it succeeds.
+says where it may start, the vm_state it settles into when it succeeds, and
+what recovery does when an earlier run left it half done (``on_interrupt``):
+
+- ``settle``    settle from the power state dom0 shows (recovery_rules.decide);
+- ``complete``  call the driver operation again (it is idempotent) and
+                record the request as finished;
+- ``roll_back`` call the driver operation ``undo_op`` (idempotent), which puts
+                back what the request changed, and record it as interrupted.
 
 Two consumers share it instead of keeping it twice: the manager (runner.py,
 which runs requests) and recovery (recovery_rules.py, which settles those an
@@ -38,6 +45,11 @@ class Request:
     task_state: str
     rule: str
     settles_to: str | None
+    on_interrupt: str = "settle"
+    undo_op: str | None = None
+
+
+SETTLE, COMPLETE, ROLL_BACK = "settle", "complete", "roll_back"
 
 
 REQUESTS: dict[str, Request] = {
@@ -54,15 +66,35 @@ REQUESTS: dict[str, Request] = {
                 states.REBOOTING, "reboot_soft", states.ACTIVE),
         Request("terminate", "delete", "compute_terminate_instance", "destroy",
                 "destroy_timeout", states.DELETING, "terminate", states.DELETED),
-        # Issue 12 (RPC 1.6): the source agent's side of a live migration
-        # (compute/migration.py runs it; the destination has no row).
+        # RPC 1.2 (issue 8): pause, suspend, rescue, resize.
+        Request("pause", "pause", "compute_pause_instance", "pause", "power_timeout",
+                states.PAUSING, "pause", states.PAUSED),
+        Request("unpause", "unpause", "compute_unpause_instance", "unpause", "power_timeout",
+                states.UNPAUSING, "unpause", states.ACTIVE),
+        Request("suspend", "suspend", "compute_suspend_instance", "suspend", "suspend_timeout",
+                states.SUSPENDING, "suspend", states.SUSPENDED),
+        Request("resume", "resume", "compute_resume_instance", "resume", "suspend_timeout",
+                states.RESUMING, "resume", states.ACTIVE),
+        Request("rescue", "rescue", "compute_rescue_instance", "rescue", "rescue_timeout",
+                states.RESCUING, "rescue", states.RESCUED, ROLL_BACK, "unrescue"),
+        Request("unrescue", "unrescue", "compute_unrescue_instance", "unrescue",
+                "rescue_timeout", states.UNRESCUING, "unrescue", states.ACTIVE, COMPLETE),
+        Request("resize", "resize", "compute_resize_instance", "resize", "resize_timeout",
+                states.RESIZE_MIGRATING, "resize", states.RESIZED, ROLL_BACK, "revert_resize"),
+        Request("confirm_resize", "confirmResize", "compute_confirm_resize", "confirm_resize",
+                "resize_timeout", states.RESIZE_CONFIRMING, "confirm_resize", None, COMPLETE),
+        Request("revert_resize", "revertResize", "compute_revert_resize", "revert_resize",
+                "resize_timeout", states.RESIZE_REVERTING, "revert_resize", None, COMPLETE),
+        # RPC 1.6 (issue 12): the source agent's side of a cold and of a live
+        # migration (compute/migration.py runs them and settles them after a
+        # crash; the destination has no row). Both hold task_state migrating
+        # (resize_migrating is the resize's); live last, so that recovery's
+        # plain rules name it for an instance of neither kind.
+        Request("migrate", "migrate", "compute_migrate_instance", "cold_migrate",
+                "cold_migration_timeout", states.MIGRATING, "migrate", states.STOPPED),
         Request("live_migrate", "live-migration", "compute_live_migrate_instance",
                 "live_migrate", "live_migration_timeout", states.MIGRATING, "live_migrate",
                 states.ACTIVE),
-        # A cold migration: the stopped instance's VM and disks move; it stays
-        # stopped at the destination.
-        Request("migrate", "migrate", "compute_migrate_instance", "cold_migrate",
-                "cold_migration_timeout", states.RESIZE_MIGRATING, "migrate", states.STOPPED),
     )
 }
 

@@ -36,8 +36,17 @@ from compute_agent.driver import power_state
 from compute_agent.driver.base import ComputeDriver
 from compute_agent.driver.base import Operation as DriverOperation
 
-# What a request does in the driver: call(operation, instance view).
-DriverCall = Callable[[DriverOperation, dict], None]
+# What a request does in the driver: call(operation, instance view); what it
+# returns (a dict or None) is written into the instance with the settled state
+# (a revert_resize gives back the flavor it restored).
+DriverCall = Callable[[DriverOperation, dict], dict | None]
+
+
+# A failed unrescue (its rescue VM still there), confirm or revert of a resize
+# leaves the instance in the state it started from, so it can be retried.
+RETRY_FROM: dict[str, str] = {"unrescue": states.RESCUED,
+                              "confirm_resize": states.RESIZED,
+                              "revert_resize": states.RESIZED}
 
 
 class ServiceStopping(exceptions.ComputeAgentError):
@@ -78,12 +87,16 @@ class RequestRunner:
     def accept(self, ctxt: RequestContext, instance_uuid: Any, request: str,
                call: DriverCall | None, *, rule: str | None = None,
                task_state: str | None = None,
+               check: Callable[[dict[str, Any]], None] | None = None,
                run: Callable[..., None] | None = None) -> dict[str, Any]:
         """Accept ``request`` on the instance and run ``call`` in a worker
         thread. ``rule`` and ``task_state`` override the request's row (a
-        HARD reboot). ``run(ctxt, uuid, request, task_state, call)`` replaces
-        the plain run for a request with steps of its own (a live migration
-        that involves another agent). Returns the instance as accepted."""
+        HARD reboot); ``check(instance)``, called under the instance's lock
+        once its states allow the request, may refuse it by raising a
+        ComputeAgentError (a resize that would shrink the disk).
+        ``run(ctxt, uuid, request, task_state, call)`` replaces the plain run
+        for a request with steps of its own (a migration, which involves
+        another agent). Returns the instance as accepted."""
         row = REQUESTS[request]
         rule = rule or row.rule
         task_state = task_state or row.task_state
@@ -97,6 +110,8 @@ class RequestRunner:
             try:
                 inst = self.db.get_instance(uuid, internal=True)
                 self.check_can_start(inst, rule)
+                if check is not None:
+                    check(inst)
                 self.workers.claim(uuid)
                 try:
                     updated = self.db.update_instance(
@@ -149,12 +164,13 @@ class RequestRunner:
         deleting = row.settles_to == states.DELETED
         try:
             inst = self.db.get_instance(uuid, internal=True)
-            call(op, driver_view(inst))
-            info = None if deleting else self.driver.get_info(inst)
+            extra = call(op, driver_view(inst))
+            info = None if deleting else self.driver.get_info(
+                driver_view({**inst, "vm_state": row.settles_to or inst["vm_state"]}))
         except BaseException as exc:
             self.outcomes.fail(ctxt, uuid, request, exc, settle=self.settler(request))
             return
-        values: dict[str, Any] = {"progress": 100}
+        values: dict[str, Any] = {"progress": 100, **(extra or {})}
         if info is None:
             values.update(vm_state=row.settles_to, power_state=power_state.NOSTATE,
                           vm_ref=None)
@@ -180,6 +196,11 @@ class RequestRunner:
                 # itself may have left the VM half way (reboot).
                 vm_state = states.ERROR if request == "reboot" else inst["vm_state"]
                 return vm_state, None
+            if request in RETRY_FROM and inst["vm_state"] == RETRY_FROM[request] and (
+                    request != "unrescue" or info.extra.get("rescue_vm")):
+                # Kept where the request can be made again (each is
+                # idempotent): what it was to remove is still in dom0.
+                return inst["vm_state"], info.power_state
             return SETTLED_VM_STATE.get(info.power_state, states.ERROR), info.power_state
 
         return settle

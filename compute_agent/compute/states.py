@@ -35,11 +35,14 @@ MIGRATING = "migrating"
 RESIZE_MIGRATING = "resize_migrating"
 RESCUING = "rescuing"
 UNRESCUING = "unrescuing"
+# Added with RPC 1.2: confirming or reverting a resize is an operation too.
+RESIZE_CONFIRMING = "resize_confirming"
+RESIZE_REVERTING = "resize_reverting"
 
 TASK_STATES = (
     SPAWNING, POWERING_ON, POWERING_OFF, REBOOTING, REBOOTING_HARD, PAUSING, UNPAUSING,
     SUSPENDING, RESUMING, DELETING, IMAGE_SNAPSHOT, MIGRATING, RESIZE_MIGRATING, RESCUING,
-    UNRESCUING,
+    UNRESCUING, RESIZE_CONFIRMING, RESIZE_REVERTING,
 )
 
 # Which vm_states each request may start from. A request on an instance
@@ -48,9 +51,20 @@ TASK_STATES = (
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "build": (),  # a build creates the instance; it never starts from a state
     "start": (STOPPED,),
-    "stop": (ACTIVE, ERROR, RESCUED),
+    # Not from rescued: the rescue VM runs, the instance's own is halted
+    # already; unrescue (or terminate) is the way out of a rescue.
+    "stop": (ACTIVE, ERROR),
     "reboot_soft": (ACTIVE,),
     "reboot_hard": (ACTIVE, STOPPED, ERROR),
+    "pause": (ACTIVE,),
+    "unpause": (PAUSED,),
+    "suspend": (ACTIVE,),
+    "resume": (SUSPENDED,),
+    "rescue": (ACTIVE, STOPPED, ERROR),
+    "unrescue": (RESCUED,),
+    "resize": (ACTIVE, STOPPED),
+    "confirm_resize": (RESIZED,),
+    "revert_resize": (RESIZED,),
     "terminate": (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, RESCUED, RESIZED, ERROR),
     "live_migrate": (ACTIVE,),
     "migrate": (STOPPED,),

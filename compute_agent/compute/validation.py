@@ -1,4 +1,5 @@
-"""Validation of build_instance's ``instance`` argument.
+"""Validation of the RPC arguments: build_instance's ``instance``, a
+flavor (resize_instance), a rescue image, list_instances' filters and paging.
 
 Shared by the client API (so a caller gets INVALID_INPUT before anything is
 sent) and the manager (so a caller in another language gets the same
@@ -59,22 +60,8 @@ def validate_instance(instance: Any) -> dict[str, Any]:
     if len(name) > MAX_NAME:
         raise InvalidInput("name", f"must be at most {MAX_NAME} characters")
 
-    flavor = instance["flavor"]
-    if not isinstance(flavor, dict):
-        raise InvalidInput("flavor", "must be an object")
-    for key, minimum in FLAVOR_FIELDS.items():
-        if key not in flavor:
-            raise InvalidInput(f"flavor.{key}", "is required")
-        if not _is_int(flavor[key]):
-            raise InvalidInput(f"flavor.{key}", "must be an integer")
-        if flavor[key] < minimum:
-            raise InvalidInput(f"flavor.{key}", f"must be at least {minimum}")
-
-    image = instance["image"]
-    if not isinstance(image, dict):
-        raise InvalidInput("image", "must be an object")
-    for key in IMAGE_FIELDS:
-        _optional_str(image, key, f"image.{key}")
+    flavor = validate_flavor(instance["flavor"])
+    image = validate_image(instance["image"])
 
     networks = instance.get("networks", [])
     if networks is None:
@@ -99,8 +86,75 @@ def validate_instance(instance: Any) -> dict[str, Any]:
     return {
         "uuid": uuid,
         "name": name,
-        "flavor": {k: flavor[k] for k in FLAVOR_FIELDS},
-        "image": {k: image.get(k) for k in IMAGE_FIELDS},
+        "flavor": flavor,
+        "image": image,
         "networks": list(networks),
         "metadata": dict(metadata),
     }
+
+
+def validate_flavor(flavor: Any, field: str = "flavor") -> dict[str, int]:
+    """``{vcpus, memory_mb, root_gb}``, integers at least their minimum;
+    returned with exactly those keys."""
+    if not isinstance(flavor, dict):
+        raise InvalidInput(field, "must be an object")
+    for key in flavor:
+        if key not in FLAVOR_FIELDS:
+            raise InvalidInput(f"{field}.{key}", "is not a known field")
+    for key, minimum in FLAVOR_FIELDS.items():
+        if key not in flavor:
+            raise InvalidInput(f"{field}.{key}", "is required")
+        if not _is_int(flavor[key]):
+            raise InvalidInput(f"{field}.{key}", "must be an integer")
+        if flavor[key] < minimum:
+            raise InvalidInput(f"{field}.{key}", f"must be at least {minimum}")
+    return {k: flavor[k] for k in FLAVOR_FIELDS}
+
+
+def validate_image(image: Any, field: str = "image") -> dict[str, str | None]:
+    """``{id, url, disk_format}``, each a string or null."""
+    if not isinstance(image, dict):
+        raise InvalidInput(field, "must be an object")
+    for key in IMAGE_FIELDS:
+        _optional_str(image, key, f"{field}.{key}")
+    return {k: image.get(k) for k in IMAGE_FIELDS}
+
+
+def validate_rescue_image(image: Any) -> dict[str, str | None] | None:
+    """rescue_instance's ``rescue_image``: null (a blank rescue disk) or an
+    image object as in build_instance."""
+    if image is None:
+        return None
+    return validate_image(image, "rescue_image")
+
+
+# list_instances paging: the page a caller gets without asking, and the most
+# it may ask for.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def validate_page(limit: Any, marker: Any) -> tuple[int, str | None]:
+    """list_instances' ``limit`` (1..MAX_PAGE, default DEFAULT_PAGE) and
+    ``marker`` (the uuid of the last instance of the previous page)."""
+    if limit is None:
+        limit = DEFAULT_PAGE
+    if not _is_int(limit):
+        raise InvalidInput("limit", "must be an integer")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}")
+    if marker is not None:
+        marker = validate_uuid(marker, "marker")
+    return limit, marker
+
+
+def validate_filter(value: Any, field: str, choices: tuple[str, ...] | None = None,
+                    max_len: int = MAX_NAME) -> str | None:
+    """An optional string filter: null, or a string (one of ``choices``)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise InvalidInput(field, f"must be a string of 1 to {max_len} characters")
+    if choices is not None and value not in choices:
+        raise InvalidInput(field, f"must be one of {', '.join(choices)}")
+    return value

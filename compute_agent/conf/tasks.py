@@ -56,6 +56,27 @@ TASKS_OPTS = [
         help="Seconds destroying an instance may take.",
     ),
     cfg.IntOpt(
+        "suspend_timeout",
+        default=900,
+        min=1,
+        help="Seconds a suspend (the guest's memory written to disk) or a resume "
+        "may take.",
+    ),
+    cfg.IntOpt(
+        "rescue_timeout",
+        default=900,
+        min=1,
+        help="Seconds a rescue (halting the instance, building and booting its "
+        "rescue VM) or an unrescue may take.",
+    ),
+    cfg.IntOpt(
+        "resize_timeout",
+        default=1800,
+        min=1,
+        help="Seconds a resize (keeping a copy of the root disk, growing it, "
+        "restarting the VM), a confirm or a revert of one may take.",
+    ),
+    cfg.IntOpt(
         "live_migration_timeout",
         default=1800,
         min=1,

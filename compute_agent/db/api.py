@@ -249,16 +249,34 @@ class Database:
             return self._shape(self._instance_row(conn, uuid), internal)
 
     def list_instances(self, host: str | None = None, include_deleted: bool = False,
-                       internal: bool = False) -> list[dict[str, Any]]:
+                       internal: bool = False, vm_state: str | None = None,
+                       limit: int | None = None, marker: str | None = None
+                       ) -> list[dict[str, Any]]:
+        """Instances, oldest first (created_at, then uuid). ``vm_state``
+        filters (``deleted`` included when asked for); ``limit`` and
+        ``marker`` (the uuid of the last instance of the previous page) page
+        through them. An unknown marker is INVALID_INPUT [marker, reason]."""
         query = sa.select(_instances).order_by(_instances.c.created_at, _instances.c.uuid)
         if host is not None:
             query = query.where(_instances.c.host == host)
-        if not include_deleted:
+        if vm_state is not None:
+            query = query.where(_instances.c.vm_state == vm_state)
+        elif not include_deleted:
             query = query.where(_instances.c.vm_state != "deleted")
+        if limit is not None:
+            query = query.limit(limit)
         latest = (
             sa.select(sa.func.max(_faults.c.id)).group_by(_faults.c.instance_uuid).scalar_subquery()
         )
         with self._read() as conn:
+            if marker is not None:
+                after = conn.execute(sa.select(_instances.c.created_at, _instances.c.uuid)
+                                     .where(_instances.c.uuid == marker)).first()
+                if after is None:
+                    raise exceptions.InvalidInput("marker", "no instance has this uuid")
+                query = query.where(sa.or_(
+                    _instances.c.created_at > after[0],
+                    sa.and_(_instances.c.created_at == after[0], _instances.c.uuid > after[1])))
             rows = [dict(r) for r in conn.execute(query).mappings()]
             uuids = [r["uuid"] for r in rows]
             faults: dict[str, dict[str, Any] | None] = {}

@@ -13,7 +13,8 @@ layers without a hypervisor. Tests steer it in two ways:
   ``fake:guest_unresponsive`` = ``"true"`` so that clean shutdowns and soft
   reboots fall back to hard ones.
 
-``<op>`` is the Operation name: spawn, power_on, power_off, reboot, destroy.
+``<op>`` is the Operation name: spawn, power_on, power_off, reboot, destroy
+(and those of fake_lifecycle.py).
 The driver reports fake dom0 tasks to its TaskListener like a real one would.
 
 For recovery tests, tasks an "earlier run" left in dom0 are put in the task
@@ -43,6 +44,7 @@ from compute_agent.driver.base import (
     TaskListener,
 )
 from compute_agent.driver.fake_consoles import FakeConsoles
+from compute_agent.driver.fake_lifecycle import FakeLifecycle
 from compute_agent.driver.fake_migration import FakeMigrationMixin
 from compute_agent.driver.fake_tasks import FakeTaskRecord, FakeTaskTable
 
@@ -91,7 +93,7 @@ class Gate:
                 return
 
 
-class FakeDriver(FakeMigrationMixin, FakeConsoles, ComputeDriver):
+class FakeDriver(FakeMigrationMixin, FakeLifecycle, FakeConsoles, ComputeDriver):
     """In-memory hypervisor with knobs for failures, delays and guest events."""
 
     def __init__(
@@ -259,7 +261,7 @@ class FakeDriver(FakeMigrationMixin, FakeConsoles, ComputeDriver):
 
     def get_info(self, instance: dict[str, Any]) -> InstanceInfo:
         with self._lock:
-            return self._info(self._vm(instance["uuid"]))
+            return self.rescue_info(instance, self._info(self._vm(instance["uuid"])))
 
     def list_instance_uuids(self) -> list[str]:
         with self._lock:

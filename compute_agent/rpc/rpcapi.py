@@ -5,6 +5,11 @@ Versions:
 * 1.0 — ping, build_instance, start_instance, stop_instance, reboot_instance,
   terminate_instance, get_instance, list_instances, get_host_status.
 * 1.1 — cancel_operation.
+* 1.2 — pause_instance, unpause_instance, suspend_instance, resume_instance,
+  rescue_instance, unrescue_instance, resize_instance, confirm_resize,
+  revert_resize, get_instance_actions; list_instances takes ``vm_state``,
+  ``host``, ``limit`` and ``marker`` (without them it is a 1.0 call, and
+  1.2 agents answer it with their first page of at most 100).
 * 1.6 — live_migrate_instance, migrate_instance (casts), and the calls agents make of each
   other during one: prepare_live_migration, adopt_instance,
   abort_live_migration (cast); set_host_enabled, set_host_maintenance,
@@ -33,7 +38,12 @@ import oslo_messaging
 from oslo_config import cfg
 
 from compute_agent import context as ca_context
-from compute_agent.compute.validation import validate_instance, validate_uuid
+from compute_agent.compute.validation import (
+    validate_flavor,
+    validate_instance,
+    validate_rescue_image,
+    validate_uuid,
+)
 from compute_agent.rpc import errors, transport
 from compute_agent.rpc.serializer import JsonPayloadSerializer
 
@@ -82,9 +92,17 @@ class ComputeAPI:
         (they share the database)."""
         return self._call(ctxt, host, "get_instance", instance_uuid=instance_uuid)
 
-    def list_instances(self, host: str, ctxt: Context = None) -> list[dict]:
-        """Instances of ``host`` that are not deleted."""
-        return self._call(ctxt, host, "list_instances")
+    def list_instances(self, host: str, ctxt: Context = None, vm_state: str | None = None,
+                       instances_host: str | None = None, limit: int | None = None,
+                       marker: str | None = None) -> list[dict]:
+        """Instances of ``host`` (or of ``instances_host``, read by ``host``
+        from the shared database) that are not deleted, oldest first. 1.2:
+        only those in ``vm_state``; one page of at most ``limit`` (default
+        100, at most 1000) after the instance ``marker``."""
+        kwargs = {k: v for k, v in (("vm_state", vm_state), ("host", instances_host),
+                                    ("limit", limit), ("marker", marker)) if v is not None}
+        version = "1.2" if kwargs else self.BASE_VERSION
+        return self._call(ctxt, host, "list_instances", version=version, **kwargs)
 
     def get_host_status(self, host: str, ctxt: Context = None) -> dict:
         return self._call(ctxt, host, "get_host_status")
@@ -124,6 +142,65 @@ class ComputeAPI:
         """-> {instance_uuid, task_state, cancelled}"""
         validate_uuid(instance_uuid)
         return self._call(ctxt, host, "cancel_operation", version="1.1",
+                          instance_uuid=instance_uuid)
+
+    # ------------------------------------------------------------------ 1.2
+
+    def pause_instance(self, host: str, instance_uuid: str, ctxt: Context = None,
+                       confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "pause_instance", confirm, version="1.2",
+                          instance_uuid=instance_uuid)
+
+    def unpause_instance(self, host: str, instance_uuid: str, ctxt: Context = None,
+                         confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "unpause_instance", confirm, version="1.2",
+                          instance_uuid=instance_uuid)
+
+    def suspend_instance(self, host: str, instance_uuid: str, ctxt: Context = None,
+                         confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "suspend_instance", confirm, version="1.2",
+                          instance_uuid=instance_uuid)
+
+    def resume_instance(self, host: str, instance_uuid: str, ctxt: Context = None,
+                        confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "resume_instance", confirm, version="1.2",
+                          instance_uuid=instance_uuid)
+
+    def rescue_instance(self, host: str, instance_uuid: str,
+                        rescue_image: dict | None = None, ctxt: Context = None,
+                        confirm: bool = False) -> dict | None:
+        """``rescue_image``: {id, url, disk_format} or None (a blank rescue
+        disk; until images are supported every rescue disk is blank)."""
+        return self._cast(ctxt, host, "rescue_instance", confirm, version="1.2",
+                          instance_uuid=instance_uuid,
+                          rescue_image=validate_rescue_image(rescue_image))
+
+    def unrescue_instance(self, host: str, instance_uuid: str, ctxt: Context = None,
+                          confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "unrescue_instance", confirm, version="1.2",
+                          instance_uuid=instance_uuid)
+
+    def resize_instance(self, host: str, instance_uuid: str, flavor: dict,
+                        ctxt: Context = None, confirm: bool = False) -> dict | None:
+        """``flavor``: {vcpus, memory_mb, root_gb}, checked here first."""
+        return self._cast(ctxt, host, "resize_instance", confirm, version="1.2",
+                          instance_uuid=instance_uuid, flavor=validate_flavor(flavor))
+
+    def confirm_resize(self, host: str, instance_uuid: str, ctxt: Context = None,
+                       confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "confirm_resize", confirm, version="1.2",
+                          instance_uuid=instance_uuid)
+
+    def revert_resize(self, host: str, instance_uuid: str, ctxt: Context = None,
+                      confirm: bool = False) -> dict | None:
+        return self._cast(ctxt, host, "revert_resize", confirm, version="1.2",
+                          instance_uuid=instance_uuid)
+
+    def get_instance_actions(self, host: str | None, instance_uuid: str,
+                             ctxt: Context = None) -> list[dict]:
+        """The instance's actions, oldest first, each with its events."""
+        validate_uuid(instance_uuid)
+        return self._call(ctxt, host, "get_instance_actions", version="1.2",
                           instance_uuid=instance_uuid)
 
     # ------------------------------------------------------------------ 1.6 migration
@@ -252,6 +329,8 @@ class ComputeAPI:
         if confirm:
             return self._call(ctxt, host, method, version=version, **kwargs)
         ctxt = ctxt or ca_context.new_context()
+        if not self.client.can_send_version(version):
+            raise errors.UnsupportedVersion(method, version, self.version_cap)
         self._prepare(host, version).cast(ctxt, method, **kwargs)
         return None
 

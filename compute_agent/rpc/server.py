@@ -112,8 +112,10 @@ class ComputeEndpoint:
         return self.manager.get_instance(ctxt, instance_uuid)
 
     @_endpoint
-    def list_instances(self, ctxt: Any) -> list[dict[str, Any]]:
-        return self.manager.list_instances(ctxt)
+    def list_instances(self, ctxt: Any, vm_state: Any = None, host: Any = None,
+                       limit: Any = None, marker: Any = None) -> list[dict[str, Any]]:
+        return self.manager.list_instances(ctxt, vm_state=vm_state, host=host, limit=limit,
+                                           marker=marker)
 
     @_endpoint
     def get_host_status(self, ctxt: Any) -> dict[str, Any]:
@@ -124,6 +126,47 @@ class ComputeEndpoint:
     def cancel_operation(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.cancel_operation(ctxt, instance_uuid)
 
+    # -- 1.2: the rest of the lifecycle, what happened, paging ----------------------
+    @_endpoint
+    def pause_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.pause_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def unpause_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.unpause_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def suspend_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.suspend_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def resume_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.resume_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def rescue_instance(self, ctxt: Any, instance_uuid: Any,
+                        rescue_image: Any = None) -> dict[str, Any]:
+        return self.manager.rescue_instance(ctxt, instance_uuid, rescue_image=rescue_image)
+
+    @_endpoint
+    def unrescue_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.unrescue_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def resize_instance(self, ctxt: Any, instance_uuid: Any, flavor: Any) -> dict[str, Any]:
+        return self.manager.resize_instance(ctxt, instance_uuid, flavor=flavor)
+
+    @_endpoint
+    def confirm_resize(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.confirm_resize(ctxt, instance_uuid)
+
+    @_endpoint
+    def revert_resize(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.revert_resize(ctxt, instance_uuid)
+
+    @_endpoint
+    def get_instance_actions(self, ctxt: Any, instance_uuid: Any) -> list[dict[str, Any]]:
+        return self.manager.get_instance_actions(ctxt, instance_uuid)
     # -- 1.6 (issue 12): migration ------------------------------------------------------
     @_endpoint
     def live_migrate_instance(self, ctxt: Any, instance_uuid: Any,

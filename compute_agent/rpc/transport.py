@@ -16,8 +16,9 @@ from oslo_config import cfg
 
 from compute_agent.rpc import errors
 
-# Highest version the agent's endpoint implements (1.1 adds cancel_operation,
-# 1.5 get_vnc_console, get_console_output and get_diagnostics, 1.6 migration,
+# Highest version the agent's endpoint implements (1.1 adds cancel_operation;
+# 1.2 pause, suspend, rescue, resize, get_instance_actions, list paging;
+# 1.5 get_vnc_console, get_console_output and get_diagnostics; 1.6 migration,
 # host maintenance and pools).
 RPC_API_VERSION = "1.6"
 # Version every client method of the original contract uses.

@@ -621,7 +621,9 @@ def test_host_status(manager):
     # What the driver can do, and what the hypervisor holds for this agent.
     assert status["capabilities"] == {
         "driver": "FakeDriver",
-        "operations": ["spawn", "power_on", "power_off", "reboot", "destroy", "live_migrate"]}
+        "operations": ["spawn", "power_on", "power_off", "reboot", "destroy", "pause",
+                       "unpause", "suspend", "resume", "rescue", "unrescue", "resize",
+                       "confirm_resize", "revert_resize", "live_migrate"]}
     assert status["hypervisor_instances"] == {uuid: power_state.RUNNING}
     assert status["instances"] == {"active": 1}
     assert status["service"]["alive"] is True

@@ -22,9 +22,12 @@ from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.host_metrics import HostMetrics
 from compute_agent.driver.xenapi.migration import LiveMigrations
 from compute_agent.driver.xenapi.network import Networking
+from compute_agent.driver.xenapi.pause_suspend import PauseSuspend
 from compute_agent.driver.xenapi.polling import PollingWaiter
 from compute_agent.driver.xenapi.pool import PoolView
 from compute_agent.driver.xenapi.pool_membership import PoolMembership
+from compute_agent.driver.xenapi.rescue import Rescues
+from compute_agent.driver.xenapi.resize import Resizes
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
 from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
 from compute_agent.driver.xenapi.tasks import TaskRunner, TaskWaiter
@@ -63,6 +66,9 @@ class XenAPIDriver(ComputeDriver):
         self.pool: SessionPool | None = None
         self.runner: TaskRunner | None = None
         self.vmops: VMOps | None = None
+        self.pause_suspend: PauseSuspend | None = None
+        self.rescues: Rescues | None = None
+        self.resizes: Resizes | None = None
         self.host_info: HostInfo | None = None
         self.pool_view: PoolView | None = None
         self.migrations: LiveMigrations | None = None
@@ -104,6 +110,11 @@ class XenAPIDriver(ComputeDriver):
             cleanup_timeout=float(tasks.destroy_timeout),
             soft_reboot_timeout=float(tasks.soft_reboot_timeout),
         )
+        self.pause_suspend = PauseSuspend(self.runner, self.vmops)
+        clean, cleanup = float(tasks.clean_shutdown_timeout), float(tasks.destroy_timeout)
+        self.rescues = Rescues(self.pool, self.runner, self.vmops, storage, networking, host,
+                               clean, cleanup)
+        self.resizes = Resizes(self.pool, self.runner, self.vmops, storage, clean, cleanup)
         self.host_info = HostInfo(self.pool, storage)
         # One agent per pool host: it keeps its VMs and disks to its own host.
         self.pool_view = PoolView(self.pool, self.host_info.host_ref)
@@ -225,11 +236,55 @@ class XenAPIDriver(ComputeDriver):
     def destroy(self, op: Operation, instance: dict[str, Any]) -> None:
         runner, vmops = self._ops()
         with runner.operation(op, self._timeout(op)):
+            # A rescue VM first: it holds the root disk the VM's destroy removes.
+            self._part(self.rescues).remove(op, instance["uuid"])
             vmops.destroy(op, instance)
+
+    # -- RPC 1.2: pause, suspend, rescue, resize (pause_suspend, rescue, resize.py) ---
+    def _part(self, part: Any) -> Any:
+        self._ops()
+        return part
+
+    def _scoped(self, op: Operation, call: Any, *args: Any) -> Any:
+        runner, _ = self._ops()
+        with runner.operation(op, self._timeout(op)):
+            return call(op, *args)
+
+    def pause(self, op: Operation, instance: dict[str, Any]) -> None:
+        self._scoped(op, self._part(self.pause_suspend).change, instance, "pause")
+
+    def unpause(self, op: Operation, instance: dict[str, Any]) -> None:
+        self._scoped(op, self._part(self.pause_suspend).change, instance, "unpause")
+
+    def suspend(self, op: Operation, instance: dict[str, Any]) -> None:
+        self._scoped(op, self._part(self.pause_suspend).change, instance, "suspend")
+
+    def resume(self, op: Operation, instance: dict[str, Any]) -> None:
+        self._scoped(op, self._part(self.pause_suspend).change, instance, "resume")
+
+    def rescue(self, op: Operation, instance: dict[str, Any],
+               rescue_image: dict[str, Any] | None) -> None:
+        self._scoped(op, self._part(self.rescues).rescue, instance, rescue_image)
+
+    def unrescue(self, op: Operation, instance: dict[str, Any],
+                 restore_power: bool = False) -> None:
+        self._scoped(op, self._part(self.rescues).unrescue, instance, restore_power)
+
+    def resize(self, op: Operation, instance: dict[str, Any], flavor: dict[str, Any]) -> None:
+        self._scoped(op, self._part(self.resizes).resize, instance, flavor)
+
+    def confirm_resize(self, op: Operation, instance: dict[str, Any]) -> None:
+        self._scoped(op, self._part(self.resizes).confirm, instance)
+
+    def revert_resize(self, op: Operation, instance: dict[str, Any]) -> dict[str, Any] | None:
+        return self._scoped(op, self._part(self.resizes).revert, instance)
 
     # -- queries ---------------------------------------------------------------------
     def get_info(self, instance: dict[str, Any]) -> InstanceInfo:
-        return self._ops()[1].get_info(instance)
+        info = self._ops()[1].get_info(instance)
+        if instance.get("vm_state") == "rescued":
+            return self._part(self.rescues).info(instance, info)
+        return info
 
     def list_instance_uuids(self) -> list[str]:
         return self._ops()[1].list_instance_uuids()

@@ -171,6 +171,37 @@ class Storage:
             vdis.append(suspend)
         return vdis
 
+    def root_vdi(self, vm_ref: str) -> str | None:
+        """The VDI behind the VM's disk VBD at userdevice 0, or None."""
+        vbd = self.root_vbd(vm_ref)
+        return None if vbd is None else self.pool.call("VBD.get_VDI", vbd)
+
+    def root_vbd(self, vm_ref: str) -> str | None:
+        """The VM's disk VBD at userdevice 0 (with a VDI), or None."""
+        for vbd in self.pool.call("VM.get_VBDs", vm_ref):
+            rec = self.pool.call("VBD.get_record", vbd)
+            if rec.get("userdevice") == ROOT_USERDEVICE and rec.get("type") == "Disk" and \
+                    rec.get("VDI") not in (None, "", NULL_REF):
+                return vbd
+        return None
+
+    def disk_kind(self, vdi: str) -> str | None:
+        """Which disk of its instance the VDI is marked as (None: gone or unmarked)."""
+        try:
+            return ownership.disk_of({"other_config": self.pool.call(
+                "VDI.get_other_config", vdi)})
+        except exceptions.HypervisorError as e:
+            if e.code == "HANDLE_INVALID":
+                return None
+            raise
+
+    def mark_disk(self, vdi: str, values: dict[str, str | None]) -> None:
+        """Set (a str) or remove (None) keys of a VDI's other_config."""
+        for key, value in values.items():
+            self.pool.call("VDI.remove_from_other_config", vdi, key)
+            if value is not None:
+                self.pool.call("VDI.add_to_other_config", vdi, key, value)
+
     def marked_vdis(self, instance_uuid: str) -> list[str]:
         """VDIs marked as this instance's (left behind by an interrupted
         build or a crashed agent)."""

@@ -19,12 +19,11 @@ from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.storage import Storage
 from compute_agent.driver.xenapi.tasks import TaskRunner
-from compute_agent.driver.xenapi.vm_records import scratch_vm_record
+from compute_agent.driver.xenapi.vm_record import NULL_REF, MiB, scratch_vm_record
+
+__all__ = ["MiB", "NULL_REF", "VMOps", "instance_info", "scratch_vm_record"]
 
 LOG = logging.getLogger(__name__)
-
-MiB = 1024**2
-NULL_REF = "OpaqueRef:NULL"
 
 XAPI_POWER_STATES = {
     "Halted": power_state.SHUTDOWN,
@@ -142,7 +141,8 @@ class VMOps:
 
     @staticmethod
     def _is_instance_vm(rec: dict[str, Any], uuid: str) -> bool:
-        return ownership.instance_of(rec) == uuid and not rec.get("is_a_snapshot")
+        return (ownership.instance_of(rec) == uuid and not rec.get("is_a_snapshot")
+                and not ownership.is_rescue(rec))
 
     def require(self, instance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         found = self.lookup(instance)
@@ -225,7 +225,7 @@ class VMOps:
             # an ordinary VM.
             self.runner.run(op, "VM.provision", vm)
             self.pool.call("VM.set_is_a_template", vm, False)
-            self._apply_flavor(vm, instance["flavor"])
+            self.apply_flavor(vm, instance["flavor"])
         except BaseException:
             with self.runner.cleanup(op, self.cleanup_timeout):
                 self._destroy_vm_record(op, vm)
@@ -239,7 +239,8 @@ class VMOps:
                 return ref
         raise exceptions.HypervisorError(label, code="VM_TEMPLATE_NOT_FOUND")
 
-    def _apply_flavor(self, vm: str, flavor: dict[str, Any]) -> None:
+    def apply_flavor(self, vm: str, flavor: dict[str, Any]) -> None:
+        """The flavor's memory (all four limits) and vCPUs, on a halted VM."""
         memory = str(int(flavor["memory_mb"]) * MiB)
         self.pool.call("VM.set_memory_limits", vm, memory, memory, memory, memory)
         vcpus = int(flavor["vcpus"])
@@ -359,6 +360,14 @@ class VMOps:
             self._refs.pop(instance["uuid"], None)
         vdis += self.storage.marked_vdis(instance["uuid"])
         self.storage.destroy_vdis(op, vdis)
+
+    def halt(self, op: Operation, ref: str, rec: dict[str, Any], clean_timeout: float) -> None:
+        """Halt the VM: a clean shutdown (hard after ``clean_timeout``) if it
+        runs, a hard one if paused or suspended; a halted VM is left."""
+        self._stop(op, ref, rec, True, clean_timeout)
+
+    def destroy_vm_record(self, op: Operation, ref: str) -> None:
+        self._destroy_vm_record(op, ref)
 
     def _destroy_vm_record(
         self, op: Operation, ref: str, rec: dict[str, Any] | None = None

@@ -394,7 +394,9 @@ class TaskWatcher:
     ) -> tuple[str, InstanceInfo] | None:
         if old is None or self.on_power_change is None or self.agent_host is None:
             return None
-        if new.get("is_a_template") or new.get("is_a_snapshot"):
+        # A rescue VM speaks for its instance only through get_info (the
+        # periodic sync): its ref must never become the instance's VM.
+        if new.get("is_a_template") or new.get("is_a_snapshot") or ownership.is_rescue(new):
             return None
         if not ownership.owned_by(new, self.agent_host):
             return None

@@ -145,13 +145,40 @@ def dom0_inventory(xenapi: Any, agent_host: str) -> Inventory:
     return inv
 
 
+# Marks of a rescue VM and of the disks of a rescue and a resize
+# (compute_agent/driver/xenapi/ownership.py), spelled out on purpose.
+RESCUE_MARK = "compute_agent_rescue"
+DISK_MARK = "compute_agent_disk"
+WITH_VM = ("active", "stopped", "paused", "suspended", "rescued", "resized")
+
+
+def _split_rescue(inst: dict, vms: list[dict], vdis: list[dict]) -> tuple[list, list]:
+    """For a rescued instance: check its rescue VM (running the power state
+    the database shows, its rescue disk first, the instance's root disk
+    second) and return the instance's own VMs and disks without it."""
+    rescues = [v for v in vms if v["other_config"].get(RESCUE_MARK) == "true"]
+    own = [v for v in vms if v not in rescues]
+    if inst["vm_state"] != "rescued":
+        assert rescues == [], f"rescue VM left for {inst['vm_state']} {inst['uuid']}"
+        return own, vdis
+    assert len(rescues) == 1, f"rescued {inst['uuid']} has {len(rescues)} rescue VMs"
+    assert rescues[0]["power_state"] == XAPI_POWER[inst["power_state"]], (inst, rescues)
+    assert own and own[0]["power_state"] == "Halted", "the rescued VM is not halted"
+    rescue_disks = [d for d in vdis if d["other_config"].get(DISK_MARK) == "rescue"]
+    assert len(rescue_disks) == 1, f"rescued {inst['uuid']}: rescue disks {rescue_disks}"
+    assert set(rescues[0]["VBDs"]) >= set(rescue_disks[0]["VBDs"])
+    return own, [d for d in vdis if d not in rescue_disks]
+
+
 def assert_dom0_matches_db(sim: SimProcess, db: Database, agent_host: str) -> dict[str, int]:
     """Every instance of ``agent_host`` in the database is settled and dom0
     agrees with it: exactly one marked VM per live instance (in the power
-    state the database shows, with its root VDI attached), no VM and no VDI
-    for a deleted instance or an error instance without a VM, no VM or VDI
-    marked for an instance the database does not have, and no VBD or VIF
-    left without its VM. Returns the count of instances per vm_state."""
+    state the database shows, with its root VDI attached; a rescued one also
+    its rescue VM and disk, a resized one the backup of its root disk), no
+    VM and no VDI for a deleted instance or an error instance without a VM,
+    no VM or VDI marked for an instance the database does not have, and no
+    VBD or VIF left without its VM. Returns the count of instances per
+    vm_state."""
     insts = db.list_instances(host=agent_host, include_deleted=True, internal=True)
     with sim.session() as xenapi:
         inv = dom0_inventory(xenapi, agent_host)
@@ -162,7 +189,7 @@ def assert_dom0_matches_db(sim: SimProcess, db: Database, agent_host: str) -> di
         counts[inst["vm_state"]] = counts.get(inst["vm_state"], 0) + 1
         vms, vdis = inv.vms.get(uuid, []), inv.vdis.get(uuid, [])
         assert inst["task_state"] is None, f"not settled: {inst}"
-        has_vm = inst["vm_state"] in ("active", "stopped") or (
+        has_vm = inst["vm_state"] in WITH_VM or (
             inst["vm_state"] == "error" and inst["power_state"] != 0)
         if inst["vm_state"] == "error":
             assert inst["fault"] is not None, f"error without a fault: {inst}"
@@ -171,9 +198,16 @@ def assert_dom0_matches_db(sim: SimProcess, db: Database, agent_host: str) -> di
             assert vdis == [], f"{inst['vm_state']} instance {uuid} left VDIs: {vdis}"
             continue
         live.add(uuid)
+        vms, vdis = _split_rescue(inst, vms, vdis)
         assert len(vms) == 1, f"instance {uuid} has {len(vms)} VMs in dom0"
         vm = vms[0]
-        if inst["power_state"] in XAPI_POWER:
+        backups = [d for d in vdis if d["other_config"].get(DISK_MARK) == "resize-backup"]
+        assert len(backups) == (inst["vm_state"] == "resized"), (
+            f"{inst['vm_state']} instance {uuid} has resize backups {backups}")
+        vdis = [d for d in vdis if d not in backups]
+        if inst["vm_state"] == "rescued":
+            pass  # the power state shown is the rescue VM's (checked above)
+        elif inst["power_state"] in XAPI_POWER:
             assert vm["power_state"] == XAPI_POWER[inst["power_state"]], (inst, vm["power_state"])
         if inst.get("vm_ref"):
             assert inst["vm_ref"] == vm["ref"], "the database names another VM"

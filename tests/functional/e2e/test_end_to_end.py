@@ -277,7 +277,7 @@ def test_wrong_state_and_busy_are_refused(matrix, combo):
     assert err.value.params == [uuid, "vm_state", "stopped", "active"]
     with pytest.raises(exceptions.InstanceInvalidState) as err:
         api.stop_instance(host, uuid, confirm=True)
-    assert err.value.params == [uuid, "vm_state", "stopped", "active|error|rescued"]
+    assert err.value.params == [uuid, "vm_state", "stopped", "active|error"]
 
     # A slow start in dom0: everything else is refused while it runs.
     stack.sim.control.set_duration("VM.start_on", 2.0)

@@ -147,6 +147,83 @@ def test_live_migrate_to_an_agent_that_does_not_answer(cli, override):
         "active", RPC_HOST, "RPC_TIMEOUT")
 
 
+# --------------------------------------------------------------------------- RPC 1.2 commands
+
+def test_lifecycle_commands_wait_for_their_states(cli):
+    code, out, _ = cli("--json", "boot", "life-1", "--memory-mb", "256", "--wait",
+                       "--poll-interval", "0.05")
+    assert code == 0
+    uuid = json.loads(out)["uuid"]
+    steps = [(("pause",), "paused"), (("unpause",), "active"), (("suspend",), "suspended"),
+             (("resume",), "active"), (("rescue",), "rescued"), (("unrescue",), "active"),
+             (("resize", "--vcpus", "2", "--memory-mb", "512", "--root-gb", "2"), "resized"),
+             (("resize-revert",), "active"),
+             (("resize", "--vcpus", "2", "--memory-mb", "512", "--root-gb", "2"), "resized"),
+             (("resize-confirm",), "active")]
+    for (command, *rest), state in steps:
+        code, out, err = cli("--json", command, uuid, *rest, "--wait", "--poll-interval", "0.05")
+        assert code == 0, (command, err)
+        inst = json.loads(out)
+        assert inst["vm_state"] == state, command
+        # Not a terminal: plain progress lines on stderr under --json.
+        assert uuid in err
+    assert inst["flavor"] == {"vcpus": 2, "memory_mb": 512, "root_gb": 2}
+
+    code, out, _ = cli("--json", "actions", uuid)
+    assert code == 0
+    actions = [a["action"] for a in json.loads(out)]
+    assert actions == ["create", "pause", "unpause", "suspend", "resume", "rescue",
+                       "unrescue", "resize", "revertResize", "resize", "confirmResize"]
+    code, out, _ = cli("actions", uuid)
+    assert code == 0 and "compute_pause_instance:success" in out
+
+    code, out, err = cli("unrescue", uuid)
+    assert code == 1 and "INSTANCE_INVALID_STATE" in err
+    code, out, err = cli("resize", uuid, "--vcpus", "2", "--memory-mb", "512", "--root-gb", "1")
+    assert code == 1 and "RESIZE_DISK_TOO_SMALL" in err
+
+
+def test_list_pages_and_filters(cli):
+    uuids = []
+    for i in range(3):
+        code, out, _ = cli("--json", "boot", f"page-{i}", "--memory-mb", "256", "--wait",
+                           "--poll-interval", "0.05")
+        uuids.append(json.loads(out)["uuid"])
+    cli("pause", uuids[1], "--wait", "--poll-interval", "0.05")
+    code, out, _ = cli("--json", "list", "--host", RPC_HOST)
+    assert [i["uuid"] for i in json.loads(out)][-3:] == uuids
+    code, out, _ = cli("--json", "list", "--host", RPC_HOST, "--vm-state", "paused")
+    assert [i["uuid"] for i in json.loads(out)] == [uuids[1]]
+    code, out, _ = cli("--json", "list", "--host", RPC_HOST, "--limit", "1",
+                       "--marker", uuids[0])
+    assert [i["uuid"] for i in json.loads(out)] == [uuids[1]]
+    code, _, err = cli("list", "--host", RPC_HOST, "--limit", "0")
+    assert code == 1 and "INVALID_INPUT" in err
+
+
+def test_wait_on_a_terminal_draws_a_progress_bar(rpc_env, agent_conf):
+    api = rpc_env[0]
+    out, err = io.StringIO(), io.StringIO()
+    code = client.main(["boot", "bar-1", "--memory-mb", "256", "--wait", "--poll-interval",
+                        "0.05"], conf=agent_conf, api=api, out=out, err=err, terminal=True)
+    assert code == 0
+    text = out.getvalue()
+    # rich's bar (box-drawing characters) at 100 %, not one line per state.
+    assert "━" in text and "100%" in text
+
+
+def test_list_falls_back_to_one_answer_from_an_agent_before_1_2(rpc_env, agent_conf, cli):
+    from compute_agent.rpc.rpcapi import ComputeAPI
+
+    code, out, _ = cli("--json", "boot", "old-1", "--memory-mb", "256", "--wait",
+                       "--poll-interval", "0.05")
+    uuid = json.loads(out)["uuid"]
+    old = ComputeAPI(agent_conf, rpc_transport=rpc_env[0].transport, version_cap="1.1",
+                     timeout=10)
+    out = io.StringIO()
+    assert client.main(["--json", "list", "--host", RPC_HOST], conf=agent_conf, api=old,
+                       out=out, err=io.StringIO()) == 0
+    assert uuid in [i["uuid"] for i in json.loads(out.getvalue())]
 def test_console_console_log_and_diagnostics(cli):
     code, out, _ = cli("--json", "boot", "con-1", "--wait", "--poll-interval", "0.05")
     assert code == 0

@@ -270,7 +270,7 @@ def test_cold_migration_moves_a_stopped_instance(pair, agent_db):
                              {"vcpus": 2, "memory_mb": 512, "root_gb": 1})
     assert err.value.code == "OPERATION_NOT_SUPPORTED"
     accepted = src.migrate_instance(new_context(), uuid, "dst-host")
-    assert accepted["task_state"] == states.RESIZE_MIGRATING
+    assert accepted["task_state"] == states.MIGRATING
     assert src.wait_for_operations(WAIT)
     inst = agent_db.get_instance(uuid)
     assert (inst["host"], inst["vm_state"], inst["task_state"], inst["power_state"]) == (
@@ -289,7 +289,7 @@ def test_recovery_of_an_interrupted_cold_migration(pair, agent_db):
     uuid = _build(src)
     src.stop_instance(new_context(), uuid)
     assert src.wait_for_operations(WAIT)
-    agent_db.update_instance(uuid, {"task_state": states.RESIZE_MIGRATING})
+    agent_db.update_instance(uuid, {"task_state": states.MIGRATING})
     rows = im.InstanceMigrations(agent_db)
     row = rows.create(uuid, "cold", "src-host", "dst-host", "req-c")
     rows.update(row["id"], {"status": im.MIGRATING})

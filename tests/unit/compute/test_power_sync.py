@@ -59,7 +59,7 @@ def settle(sync):
     (states.ACTIVE, power_state.PAUSED, states.PAUSED),
     (states.ACTIVE, power_state.SUSPENDED, states.SUSPENDED),
     (states.RESCUED, power_state.RUNNING, states.RESCUED),
-    (states.RESCUED, power_state.SHUTDOWN, states.STOPPED),
+    (states.RESCUED, power_state.SHUTDOWN, states.RESCUED),
     (states.ERROR, power_state.SHUTDOWN, states.ERROR),
     (states.STOPPED, power_state.PAUSED, states.STOPPED),
 ])

@@ -103,7 +103,7 @@ def action_of(db, uuid, req):
     (states.REBOOTING_HARD, power_state.SHUTDOWN, True, Decision(states.STOPPED, 4, False)),
     (states.DELETING, power_state.RUNNING, False, Decision(states.DELETED, 0, True, True)),
     (states.DELETING, None, False, Decision(states.DELETED, 0, True, True)),
-    (states.PAUSING, power_state.PAUSED, True, Decision(states.PAUSED, 3, False)),
+    (states.PAUSING, power_state.PAUSED, True, Decision(states.PAUSED, 3, True)),
     (states.PAUSING, power_state.CRASHED, True, Decision(states.ERROR, 6, False)),
 ])
 def test_decide(task_state, power, succeeded, expected):

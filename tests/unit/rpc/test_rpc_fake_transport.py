@@ -116,6 +116,18 @@ def test_version_cap(rpc_env, agent_conf):
     with pytest.raises(errors.UnsupportedVersion) as info:
         old.cancel_operation(HOST, body["uuid"])
     assert info.value.params == ["cancel_operation", "1.1", "1.0"]
+    capped = ComputeAPI(agent_conf, rpc_transport=api.transport, version_cap="1.1", timeout=10)
+    for call in (lambda: capped.pause_instance(HOST, body["uuid"]),
+                 lambda: capped.resize_instance(HOST, body["uuid"], {
+                     "vcpus": 2, "memory_mb": 512, "root_gb": 2}, confirm=True),
+                 lambda: capped.get_instance_actions(HOST, body["uuid"]),
+                 lambda: capped.list_instances(HOST, limit=5)):
+        with pytest.raises(errors.UnsupportedVersion) as info:
+            call()
+        assert info.value.params[1:] == ["1.2", "1.1"]
+    # Nothing was sent: the instance is as it was.
+    assert api.get_instance(HOST, body["uuid"])["vm_state"] == "active"
+    assert [a["action"] for a in api.get_instance_actions(HOST, body["uuid"])] == ["create"]
 
 
 def test_host_status(rpc_env):

@@ -1,6 +1,6 @@
-"""The VM record the agent creates from scratch (no template): every field
-VM.create requires, for an HVM guest booting from its disk, sized by the
-flavor and marked as the instance's."""
+"""The VM record the agent creates for an instance without a template
+(VM.create): every field VM.create requires, for an HVM guest booting from
+disk, marked as the instance's and this agent's."""
 
 from __future__ import annotations
 
