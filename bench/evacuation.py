@@ -73,11 +73,11 @@ class LocalPeers:
 def agent_conf(db_url: str, url: str, bound: int):
     from oslo_config import cfg
 
-    from compute_agent.conf import database, default, tasks, xenserver
+    from compute_agent.conf import opts
 
     conf = cfg.ConfigOpts()
-    for part in (default, database, xenserver, tasks):
-        part.register_opts(conf)
+    for group, options in opts.list_opts():
+        conf.register_opts(options, group=None if group == "DEFAULT" else group)
     conf([], project="compute-agent-bench", default_config_files=[])
     conf.set_override("max_concurrent_live_migrations", bound)
     conf.set_override("max_concurrent_builds", 20)
