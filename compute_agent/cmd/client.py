@@ -13,8 +13,6 @@ wait timed out.
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import sys
 import time
 import uuid as uuidlib
@@ -22,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from compute_agent.cmd.client_hosts import list_hosts, open_database, pick_host  # noqa: F401
+from compute_agent.cmd.client_migration import MigrationCommands, add_migration_parsers
 from compute_agent.cmd.client_output import (  # noqa: F401 - part of the CLI's API
     COLUMNS,
     POWER_NAMES,
@@ -104,45 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--hard", action="store_true",
                              help="hard power off / hard reboot")
 
-    migrate = sub.add_parser("live-migrate",
-                             help="move a running instance to another agent's host, live")
-    migrate.add_argument("uuid")
-    migrate.add_argument("dest_host", help="the destination agent's host")
-    migrate.add_argument("--host", default=None,
-                         help="the instance's agent host (default: asked from any agent)")
-    _add_wait(migrate)
-
-    cold = sub.add_parser("migrate", help="move a stopped instance to another agent's host")
-    cold.add_argument("uuid")
-    cold.add_argument("dest_host", help="the destination agent's host")
-    cold.add_argument("--host", default=None,
-                      help="the instance's agent host (default: asked from any agent)")
-    _add_wait(cold)
-
-    maint = sub.add_parser("maintenance", help="empty a host for maintenance, or end it")
-    maint.add_argument("host")
-    maint.add_argument("mode", choices=("on", "off"))
-    maint.add_argument("--dest", action="append", default=None,
-                       help="a destination agent host (repeat; default: the host's pool)")
-    maint.add_argument("--wait", action="store_true", help="until the host is empty")
-    maint.add_argument("--wait-timeout", type=float, default=3600.0)
-    maint.add_argument("--poll-interval", type=float, default=1.0)
-    enable = sub.add_parser("host-enable", help="take a host back into scheduling")
-    enable.add_argument("host")
-    disable = sub.add_parser("host-disable", help="take a host out of scheduling")
-    disable.add_argument("host")
-    power = sub.add_parser("host-power", help="reboot or shut down a disabled, empty host")
-    power.add_argument("host")
-    power.add_argument("action", choices=("reboot", "shutdown"))
-
-    join = sub.add_parser("pool-join", help="make a standalone host a member of a pool "
-                          "(the coordinator's password from $COMPUTE_AGENT_POOL_PASSWORD, "
-                          "or asked for)")
-    join.add_argument("host")
-    join.add_argument("coordinator_address")
-    join.add_argument("--username", default="root")
-    leave = sub.add_parser("pool-leave", help="eject a host from its pool")
-    leave.add_argument("host")
+    add_migration_parsers(sub, _add_wait)
     for name, (_, help_text) in SIMPLE_REQUESTS.items():
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("uuid")
@@ -192,7 +153,7 @@ def _add_wait(cmd: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- commands
 
-class Client:
+class Client(MigrationCommands):
     def __init__(self, conf: Any, api: Any, out: Output, db: Any | None = None):
         self.conf = conf
         self.api = api
@@ -285,65 +246,6 @@ class Client:
         return self._after(args, "delete", host,
                            self.api.terminate_instance(host, args.uuid, confirm=True))
 
-    def cmd_live_migrate(self, args: argparse.Namespace) -> int:
-        host = self._host_of(args)
-        code = self._after(args, "live-migrate", host, self.api.live_migrate_instance(
-            host, args.uuid, args.dest_host, confirm=True))
-        if code == EXIT_OK and args.wait:
-            inst = self.api.get_instance(None, args.uuid)
-            if inst["host"] != args.dest_host:
-                self.out.progress(f"ERROR instance stayed on {inst['host']}")
-                return EXIT_ERROR
-        return code
-
-    def cmd_migrate(self, args: argparse.Namespace) -> int:
-        host = self._host_of(args)
-        code = self._after(args, "migrate", host, self.api.migrate_instance(
-            host, args.uuid, args.dest_host, confirm=True))
-        if code == EXIT_OK and args.wait:
-            inst = self.api.get_instance(None, args.uuid)
-            if inst["host"] != args.dest_host:
-                self.out.progress(f"ERROR instance stayed on {inst['host']}")
-                return EXIT_ERROR
-        return code
-
-    def cmd_maintenance(self, args: argparse.Namespace) -> int:
-        status = self.api.set_host_maintenance(args.host, args.mode == "on", args.dest)
-        deadline = time.monotonic() + args.wait_timeout
-        while args.wait and status.get("state") == "evacuating":
-            if time.monotonic() > deadline:
-                self.out.progress(f"timed out after {args.wait_timeout:.0f} s")
-                return EXIT_TIMEOUT
-            time.sleep(args.poll_interval)
-            status = self.api.get_host_status(args.host)["maintenance"]
-            self.out.progress(f"{args.host}: {len(status.get('moved', []))} of "
-                              f"{status.get('total', 0)} moved, "
-                              f"{len(status.get('failed', {}))} could not move")
-        self.out.data(status)
-        return EXIT_ERROR if status.get("failed") else EXIT_OK
-
-    def cmd_host_enable(self, args: argparse.Namespace) -> int:
-        self.out.data(self.api.set_host_enabled(args.host, True))
-        return EXIT_OK
-
-    def cmd_host_disable(self, args: argparse.Namespace) -> int:
-        self.out.data(self.api.set_host_enabled(args.host, False))
-        return EXIT_OK
-
-    def cmd_host_power(self, args: argparse.Namespace) -> int:
-        self.out.data(self.api.host_power_action(args.host, args.action))
-        return EXIT_OK
-
-    def cmd_pool_join(self, args: argparse.Namespace) -> int:
-        # Never on the command line (ps shows it): the environment or a prompt.
-        password = os.environ.get("COMPUTE_AGENT_POOL_PASSWORD") or getpass.getpass(
-            f"password of {args.username} at {args.coordinator_address}: ")
-        self.out.data(self.api.join_pool(args.host, args.coordinator_address, args.username,
-                                         password, timeout=120))
-        return EXIT_OK
-
-    def cmd_pool_leave(self, args: argparse.Namespace) -> int:
-        self.out.data(self.api.leave_pool(args.host, timeout=120))
     def cmd_rescue(self, args: argparse.Namespace) -> int:
         host = self._host_of(args)
         image = None
