@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The real Glance that functional tests and the bench start: its own venv.
+GLANCE_VENV ?= .glance-venv
+GLANCE_STAMP := $(GLANCE_VENV)/.installed
 
-.PHONY: venv demo test lint unit functional conformance bench clean test-tools
+.PHONY: venv glance-venv demo test lint unit functional conformance bench clean test-tools
 
 # Debian packages the functional tests drive: Chromium and its driver (the
 # browser console test), noVNC's web files, Prometheus (the metrics test).
@@ -38,26 +41,34 @@ $(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.cfg
 	$(BIN)/pip install -q -e '.[libvirt]'
 	touch $(STAMP)
 
+glance-venv: $(GLANCE_STAMP)
+
+$(GLANCE_STAMP): glance-requirements.txt
+	$(PYTHON) -m venv $(GLANCE_VENV)
+	$(GLANCE_VENV)/bin/pip install -q --upgrade pip
+	$(GLANCE_VENV)/bin/pip install -q -r glance-requirements.txt
+	touch $(GLANCE_STAMP)
+
 demo: venv
 	$(BIN)/python -m compute_agent.demo
 
 lint: venv
 	$(BIN)/ruff check .
 
-test: venv lint test-tools
+test: venv glance-venv lint test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
-functional: venv test-tools
+functional: venv glance-venv test-tools
 	$(BIN)/python -m pytest -q tests/functional $(PYTEST_ARGS)
 
 conformance: venv
 	$(BIN)/python -m pytest -q -s tests/conformance $(PYTEST_ARGS)
 
-bench: venv
+bench: venv glance-venv
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(GLANCE_VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -7,8 +7,10 @@ in-process ``fake://`` transport, and the agent's service (RPC server,
 manager, XenAPI driver, periodic jobs) runs in this process. A client using
 the same ComputeAPI a scheduler would boots three instances and walks them
 through stop, start, soft and hard reboot and delete, printing every state
-change; at the end the simulator's VMs and disks are checked against the
-database. Exit status 0 when everything matched.
+change; it also boots twice from an image served over in-process HTTP, the
+second time from the per-SR image cache (demo_images.py). At the end the
+simulator's VMs and disks are checked against the database. Exit status 0
+when everything matched.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from compute_agent import exceptions  # noqa: E402
 from compute_agent.conf import CONF  # noqa: E402
 from compute_agent.db import migration  # noqa: E402
 from compute_agent.db.api import Database  # noqa: E402
+from compute_agent.demo_images import image_builds  # noqa: E402
 from compute_agent.driver import power_state  # noqa: E402
 from compute_agent.process.log_setup import register_options, setup_logging  # noqa: E402
 from compute_agent.rpc import transport as rpc_transport  # noqa: E402
@@ -235,6 +238,16 @@ def run(driver_name: str) -> int:
         state = dict.fromkeys(uuids, "active")
         wait_settled(api, printer, uuids, state)
         ok &= check_dom0(demo, printer, state)
+
+        if demo.sim is not None:
+            printer.step("boot from an image over HTTP, then again from the image cache")
+            cached, img_uuids = image_builds(
+                api, HOST, printer,
+                lambda us, want: wait_settled(api, printer, us, want), names)
+            ok &= cached
+            for uuid in img_uuids:
+                api.terminate_instance(HOST, uuid)
+            wait_settled(api, printer, img_uuids, dict.fromkeys(img_uuids, "deleted"))
 
         steps = [
             ("stop demo-1 (clean) and demo-2 (hard)", [

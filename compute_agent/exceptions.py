@@ -139,6 +139,44 @@ class NoValidHost(ComputeAgentError):
     msg_fmt = "No live compute host can take the request: {0}"
 
 
+class ImageNotFound(ComputeAgentError):
+    """params: image id (or URL)."""
+
+    code = "IMAGE_NOT_FOUND"
+    msg_fmt = "Image {0} could not be found"
+
+
+class ImageChecksumMismatch(ComputeAgentError):
+    """The data did not match the image's record. params: image id,
+    expected, actual (``<algo>:<hex>``, or ``size:<bytes>``)."""
+
+    code = "IMAGE_CHECKSUM_MISMATCH"
+    msg_fmt = "Image {0}: expected {1}, got {2}"
+
+
+class ImageUnavailable(ComputeAgentError):
+    """The image service or URL could not deliver (unreachable, refused,
+    cut off mid-stream). params: image id (or URL), reason."""
+
+    code = "IMAGE_UNAVAILABLE"
+    msg_fmt = "Image {0} is unavailable: {1}"
+
+
+class ImageFormatUnsupported(ComputeAgentError):
+    """params: image id, disk_format."""
+
+    code = "IMAGE_FORMAT_UNSUPPORTED"
+    msg_fmt = "Image {0} has disk format {1}; only raw and vhd can be booted"
+
+
+class FlavorDiskTooSmall(ComputeAgentError):
+    """params: image id, the image's virtual size and the flavor's root
+    disk, in bytes."""
+
+    code = "FLAVOR_DISK_TOO_SMALL"
+    msg_fmt = "Image {0} needs {1} bytes; the flavor's root disk has {2}"
+
+
 class ResizeDiskTooSmall(ComputeAgentError):
     """A resize may only grow the root disk. params: uuid, current root_gb,
     requested root_gb."""

@@ -25,6 +25,7 @@ State transitions (task_state is None in every stable state):
   reboot     active (SOFT), active|stopped|error (HARD)
                               -> rebooting[_hard]       -> active
   terminate  any but deleted  -> deleting               -> deleted (row kept)
+  snapshot   active|stopped   -> image_snapshot         -> as the power state shows
 
 RPC 1.2 adds pause/unpause, suspend/resume, rescue/unrescue and resize with
 its confirm and revert (their states: compute/lifecycle.py), and the
@@ -66,6 +67,7 @@ from compute_agent.compute.runner import (  # noqa: F401 - part of the manager's
     ServiceStopping,
     WrongHost,
 )
+from compute_agent.compute.snapshots import Snapshotter
 from compute_agent.compute.task_listener import TrackedTaskListener
 from compute_agent.compute.validation import validate_uuid
 from compute_agent.compute.workers import Workers
@@ -127,6 +129,8 @@ class ComputeManager:
         self.recovery.settlers[states.MIGRATING] = self.migrations.recover
         self.recovery.sweeps += [lambda c: self.migrations.close_finished(),
                                  self.migrations.adopt_strays]
+        self._snapshots = Snapshotter(conf, db, self._runner, driver)
+        self.recovery.discard_images = self._snapshots.discard_images
         self._lifecycle = Lifecycle(self._runner)
         self._consoles = ConsoleQueries(conf, db, driver, self.host)
         self.metrics = MetricsPoll(db, driver, self.host, float(conf.metrics.rrd_interval))
@@ -276,6 +280,14 @@ class ComputeManager:
         return self._runner.accept(ctxt, instance_uuid, "terminate",
                                    lambda op, inst: self.driver.destroy(op, inst))
 
+    # ------------------------------------------------------------------ RPC 1.3: snapshot
+
+    def snapshot_instance(self, ctxt: RequestContext, instance_uuid: Any,
+                          image: Any) -> dict[str, Any]:
+        """Snapshot the instance's root disk into a new Glance image
+        (snapshots.py); answers ``{image_id}`` at once, the work runs on."""
+        return self._snapshots.accept(ctxt, instance_uuid, image)
+
     # ------------------------------------------------------------------ RPC 1.1: cancel
 
     def cancel_operation(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
@@ -420,6 +432,11 @@ class ComputeManager:
     def report_host(self, ctxt: RequestContext) -> None:
         """Heartbeat the service and report host resources (compute_nodes)."""
         self._host_status.report()
+
+    def manage_image_cache(self, ctxt: RequestContext) -> int:
+        """Periodic: remove cached image VDIs unused for [image_cache]
+        max_unused_age (the driver knows its cache); returns how many."""
+        return self.driver.manage_image_cache(float(self.conf.image_cache.max_unused_age))
 
     def sync_power_states(self, ctxt: RequestContext) -> int:
         """Backstop reconciliation of power states (power_sync.py has the

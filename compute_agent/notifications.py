@@ -46,6 +46,7 @@ ACTIONS = {
     "stop": "power_off",
     "reboot": "reboot",
     "terminate": "delete",
+    "snapshot": "snapshot",
     "cancel": "cancel",
     "pause": "pause",
     "unpause": "unpause",

@@ -136,6 +136,9 @@ class ComputeService(os_service.ServiceBase):
         self.periodic.add("sync_power_states", conf.sync_power_state_interval,
                           self.manager.sync_power_states)
         self.periodic.add("recover", conf.sync_power_state_interval, self.manager.recover)
+        if conf.image_cache.enabled:
+            self.periodic.add("manage_image_cache", conf.image_cache.cleanup_interval,
+                              self.manager.manage_image_cache)
         self.periodic.add("poll_metrics", conf.metrics.rrd_interval, self.manager.poll_metrics)
         self.periodic.start()
         self._start_exporter()

@@ -68,6 +68,26 @@ function configure_compute_agent {
         fi
         iniset "$conf" xenserver insecure "$XENAPI_INSECURE"
     fi
+    configure_compute_agent_glance
+}
+
+# Builds from Glance images and snapshots into Glance: point [glance] at
+# DevStack's Glance through Keystone, with a service user of the agent's own
+# (keystoneauth1 finds the image endpoint in the catalog). Without Glance the
+# agent boots blank disks and images given by URL.
+function configure_compute_agent_glance {
+    local conf=$COMPUTE_AGENT_CONF
+    is_service_enabled g-api glance || return 0
+    create_service_user "$COMPUTE_AGENT_SERVICE_USER" "admin"
+    iniset "$conf" glance auth_type password
+    iniset "$conf" glance auth_url "$KEYSTONE_SERVICE_URI"
+    iniset "$conf" glance username "$COMPUTE_AGENT_SERVICE_USER"
+    iniset "$conf" glance password "$SERVICE_PASSWORD"
+    iniset "$conf" glance user_domain_name "$SERVICE_DOMAIN_NAME"
+    iniset "$conf" glance project_name "$SERVICE_PROJECT_NAME"
+    iniset "$conf" glance project_domain_name "$SERVICE_DOMAIN_NAME"
+    iniset "$conf" glance region_name "$REGION_NAME"
+    iniset "$conf" glance valid_interfaces public
 }
 
 function init_compute_agent {

@@ -46,8 +46,16 @@ def calls_in_sources(paths: Iterable[Path], classes: set[str]) -> set[str]:
     return found
 
 
-def driver_sources() -> list[Path]:
-    return sorted(DRIVER.rglob("*.py"))
+# Driver modules used only when an option asks for them: their calls raise the
+# role only for set-ups that turn them on (docs/install.md says which).
+OPTIONAL_SOURCES = {
+    "image_dom0.py": "[xenserver] image_handler = dom0",
+}
+
+
+def driver_sources(with_optional: bool = False) -> list[Path]:
+    return sorted(p for p in DRIVER.rglob("*.py")
+                  if with_optional or p.name not in OPTIONAL_SOURCES)
 
 
 def least_role(roles_by_call: dict[str, list[str]], calls: Iterable[str]) -> str:

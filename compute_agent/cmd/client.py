@@ -19,6 +19,7 @@ import uuid as uuidlib
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from compute_agent.cmd import client_images
 from compute_agent.cmd.client_hosts import list_hosts, open_database, pick_host  # noqa: F401
 from compute_agent.cmd.client_migration import MigrationCommands, add_migration_parsers
 from compute_agent.cmd.client_output import (  # noqa: F401 - part of the CLI's API
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="hard power off / hard reboot")
 
     add_migration_parsers(sub, _add_wait)
+    _add_wait(client_images.add_snapshot_parser(sub))
+
     for name, (_, help_text) in SIMPLE_REQUESTS.items():
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("uuid")
@@ -245,6 +248,9 @@ class Client(MigrationCommands):
         host = self._host_of(args)
         return self._after(args, "delete", host,
                            self.api.terminate_instance(host, args.uuid, confirm=True))
+
+    def cmd_snapshot(self, args: argparse.Namespace) -> int:
+        return client_images.snapshot(self, args, _parse_meta(args.property))
 
     def cmd_rescue(self, args: argparse.Namespace) -> int:
         host = self._host_of(args)

@@ -46,6 +46,7 @@ from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.recovery_redo import driver_op_of, redo
 from compute_agent.compute.recovery_rules import KINDS, Decision, cause, decide
 from compute_agent.compute.requests import Request, driver_view, timeout_of
+from compute_agent.compute.snapshots import discard_interrupted
 from compute_agent.context import RequestContext, new_context
 from compute_agent.db.types import parse_time, utcnow
 from compute_agent.driver import power_state
@@ -91,6 +92,7 @@ class Recovery:
         host: str,
         locks: InstanceLocks | None = None,
         busy: Callable[[], set[str]] | None = None,
+        discard_images: Callable[[str], int] | None = None,
     ):
         self.conf = conf
         self.db = db
@@ -99,6 +101,8 @@ class Recovery:
         self.host = host
         self.locks = locks if locks is not None else InstanceLocks()
         self.busy = busy or set
+        # Deletes the unfinished snapshot images of an instance (snapshots.py).
+        self.discard_images = discard_images
         self._mine: set[str] = set()  # instances a recovery thread works on
         self._mine_lock = threading.Lock()
         self._stop = threading.Event()
@@ -324,6 +328,10 @@ class Recovery:
         if not decision.finished:
             timeout = timeout_of(self.conf, op_name)
             error = redone.error or cause(uuid, task_state, op_name, outcomes, timeout)
+        if decision.discard_snapshot:
+            discard_interrupted(self.driver, self.discard_images, inst, Operation(
+                uuid, "destroy", request_id or rctxt.request_id,
+                timeout=timeout_of(self.conf, "destroy")))
         if decision.destroy:
             op = Operation(uuid, "destroy", request_id or rctxt.request_id,
                            timeout=timeout_of(self.conf, "destroy"))

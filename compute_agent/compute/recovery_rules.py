@@ -46,6 +46,8 @@ class Decision:
     power: int | None
     finished: bool
     destroy: bool = False
+    # An interrupted snapshot: remove its snapshot VM and unfinished image.
+    discard_snapshot: bool = False
 
 
 # task_state -> the power state that shows the operation took effect.
@@ -76,6 +78,13 @@ def decide(task_state: str, info: InstanceInfo | None, tasks_succeeded: bool,
             return Decision(states.ACTIVE, power, True)
         # Also without a VM: disks marked as the instance's may be left.
         return Decision(states.ERROR, power_state.NOSTATE, False, destroy=True)
+    if task_state == states.IMAGE_SNAPSHOT:
+        # The image was never reported done: whatever was made goes, and
+        # the instance stays as its VM shows it (it kept running).
+        if info is None:
+            return Decision(states.ERROR, power_state.NOSTATE, False, discard_snapshot=True)
+        return Decision(SETTLED_VM_STATE.get(power, states.ERROR),  # type: ignore[arg-type]
+                        power, False, discard_snapshot=True)
     if info is None:
         return Decision(states.ERROR, power_state.NOSTATE, False)
     settled = SETTLED_VM_STATE.get(power, states.ERROR)  # type: ignore[arg-type]

@@ -85,6 +85,9 @@ REQUESTS: dict[str, Request] = {
                 "resize_timeout", states.RESIZE_CONFIRMING, "confirm_resize", None, COMPLETE),
         Request("revert_resize", "revertResize", "compute_revert_resize", "revert_resize",
                 "resize_timeout", states.RESIZE_REVERTING, "revert_resize", None, COMPLETE),
+        # The instance keeps running: it settles into what its power state means.
+        Request("snapshot", "createImage", "compute_snapshot_instance", "snapshot",
+                "snapshot_timeout", states.IMAGE_SNAPSHOT, "snapshot", None),
         # RPC 1.6 (issue 12): the source agent's side of a cold and of a live
         # migration (compute/migration.py runs them and settles them after a
         # crash; the destination has no row). Both hold task_state migrating

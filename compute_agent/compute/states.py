@@ -65,6 +65,7 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "resize": (ACTIVE, STOPPED),
     "confirm_resize": (RESIZED,),
     "revert_resize": (RESIZED,),
+    "snapshot": (ACTIVE, STOPPED),
     "terminate": (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, RESCUED, RESIZED, ERROR),
     "live_migrate": (ACTIVE,),
     "migrate": (STOPPED,),

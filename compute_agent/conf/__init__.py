@@ -11,7 +11,17 @@ by those libraries and are not redefined here.
 
 from oslo_config import cfg
 
-from compute_agent.conf import console, database, default, libvirt, metrics, tasks, xenserver
+from compute_agent.conf import (
+    console,
+    database,
+    default,
+    glance,
+    image_cache,
+    libvirt,
+    metrics,
+    tasks,
+    xenserver,
+)
 
 CONF = cfg.CONF
 
@@ -22,5 +32,7 @@ tasks.register_opts(CONF)
 libvirt.register_opts(CONF)
 console.register_opts(CONF)
 metrics.register_opts(CONF)
+glance.register_opts(CONF)
+image_cache.register_opts(CONF)
 
 __all__ = ["CONF"]

@@ -7,9 +7,19 @@ namespaces (see etc/compute-agent/compute-agent-config-generator.conf).
 
 from oslo_config import cfg
 
-from compute_agent.conf import console, database, default, libvirt, metrics, tasks, xenserver
+from compute_agent.conf import (
+    console,
+    database,
+    default,
+    glance,
+    image_cache,
+    libvirt,
+    metrics,
+    tasks,
+    xenserver,
+)
 
-_MODULES = (default, database, xenserver, tasks, libvirt, console, metrics)
+_MODULES = (default, database, xenserver, tasks, libvirt, console, metrics, glance, image_cache)
 
 
 def list_opts() -> list[tuple[str | cfg.OptGroup, list[cfg.Opt]]]:

@@ -77,6 +77,13 @@ TASKS_OPTS = [
         "restarting the VM), a confirm or a revert of one may take.",
     ),
     cfg.IntOpt(
+        "snapshot_timeout",
+        default=3600,
+        min=1,
+        help="Seconds a snapshot may take: the dom0 snapshot, streaming its root "
+        "disk to the image service and removing it from dom0.",
+    ),
+    cfg.IntOpt(
         "live_migration_timeout",
         default=1800,
         min=1,

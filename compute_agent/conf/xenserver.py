@@ -64,6 +64,17 @@ XENSERVER_OPTS = [
         help="Name label of the template VMs are cloned from. Empty builds each VM "
         "from scratch.",
     ),
+    cfg.StrOpt(
+        "image_handler",
+        default="stream",
+        choices=[
+            ("stream", "the agent streams the image into a new VDI through xapi's "
+             "PUT /import_raw_vdi: works on every SR type"),
+            ("dom0", "the dom0 plugin 'images' downloads the image inside dom0 "
+             "straight into a file-based SR, then scans the SR"),
+        ],
+        help="How an image gets into dom0.",
+    ),
     cfg.FloatOpt(
         "event_poll_timeout",
         default=30.0,

@@ -17,7 +17,7 @@ exactly as XenAPI gives them), an unreachable dom0 as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,7 +32,7 @@ REBOOT_TYPES = (REBOOT_SOFT, REBOOT_HARD)
 # Instance operations a driver may implement (capabilities() lists those it does).
 INSTANCE_OPERATIONS = ("spawn", "power_on", "power_off", "reboot", "destroy", "pause",
                        "unpause", "suspend", "resume", "rescue", "unrescue", "resize",
-                       "confirm_resize", "revert_resize", "live_migrate")
+                       "confirm_resize", "revert_resize", "snapshot", "live_migrate")
 
 # Keys of the dict get_host_resources returns (the compute_nodes columns).
 HOST_RESOURCE_KEYS = (
@@ -155,9 +155,9 @@ class ComputeDriver:
     # -- instance operations -----------------------------------------------
 
     def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
-        """Create the VM for ``instance`` (root disk sized to
-        ``flavor.root_gb``, memory and vcpus from the flavor, networks) and
-        start it. Returns the running VM's info.
+        """Create the VM for ``instance`` (root disk of ``flavor.root_gb``:
+        blank, or ``image``'s grown to it; vcpus, memory, networks) and
+        start it. Returns the running VM's info. Image errors: IMAGE_*.
 
         If a VM for this uuid already exists (a retried build), the driver
         reuses it rather than creating a second one. On failure the driver
@@ -264,6 +264,28 @@ class ComputeDriver:
         revert. Returns ``{"flavor": {vcpus, memory_mb, root_gb}}`` as the VM
         has it afterwards (what the instance record must say)."""
         raise self._unsupported("revert_resize")
+
+    def snapshot(self, op: Operation, instance: dict[str, Any],
+                 upload: Callable[[Iterable[bytes]], None]) -> None:
+        """Take a crash-consistent snapshot of the instance's root disk
+        (the VM keeps running) and hand its data, as a VHD, to
+        ``upload(chunks)``: an iterable of byte strings, each of bounded
+        size, never the whole disk in memory. Whatever happens, nothing of
+        the snapshot is left in the hypervisor afterwards. Raises
+        InstanceNotFound without a VM; an error ``upload`` raises
+        propagates. Drivers that cannot snapshot keep this default:
+        OPERATION_NOT_SUPPORTED ["snapshot", driver]."""
+        raise self._unsupported("snapshot")
+
+    def discard_snapshots(self, op: Operation, instance: dict[str, Any]) -> int:
+        """Remove what an interrupted ``snapshot`` of the instance left in
+        the hypervisor (recovery); returns how many snapshots. Idempotent."""
+        return 0
+
+    def manage_image_cache(self, max_unused_age: float) -> int:
+        """Remove cached images no disk comes from and no build used for
+        ``max_unused_age`` s; return how many (0: no image cache)."""
+        return 0
 
     # -- queries -------------------------------------------------------------
 

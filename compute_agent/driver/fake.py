@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid as uuidlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,6 +257,17 @@ class FakeDriver(FakeMigrationMixin, FakeLifecycle, FakeConsoles, ComputeDriver)
         with self._task(op, instance):
             with self._lock:
                 self.vms.pop(instance["uuid"], None)
+
+    def snapshot(self, op: Operation, instance: dict[str, Any],
+                 upload: Callable[[Iterable[bytes]], None]) -> None:
+        """Uploads a stand-in for the disk: 64 KiB of zeros per GiB of
+        root disk (a fake VM has no data)."""
+        with self._task(op, instance):
+            with self._lock:
+                vm = self._vm(instance["uuid"])
+                vm.history.append("snapshot")
+                chunks = max(1, vm.root_gb)
+        upload(bytes(64 * 1024) for _ in range(chunks))
 
     # -- queries ---------------------------------------------------------------
 

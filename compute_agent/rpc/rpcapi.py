@@ -10,6 +10,7 @@ Versions:
   revert_resize, get_instance_actions; list_instances takes ``vm_state``,
   ``host``, ``limit`` and ``marker`` (without them it is a 1.0 call, and
   1.2 agents answer it with their first page of at most 100).
+* 1.3 — snapshot_instance.
 * 1.6 — live_migrate_instance, migrate_instance (casts), and the calls agents make of each
   other during one: prepare_live_migration, adopt_instance,
   abort_live_migration (cast); set_host_enabled, set_host_maintenance,
@@ -38,6 +39,7 @@ import oslo_messaging
 from oslo_config import cfg
 
 from compute_agent import context as ca_context
+from compute_agent import exceptions
 from compute_agent.compute.validation import (
     validate_flavor,
     validate_instance,
@@ -202,6 +204,19 @@ class ComputeAPI:
         validate_uuid(instance_uuid)
         return self._call(ctxt, host, "get_instance_actions", version="1.2",
                           instance_uuid=instance_uuid)
+
+    # ------------------------------------------------------------------ 1.3
+
+    def snapshot_instance(self, host: str, instance_uuid: str, image: dict,
+                          ctxt: Context = None) -> dict:
+        """-> {image_id} at once: the new Glance image the snapshot of the
+        instance's root disk streams into (task_state image_snapshot until
+        it is done; a failure deletes the image and adds a fault)."""
+        validate_uuid(instance_uuid)
+        if not isinstance(image, dict) or not isinstance(image.get("name"), str):
+            raise exceptions.InvalidInput("image", "must be an object with a name")
+        return self._call(ctxt, host, "snapshot_instance", version="1.3",
+                          instance_uuid=instance_uuid, image=image)
 
     # ------------------------------------------------------------------ 1.6 migration
 

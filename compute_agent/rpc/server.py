@@ -167,6 +167,11 @@ class ComputeEndpoint:
     @_endpoint
     def get_instance_actions(self, ctxt: Any, instance_uuid: Any) -> list[dict[str, Any]]:
         return self.manager.get_instance_actions(ctxt, instance_uuid)
+
+    # -- 1.3 --------------------------------------------------------------------------
+    @_endpoint
+    def snapshot_instance(self, ctxt: Any, instance_uuid: Any, image: Any) -> dict[str, Any]:
+        return self.manager.snapshot_instance(ctxt, instance_uuid, image)
     # -- 1.6 (issue 12): migration ------------------------------------------------------
     @_endpoint
     def live_migrate_instance(self, ctxt: Any, instance_uuid: Any,

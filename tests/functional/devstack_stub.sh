@@ -58,6 +58,7 @@ function database_connection_url { echo "$STUB_DB_BASE/$1"; }
 function setup_develop { _stub_record setup_develop "$@"; }
 function pip_install { _stub_record pip_install "$@"; }
 function recreate_database { _stub_record recreate_database "$@"; }
+function create_service_user { _stub_record create_service_user "$@"; }
 function run_process {
     _stub_record run_process "$@"
     [[ "${STUB_REAL:-0}" == 1 ]] || return 0

@@ -22,3 +22,7 @@ def test_demo_runs_and_dom0_matches_database():
                   "rebooting", "rebooting_hard", "deleting", "deleted"):
         assert state in out
     assert "INSTANCE_BUSY" in out and "INSTANCE_NOT_FOUND" in out
+    # a build from an image over HTTP, then one from the image cache
+    assert "demo-img-1 active" in out and "image downloads during this build: 1" in out
+    assert "image downloads during this build: 0" in out
+    assert "second build cloned the cached base VDI: nothing downloaded" in out

@@ -157,6 +157,25 @@ class TestWithoutXenServer:
         # The file holds passwords: not world-readable.
         assert stat.S_IMODE(run.conf_path.stat().st_mode) == 0o640
 
+    def test_glance_is_reached_through_keystone_when_devstack_runs_it(self, devstack):
+        run = devstack.run(*STACK, ENABLED_SERVICES="rabbit,key,g-api",
+                           KEYSTONE_SERVICE_URI="http://10.0.0.5/identity",
+                           SERVICE_PASSWORD="svcpw", SERVICE_DOMAIN_NAME="Default",
+                           SERVICE_PROJECT_NAME="service", REGION_NAME="RegionOne")
+        assert run.returncode == 0, run.output
+        assert run.named("create_service_user") == [["compute-agent", "admin"]]
+        assert dict(run.conf["glance"]) == {
+            "auth_type": "password", "auth_url": "http://10.0.0.5/identity",
+            "username": "compute-agent", "password": "svcpw", "user_domain_name": "Default",
+            "project_name": "service", "project_domain_name": "Default",
+            "region_name": "RegionOne", "valid_interfaces": "public",
+        }
+
+    def test_no_glance_section_without_glance(self, devstack):
+        run = devstack.run(*STACK)
+        assert run.returncode == 0, run.output
+        assert "glance" not in run.conf and run.named("create_service_user") == []
+
     def test_starts_simulator_then_checks_then_starts_agent(self, devstack):
         run = devstack.run(*STACK)
         assert run.returncode == 0, run.output

@@ -623,7 +623,7 @@ def test_host_status(manager):
         "driver": "FakeDriver",
         "operations": ["spawn", "power_on", "power_off", "reboot", "destroy", "pause",
                        "unpause", "suspend", "resume", "rescue", "unrescue", "resize",
-                       "confirm_resize", "revert_resize", "live_migrate"]}
+                       "confirm_resize", "revert_resize", "snapshot", "live_migrate"]}
     assert status["hypervisor_instances"] == {uuid: power_state.RUNNING}
     assert status["instances"] == {"active": 1}
     assert status["service"]["alive"] is True

@@ -40,6 +40,16 @@ def test_install_guide_names_the_least_role(roles_tool, driver_calls):
         assert "host.call_plugin" not in calls, "docs/install.md section 6 is out of date"
 
 
+def test_install_guide_names_the_role_of_the_dom0_image_handler(roles_tool):
+    roles = roles_tool.load_roles()
+    classes = {name.split(".")[0] for name in roles}
+    calls = roles_tool.calls_in_sources(roles_tool.driver_sources(with_optional=True), classes)
+    role = roles_tool.least_role(roles, calls)
+    assert role == "pool-admin"  # host.call_plugin is reserved to it
+    text = (REPO / "docs/install.md").read_text()
+    assert f"`image_handler = dom0` needs **{role}**" in text
+
+
 class TestLeastRole:
     ROLES = {
         "VM.get_record": ["pool-admin", "pool-operator", "vm-power-admin", "vm-admin",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xapisim import plugins
+from xapisim import plugins, sr_files
 from xapisim.api import handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -16,6 +16,8 @@ def host_call_plugin(ctx: CallContext, host: str, plugin: str, fn: str,
     if host in sim.failed_hosts:
         # xapi forwards the call to that host and cannot reach it
         raise XenAPIError("HOST_OFFLINE", host)
+    # a plugin may write into the file-based SRs plugged on the host
+    sr_files.ensure_mounts(sim, host)
     try:
         return plugins.call(sim, host, ctx.session_ref, plugin, fn, args,
                             cancel=ctx.cancel_requested)

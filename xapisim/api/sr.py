@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Any
 
+from xapisim import sr_files
 from xapisim.api import allowed_operations, generic, handler
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -55,6 +56,7 @@ def sr_scan(ctx: CallContext, sr: str) -> None:
         store.raw("SR", sr)
         assert_sr_plugged(store, sr)
     ctx.work()
+    sr_files.scan(ctx.sim, sr)
     with store.lock:
         refresh_sr_usage(store, sr)
 

@@ -20,6 +20,10 @@ from compute_agent.driver.task_status import TaskState
 from compute_agent.driver.xenapi.consoles import Consoles
 from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.host_metrics import HostMetrics
+from compute_agent.driver.xenapi.image_cache import ImageCache
+from compute_agent.driver.xenapi.image_disks import ImageDisks
+from compute_agent.driver.xenapi.image_dom0 import Dom0ImageImporter
+from compute_agent.driver.xenapi.image_import import ImageImporter, Importer
 from compute_agent.driver.xenapi.migration import LiveMigrations
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.pause_suspend import PauseSuspend
@@ -29,11 +33,13 @@ from compute_agent.driver.xenapi.pool_membership import PoolMembership
 from compute_agent.driver.xenapi.rescue import Rescues
 from compute_agent.driver.xenapi.resize import Resizes
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
+from compute_agent.driver.xenapi.snapshots import Snapshots, Upload
 from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
 from compute_agent.driver.xenapi.tasks import TaskRunner, TaskWaiter
 from compute_agent.driver.xenapi.transport import TLSSettings
 from compute_agent.driver.xenapi.vm_ops import VMOps
 from compute_agent.driver.xenapi.watcher import TaskWatcher
+from compute_agent.image.service import ImageService
 from compute_agent.metrics import agent as agent_metrics
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +81,8 @@ class XenAPIDriver(ComputeDriver):
         self.membership: PoolMembership | None = None
         self.host: str | None = None
         self.watcher: TaskWatcher | None = None
+        self.image_cache: ImageCache | None = None
+        self.snapshots: Snapshots | None = None
         self.consoles: Consoles | None = None
         self.metrics: HostMetrics | None = None
         self.reconnect_listener: Callable[[], None] | None = None
@@ -103,12 +111,20 @@ class XenAPIDriver(ComputeDriver):
             self.pool, waiter, self.task_listener, float(tasks.default_timeout)
         )
         storage = Storage(self.pool, self.runner, sr_filter, host)
+        images = ImageService.from_conf(self.conf)
+        importer: Importer = (
+            Dom0ImageImporter(self.pool, self.runner, images)
+            if xs.image_handler == "dom0" else ImageImporter(self.pool, self.runner, images))
+        self.image_cache = (ImageCache(self.pool, self.runner, importer, host)
+                            if self.conf.image_cache.enabled else None)
         networking = Networking(self.pool)
         self.vmops = VMOps(
             self.pool, self.runner, storage, networking, host,
             xs.vm_template or "",
             cleanup_timeout=float(tasks.destroy_timeout),
             soft_reboot_timeout=float(tasks.soft_reboot_timeout),
+            image_disks=ImageDisks(self.pool, self.runner, storage, images, importer,
+                                   self.image_cache, host),
         )
         self.pause_suspend = PauseSuspend(self.runner, self.vmops)
         clean, cleanup = float(tasks.clean_shutdown_timeout), float(tasks.destroy_timeout)
@@ -126,6 +142,10 @@ class XenAPIDriver(ComputeDriver):
                                          self._pool_changed)
         # A token outlives any migration that may still use it.
         self.migrations.token_lifetime = 2.0 * float(tasks.live_migration_timeout)
+        self.snapshots = Snapshots(self.pool, self.runner, host,
+                                   chunk_size=self.conf.glance.chunk_size_kb * 1024,
+                                   cleanup_timeout=float(tasks.destroy_timeout))
+        self._remove_half_imported_images()
         self.consoles = Consoles(self.pool, self.vmops)
         metrics_conf = getattr(self.conf, "metrics", None)
         self.metrics = HostMetrics(
@@ -278,6 +298,37 @@ class XenAPIDriver(ComputeDriver):
 
     def revert_resize(self, op: Operation, instance: dict[str, Any]) -> dict[str, Any] | None:
         return self._scoped(op, self._part(self.resizes).revert, instance)
+
+    def snapshot(self, op: Operation, instance: dict[str, Any], upload: Upload) -> None:
+        runner, vmops = self._ops()
+        assert self.snapshots is not None
+        with runner.operation(op, self._timeout(op)):
+            vm, _ = vmops.require(instance)
+            self.snapshots.snapshot(op, vm, f"{instance['name']} snapshot", upload)
+
+    def discard_snapshots(self, op: Operation, instance: dict[str, Any]) -> int:
+        runner, _ = self._ops()
+        assert self.snapshots is not None
+        with runner.operation(op, self._timeout(op)):
+            return self.snapshots.discard(op, instance["uuid"])
+
+    def manage_image_cache(self, max_unused_age: float) -> int:
+        self._ops()
+        if self.image_cache is None:
+            return 0
+        op = Operation("image-cache", "image_cache_cleanup", "image-cache-cleanup")
+        return len(self.image_cache.cleanup(op, max_unused_age))
+
+    def _remove_half_imported_images(self) -> None:
+        """A base VDI still 'importing' at start-up was cut off by a crash:
+        no build of this process can be using it."""
+        if self.image_cache is None:
+            return
+        op = Operation("image-cache", "image_cache_recover", "image-cache-recover")
+        try:
+            self.image_cache.remove_half_imported(op)
+        except exceptions.ComputeAgentError as e:
+            LOG.warning("Could not check the image cache for half-imported VDIs: %s", e)
 
     # -- queries ---------------------------------------------------------------------
     def get_info(self, instance: dict[str, Any]) -> InstanceInfo:

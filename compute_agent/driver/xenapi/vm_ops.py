@@ -15,11 +15,13 @@ from compute_agent import exceptions
 from compute_agent.driver import power_state
 from compute_agent.driver.base import REBOOT_HARD, REBOOT_TYPES, InstanceInfo, Operation
 from compute_agent.driver.xenapi import ownership
+from compute_agent.driver.xenapi.image_disks import ImageDisks
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.storage import Storage
 from compute_agent.driver.xenapi.tasks import TaskRunner
 from compute_agent.driver.xenapi.vm_record import NULL_REF, MiB, scratch_vm_record
+from compute_agent.image.service import wants_image
 
 __all__ = ["MiB", "NULL_REF", "VMOps", "instance_info", "scratch_vm_record"]
 
@@ -78,6 +80,7 @@ class VMOps:
         template: str = "",
         cleanup_timeout: float = 300.0,
         soft_reboot_timeout: float = 60.0,
+        image_disks: ImageDisks | None = None,
     ):
         self.pool = pool
         self.runner = runner
@@ -92,6 +95,7 @@ class VMOps:
         self.host_ref: Callable[[], str] | None = None
         # How long a guest gets to reboot itself before a hard reboot.
         self.soft_reboot_timeout = soft_reboot_timeout
+        self.image_disks = image_disks
         # instance uuid -> VM ref; checked before use, rebuilt on a miss.
         self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -184,11 +188,6 @@ class VMOps:
             if rec.get("power_state") != "Running":
                 self._start(op, ref, rec)
             return self.get_info(instance)
-        if (instance.get("image") or {}).get("url"):
-            # Image download arrives with a later issue; until then every
-            # root disk is blank, whatever the request names.
-            LOG.warning("Instance %s names an image; images are not supported yet, "
-                        "its root disk will be blank", instance["uuid"])
         created_vm: str | None = None
         try:
             created_vm = self._create_vm(op, instance)
@@ -259,7 +258,10 @@ class VMOps:
             vbd_rec = self.pool.call("VBD.get_record", vbd)
             if vbd_rec.get("userdevice") == "0" and vbd_rec.get("type") == "Disk":
                 return  # the template provided one
-        self.storage.create_root_disk(op, instance, vm)
+        if self.image_disks is not None and wants_image(instance.get("image")):
+            self.image_disks.create_root_disk(op, instance, vm)
+        else:
+            self.storage.create_root_disk(op, instance, vm)
 
     # -- power -----------------------------------------------------------------------
     def _start(self, op: Operation, ref: str, rec: dict[str, Any]) -> None:

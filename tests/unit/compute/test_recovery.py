@@ -105,6 +105,13 @@ def action_of(db, uuid, req):
     (states.DELETING, None, False, Decision(states.DELETED, 0, True, True)),
     (states.PAUSING, power_state.PAUSED, True, Decision(states.PAUSED, 3, True)),
     (states.PAUSING, power_state.CRASHED, True, Decision(states.ERROR, 6, False)),
+    # an interrupted snapshot never counts as done: its leftovers go
+    (states.IMAGE_SNAPSHOT, power_state.RUNNING, True,
+     Decision(states.ACTIVE, 1, False, discard_snapshot=True)),
+    (states.IMAGE_SNAPSHOT, power_state.SHUTDOWN, False,
+     Decision(states.STOPPED, 4, False, discard_snapshot=True)),
+    (states.IMAGE_SNAPSHOT, None, False,
+     Decision(states.ERROR, 0, False, discard_snapshot=True)),
 ])
 def test_decide(task_state, power, succeeded, expected):
     info = None if power is None else InstanceInfo(power_state=power)

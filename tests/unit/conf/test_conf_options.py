@@ -5,19 +5,37 @@ import socket
 import pytest
 from oslo_config import cfg
 
-from compute_agent.conf import database, default, libvirt, opts, tasks, xenserver
+from compute_agent.conf import (
+    database,
+    default,
+    glance,
+    image_cache,
+    libvirt,
+    opts,
+    tasks,
+    xenserver,
+)
 
 
-def _all_opts():
+def _keystoneauth_names() -> set[str]:
+    """[glance]'s session, auth and adapter options: keystoneauth1's own
+    (their help text is the library's), listed for the docs and sample."""
+    listed = glance.list_opts()[glance.glance_group]
+    return {o.name for o in listed} - {o.name for o in glance.GLANCE_OPTS}
+
+
+def _all_opts(include_library: bool = False):
+    library = _keystoneauth_names()
     for group, group_opts in opts.list_opts():
         name = group if isinstance(group, str) else group.name
         for opt in group_opts:
-            yield name, opt
+            if include_library or not (name == "glance" and opt.name in library):
+                yield name, opt
 
 
 def _fresh_conf(args=(), files=()):
     conf = cfg.ConfigOpts()
-    for module in (default, database, xenserver, tasks, libvirt):
+    for module in (default, database, xenserver, tasks, libvirt, glance, image_cache):
         module.register_opts(conf)
     argv = list(args)
     for path in files:
@@ -29,7 +47,40 @@ def _fresh_conf(args=(), files=()):
 def test_list_opts_groups():
     names = [g if isinstance(g, str) else g.name for g, _ in opts.list_opts()]
     assert names == ["DEFAULT", "database", "xenserver", "tasks", "libvirt", "console",
-                     "metrics"]
+                     "metrics", "glance", "image_cache"]
+
+
+def test_glance_takes_keystoneauth_options_and_defaults_to_the_image_service():
+    conf = _fresh_conf()
+    listed = {o.dest for _, o in _all_opts(include_library=True)}
+    for name in ("auth_type", "auth_section", "endpoint_override", "valid_interfaces",
+                 "cafile", "insecure", "region_name", "service_type", "timeout"):
+        assert name.replace("-", "_") in listed
+    for name in ("auth_type", "endpoint_override", "valid_interfaces", "cafile", "insecure"):
+        assert name in conf.glance
+    assert conf.glance.service_type == "image"
+    assert conf.glance.valid_interfaces == ["internal", "public"]
+    assert conf.glance.insecure is False  # TLS verified by default
+    assert conf.image_cache.enabled is True
+    assert conf.xenserver.image_handler == "stream"
+
+
+def test_glance_password_auth_reads_keystoneauth_plugin_options(tmp_path):
+    from keystoneauth1 import loading as ks_loading
+
+    path = tmp_path / "agent.conf"
+    path.write_text("[glance]\nauth_type = password\nauth_url = https://keystone.example/v3\n"
+                    "username = agent\npassword = secret\nproject_name = service\n"
+                    "user_domain_name = Default\nproject_domain_name = Default\n")
+    # A group of its own: loading the plugin registers its options in the
+    # group object, which the module-level glance_group would share.
+    conf = cfg.ConfigOpts()
+    conf.register_opts(glance.GLANCE_OPTS + glance.KEYSTONEAUTH_OPTS, group="glance")
+    conf(["--config-file", str(path)], project="compute-agent", default_config_files=[],
+         default_config_dirs=[])
+    auth = ks_loading.load_auth_from_conf_options(conf, "glance")
+    assert auth.auth_url == "https://keystone.example/v3"
+    assert conf.glance.password == "secret" and conf.glance.username == "agent"
 
 
 @pytest.mark.parametrize("group,opt", list(_all_opts()), ids=lambda v: getattr(v, "name", v))

@@ -49,7 +49,7 @@ def make_instance(name: str | None = None, **flavor: int) -> dict[str, Any]:
         "name": name or f"inst-{uuid[:8]}",
         "flavor": {"vcpus": flavor.get("vcpus", 2), "memory_mb": flavor.get("memory_mb", 512),
                    "root_gb": flavor.get("root_gb", 5)},
-        "image": {"id": "blank", "url": None, "disk_format": "raw"},
+        "image": {"id": None, "url": None, "disk_format": None},  # a blank root disk
         "networks": [],
         "metadata": {},
     }
