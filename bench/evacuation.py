@@ -115,7 +115,7 @@ def evacuate(urls: list[str], instances: int, bound: int) -> float:
             a.build_instance(new_context(), {
                 "uuid": str(uuidlib.uuid4()), "name": f"ev-{i}",
                 "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1},
-                "image": {"id": "blank", "url": None, "disk_format": "vhd"},
+                "image": {"id": None, "url": None, "disk_format": None},
                 "networks": [], "metadata": {}})
         a.wait_for_operations(600)
         start = time.monotonic()

@@ -110,7 +110,7 @@ class Fleet:
         self.api.build_instance(host, {
             "uuid": uuid, "name": f"lm-{uuid[:8]}",
             "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1},
-            "image": {"id": "blank", "url": None, "disk_format": "vhd"},
+            "image": {"id": None, "url": None, "disk_format": None},
             "networks": [], "metadata": {}}, confirm=True)
         inst = self.settled(uuid)
         assert inst["vm_state"] == "active", inst
@@ -354,7 +354,7 @@ def test_maintenance_empties_a_host_of_ten_instances(fleet):
         fleet.api.build_instance("pool-a", {
             "uuid": uuid, "name": f"mt-{uuid[:8]}",
             "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1},
-            "image": {"id": "blank", "url": None, "disk_format": "vhd"},
+            "image": {"id": None, "url": None, "disk_format": None},
             "networks": [], "metadata": {}}, confirm=True)
     wait_until(lambda: all(fleet.db.get_instance(u)["vm_state"] == "active" for u in uuids),
                SETTLE_S, "ten builds", 0.2)
