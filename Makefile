@@ -26,8 +26,9 @@ venv: $(STAMP)
 
 # Debian packages the libvirt extra builds against (libvirt-dev, pkg-config)
 # and its tests use (virt-xml-validate from libvirt-clients, which runs
-# xmllint from libxml2-utils); installed when missing (as root, as CI runs).
-LIBVIRT_DEBS := libvirt-dev pkg-config libvirt-clients libxml2-utils
+# xmllint from libxml2-utils; qemu-img from qemu-utils makes and reads back
+# qcow2 images); installed when missing (as root, as CI runs).
+LIBVIRT_DEBS := libvirt-dev pkg-config libvirt-clients libxml2-utils qemu-utils
 
 $(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.cfg
 	@missing=$$(for p in $(LIBVIRT_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

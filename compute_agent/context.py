@@ -8,9 +8,17 @@ oslo.log's ContextFormatter reads the thread's current context (set with
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from oslo_context import context as oslo_context
+
+# oslo.context's request ids: "req-" and a uuid4.
+_REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Identity fields a caller's context may carry into log lines.
+_IDENTITY = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
+_IDENTITY_KEYS = ("user_id", "project_id", "domain_id", "user_domain_id",
+                  "project_domain_id", "user_name", "project_name")
 
 
 class RequestContext(oslo_context.RequestContext):
@@ -39,6 +47,27 @@ def new_context(request_id: str | None = None, instance_uuid: str | None = None,
 def from_dict(values: dict[str, Any]) -> RequestContext:
     # overwrite=False: building a context must not rebind the thread's one.
     return RequestContext.from_dict(values, overwrite=False)
+
+
+def from_wire(values: Any) -> RequestContext:
+    """The context of an RPC message, keeping only what is safe to print in
+    every log line of the request: a request id of oslo.context's form (a
+    new one otherwise), a global request id of that form, and identity
+    fields of at most 64 plain characters. Anything else a caller put in
+    the context is dropped (the agent does no authorisation)."""
+    values = values if isinstance(values, dict) else {}
+    kept: dict[str, Any] = {}
+    request_id = values.get("request_id")
+    if isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id):
+        kept["request_id"] = request_id
+    global_id = values.get("global_request_id")
+    if isinstance(global_id, str) and _REQUEST_ID.fullmatch(global_id):
+        kept["global_request_id"] = global_id
+    for key in _IDENTITY_KEYS:
+        value = values.get(key)
+        if isinstance(value, str) and _IDENTITY.fullmatch(value):
+            kept[key] = value
+    return RequestContext(overwrite=False, **kept)
 
 
 def get_admin_context() -> RequestContext:

@@ -126,6 +126,15 @@ class OperationCancelled(ComputeAgentError):
     msg_fmt = "Operation {0} on instance {1} was cancelled"
 
 
+class TaskNotRecorded(ComputeAgentError):
+    """A dom0 task could not be written to the database, so it is not
+    started (or, if it was, cancelled): nothing is waited on untracked.
+    params: operation, instance uuid."""
+
+    code = "TASK_NOT_RECORDED"
+    msg_fmt = "Operation {0} on instance {1} stopped: its dom0 task could not be recorded"
+
+
 class OperationNotSupported(ComputeAgentError):
     """The driver (or its connection) cannot do the operation. params:
     operation, driver."""
@@ -137,6 +146,18 @@ class OperationNotSupported(ComputeAgentError):
 class NoValidHost(ComputeAgentError):
     code = "NO_VALID_HOST"
     msg_fmt = "No live compute host can take the request: {0}"
+
+
+class InternalError(ComputeAgentError):
+    """An unexpected exception, reported without its text (which may hold
+    SQL, paths or secrets). params: the request id to find it in the log."""
+
+    code = "INTERNAL_ERROR"
+    msg_fmt = "Internal error; the agent's log has the details under request {0}"
+
+
+def internal_error(request_id: str | None) -> InternalError:
+    return InternalError(request_id or "-")
 
 
 class ImageNotFound(ComputeAgentError):
@@ -163,10 +184,11 @@ class ImageUnavailable(ComputeAgentError):
 
 
 class ImageFormatUnsupported(ComputeAgentError):
-    """params: image id, disk_format."""
+    """params: image id, disk_format. The XenAPI driver boots raw and vhd,
+    the libvirt driver raw and qcow2."""
 
     code = "IMAGE_FORMAT_UNSUPPORTED"
-    msg_fmt = "Image {0} has disk format {1}; only raw and vhd can be booted"
+    msg_fmt = "Image {0} has disk format {1}, which this driver cannot boot"
 
 
 class FlavorDiskTooSmall(ComputeAgentError):

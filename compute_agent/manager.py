@@ -115,7 +115,8 @@ class ComputeManager:
                                  locks=self._locks, busy=self.busy_instances)
         self._stopping = threading.Event()
         self._build_slots = BuildSlots(conf.max_concurrent_builds, self._stopping, self.host)
-        self._outcomes = Outcomes(db, self.notifier, release=self._workers.release)
+        self._outcomes = Outcomes(db, self.notifier, release=self._workers.release,
+                                  stopping=self._stopping.is_set)
         self._host_status = HostStatus(conf, db, driver, self.host)
         self._runner = RequestRunner(conf, db, driver, self.notifier, self.host, self._locks,
                                      self._workers, self._outcomes, self._stopping)
@@ -141,10 +142,20 @@ class ComputeManager:
         """Connect the driver, start recovering what an earlier run left
         half done (recovery.py: classified now, settled in background
         threads), and write the first heartbeat. Recovery runs again
-        whenever the driver reconnects to the hypervisor."""
-        self.driver.init_host(self.host)
-        self._recover("start")
+        whenever the driver reconnects to the hypervisor, and first when
+        the agent started without it and it answers."""
+        # The listener first: a driver that starts without dom0 calls it
+        # once dom0 answers, and recovery must run then.
         self.driver.set_reconnect_listener(lambda: self._recover("reconnect"))
+        # An operation whose end could not be written while the database was
+        # unreachable is settled as soon as it answers again.
+        if hasattr(self.db, "add_reconnect_listener"):
+            self.db.add_reconnect_listener(lambda: self._recover("database"))
+        self.driver.init_host(self.host)
+        if self.driver.available:
+            self._recover("start")
+        else:
+            LOG.warning("Serving without the hypervisor; recovery runs once it answers")
         self.report_host(get_admin_context())
 
     def _recover(self, reason: str, ctxt: RequestContext | None = None) -> None:

@@ -28,6 +28,7 @@ from oslo_service import service as os_service
 from compute_agent import context as ca_context
 from compute_agent import exceptions, notifications
 from compute_agent.db.api import Database
+from compute_agent.exceptions import ComputeAgentError, HypervisorUnavailable
 from compute_agent.manager import ComputeManager
 from compute_agent.metrics import agent as agent_metrics
 from compute_agent.metrics.exporter import Exporter
@@ -89,6 +90,9 @@ class PeriodicJobs:
         try:
             fn(ctxt)
             self.last_run[name] = time.monotonic()
+        except HypervisorUnavailable as exc:
+            # Expected while dom0 is down: one line, no traceback.
+            LOG.warning("Periodic job %s skipped: %s", name, exc.message)
         except Exception:
             LOG.exception("Periodic job %s failed", name)
         finally:
@@ -120,6 +124,17 @@ class ComputeService(os_service.ServiceBase):
     # -- oslo.service API ---------------------------------------------------------
 
     def start(self) -> None:
+        try:
+            self._start()
+        except Exception as exc:
+            # The launcher prints this on stderr only; the log file (and the
+            # journal) must say why the agent did not start too.
+            LOG.critical("compute-agent cannot start: %s",
+                         exc.message if isinstance(exc, ComputeAgentError)
+                         else type(exc).__name__, exc_info=True)
+            raise
+
+    def _start(self) -> None:
         conf = self.conf
         self._stopped.clear()
         self.db = Database.from_conf(conf)

@@ -98,10 +98,14 @@ function init_compute_agent {
 function start_xapi_sim {
     local url="http://$XAPI_SIM_HOST:$XAPI_SIM_PORT/"
     mkdir -p "$COMPUTE_AGENT_STATE_DIR/xapi-sim"
+    # The password goes in a file only its owner reads: a command line is
+    # visible to every user of the machine (ps, /proc/*/cmdline).
+    local pwfile="$COMPUTE_AGENT_STATE_DIR/xapi-sim/password"
+    (umask 077 && printf '%s\n' "$XAPI_SIM_PASSWORD" > "$pwfile")
     run_process xapi-sim "$(compute_agent_bin_dir)/xapi-sim \
 --listen $XAPI_SIM_HOST:$XAPI_SIM_PORT --hosts $XAPI_SIM_HOSTS \
 --task-duration $XAPI_SIM_TASK_DURATION \
---user root --password $XAPI_SIM_PASSWORD \
+--user root --password-file $pwfile \
 --state-dir $COMPUTE_AGENT_STATE_DIR/xapi-sim \
 --plugins-dir $COMPUTE_AGENT_DIR/etc/xapi.d/plugins"
     wait_for_service "$SERVICE_TIMEOUT" "$url" \

@@ -40,6 +40,14 @@ LIBRARY_OPTIONS: list[tuple[str, str, str, str]] = [
     ("oslo.messaging", "oslo_messaging_notifications", "driver",
      "Set to `messagingv2` to publish the agent's versioned notifications "
      "(action start, end and error)."),
+    ("oslo.messaging", "oslo_messaging_rabbit", "kombu_missing_consumer_retry_timeout",
+     "Seconds a reply waits for its caller's reply queue. The agent defaults it to 2 "
+     "(oslo.messaging: 60): a caller that went away never re-creates its queue, and "
+     "each reply to it would hold an RPC executor thread that long."),
+    ("oslo.messaging", "oslo_messaging_rabbit", "rabbit_quorum_queue",
+     "Quorum queues for the RPC topics: casts survive a broker restart (and a node "
+     "loss in a cluster). Set it on the agent and on every client, on a vhost whose "
+     "queues were not declared classic before (docs/install.md, Broker)."),
     ("oslo.messaging", "oslo_messaging_rabbit", "ssl",
      "TLS to RabbitMQ; with `ssl_ca_file` the broker's certificate is verified."),
     ("oslo.service.service", "DEFAULT", "graceful_shutdown_timeout",

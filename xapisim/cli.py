@@ -33,7 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hosts", type=int, default=1, metavar="N", help="hosts in the pool")
     p.add_argument("--user", default="root", help="user name accepted at login")
     p.add_argument("--password", default=os.environ.get("XAPISIM_PASSWORD", "password"),
-                   help="its password (default: $XAPISIM_PASSWORD or 'password')")
+                   help="its password (default: $XAPISIM_PASSWORD or 'password'); a "
+                        "command line is visible to every user (ps): prefer "
+                        "--password-file or the environment")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="read the password from the first line of FILE instead")
     p.add_argument("--task-duration", type=float, default=0.5, metavar="S",
                    help="seconds each operation takes (default %(default)s)")
     p.add_argument("--state-dir", metavar="DIR",
@@ -58,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--persist needs --state-dir")
     if args.task_duration < 0:
         p.error("--task-duration must not be negative")
+    if args.password_file:
+        try:
+            with open(args.password_file, encoding="utf-8") as f:
+                args.password = f.readline().rstrip("\r\n")
+        except OSError as e:
+            p.error(f"--password-file: {e.strerror}")
     return args
 
 

@@ -7,10 +7,12 @@ import os
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from oslo_db import exception as db_exc
 
 from compute_agent.checks import Result, failure, first_line, success
 from compute_agent.db import engine as db_engine
 from compute_agent.db import migration
+from compute_agent.db.guard import reason_of
 
 NAME = "database"
 
@@ -38,9 +40,8 @@ def check(url: str, timeout: float, migrations_dir: str = migration.MIGRATIONS_D
     engine = db_engine.make_engine(parsed)
     try:
         current = migration.current(engine)
-    except sa.exc.DBAPIError as exc:
-        reason = first_line(exc.orig if exc.orig is not None else exc)
-        return failure(NAME, f"cannot connect to {shown}: {reason}")
+    except (sa.exc.DBAPIError, db_exc.DBError) as exc:
+        return failure(NAME, f"cannot connect to {shown}: {reason_of(exc)}")
     except sa.exc.SQLAlchemyError as exc:
         return failure(NAME, f"{shown}: {first_line(exc)}")
     finally:

@@ -44,8 +44,10 @@ def _run(argv: list[str], backend: str, sd: object) -> int:
     from compute_agent.conf import CONF
     from compute_agent.process import gmr, version
     from compute_agent.process.log_setup import setup_logging
+    from compute_agent.rpc import transport as rpc_transport
 
     logging.register_options(CONF)
+    rpc_transport.set_agent_defaults(CONF)
     try:
         CONF(argv[1:], project="compute-agent", version=version.version_string())
     except (cfg.Error, ValueError) as exc:

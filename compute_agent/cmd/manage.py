@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from oslo_config import cfg
+from oslo_db import exception as db_exc
 
 from compute_agent import conf as _conf  # noqa: F401 - registers the option groups
 from compute_agent.db import engine as db_engine
 from compute_agent.db import errors, migration
+from compute_agent.db.guard import reason_of
 from compute_agent.process import version
 
 PROG = "compute-agent-manage"
@@ -67,19 +69,14 @@ def main(argv: Sequence[str] | None = None, conf: cfg.ConfigOpts | None = None) 
     url = conf.database.connection
     try:
         return func(conf)
-    except sa.exc.DBAPIError as exc:
-        reason = errors.DatabaseUnavailable(db_engine.safe_url(url), _first_line(exc))
+    except (sa.exc.DBAPIError, db_exc.DBError) as exc:
+        reason = errors.DatabaseUnavailable(db_engine.safe_url(url), reason_of(exc))
         print(f"{PROG}: {reason.message}", file=sys.stderr)
         return 1
     except sa.exc.ArgumentError as exc:
         print(f"{PROG}: invalid [database] connection {db_engine.safe_url(url)}: {exc}",
               file=sys.stderr)
         return 1
-
-
-def _first_line(exc: sa.exc.DBAPIError) -> str:
-    text = str(exc.orig if exc.orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

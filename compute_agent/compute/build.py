@@ -42,6 +42,11 @@ class Builder:
             r.outcomes.refused_build(ctxt, instance, exc, r.host, r.locks)
             raise
         uuid = spec["uuid"]
+        try:
+            r.refuse_if_no_hypervisor()
+        except exceptions.HypervisorUnavailable as exc:
+            r.outcomes.refused(ctxt, None, "build", exc)
+            raise
         with r.locks.hold(uuid):
             try:
                 existing = r.db.get_instance(uuid)
@@ -80,6 +85,7 @@ class Builder:
         r.outcomes.event_start(ctxt, uuid, "build")
         try:
             with self.slots.slot(uuid):
+                LOG.debug("Driver spawn of %s (timeout %s s)", uuid, op.timeout)
                 info = r.driver.spawn(op, spec)
         except BaseException as exc:
             r.outcomes.fail(ctxt, uuid, "build", exc, settle=lambda inst: (states.ERROR, None))

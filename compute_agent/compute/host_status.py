@@ -66,10 +66,7 @@ class HostStatus:
         services = [s for s in self.db.list_services(self.conf.service_down_time)
                     if s["host"] == self.host and s["binary"] == SERVICE_BINARY]
         status["service"] = services[0] if services else None
-        counts: dict[str, int] = {}
-        for inst in self.db.list_instances(host=self.host):
-            counts[inst["vm_state"]] = counts.get(inst["vm_state"], 0) + 1
-        status["instances"] = counts
+        status["instances"] = self.db.count_instances(host=self.host)
         return status
 
     def _pool(self) -> dict[str, Any] | None:
@@ -85,11 +82,9 @@ class HostStatus:
 
     def _hypervisor_instances(self) -> dict[str, int]:
         """uuid -> power state of every instance the hypervisor has a VM
-        (or disks) of for this agent; NOSTATE for disks without a VM."""
-        found: dict[str, int] = {}
+        (or disks) of for this agent; NOSTATE for disks without a VM. Read
+        at once (list_instance_infos), not one call per instance."""
+        found = {u: i.power_state for u, i in self.driver.list_instance_infos().items()}
         for uuid in self.driver.list_instance_uuids():
-            try:
-                found[uuid] = self.driver.get_info({"uuid": uuid}).power_state
-            except exceptions.InstanceNotFound:
-                found[uuid] = power_state.NOSTATE
+            found.setdefault(uuid, power_state.NOSTATE)
         return found

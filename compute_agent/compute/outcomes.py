@@ -12,6 +12,7 @@ a finished operation into a crashed one.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -21,11 +22,21 @@ from compute_agent import notifications as notif
 from compute_agent.compute import states
 from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.requests import REQUESTS, driver_view
-from compute_agent.compute.validation import validate_uuid
+from compute_agent.compute.validation import is_uuid, valid_name_or_empty
 from compute_agent.context import RequestContext
+from compute_agent.db.errors import DatabaseUnavailable
 from compute_agent.driver import power_state
 
 LOG = logging.getLogger(__name__)
+
+# Retrying the record of an operation's end while the database is
+# unreachable: first pause, longest pause, and for how long (seconds).
+OUTCOME_RETRY_FIRST = 1.0
+OUTCOME_RETRY_MAX = 15.0
+OUTCOME_RETRY_S = 300.0
+
+# Characters of a traceback an action event keeps.
+MAX_TRACEBACK = 8192
 
 # inst (driver view) -> (vm_state, power_state or None to keep it)
 Settler = Callable[[dict[str, Any]], tuple[str, int | None]]
@@ -35,10 +46,12 @@ class Outcomes:
     """``release(uuid)`` is called once an operation's end is recorded (the
     instance is no longer busy in this process)."""
 
-    def __init__(self, db: Any, notifier: notif.Notifier, release: Callable[[str], None]):
+    def __init__(self, db: Any, notifier: notif.Notifier, release: Callable[[str], None],
+                 stopping: Callable[[], bool] = lambda: False):
         self.db = db
         self.notifier = notifier
         self._release = release
+        self._stopping = stopping
 
     # -- the end of an operation -------------------------------------------------------
 
@@ -49,14 +62,23 @@ class Outcomes:
         values = {**values, "task_state": None}
         self.event_finish(ctxt, uuid, request, "success")
         self.action_finish(ctxt, uuid, "success")
+        inst = None
         try:
-            inst = self.db.update_instance(uuid, values, expected_task_state=task_state)
+            inst = self.persist(f"the end of {request} of {uuid}", lambda: self.db.update_instance(
+                uuid, values, expected_task_state=task_state))
+        except DatabaseUnavailable:
+            pass  # logged; recovery settles it once the database is back
         except exceptions.ComputeAgentError as exc:
             # Someone else resolved the instance meanwhile (e.g. recovery).
             LOG.warning("Could not record the end of %s of %s: %s", request, uuid, exc.message)
-            inst = self.db.get_instance(uuid)
+            try:
+                inst = self.db.get_instance(uuid)
+            except exceptions.ComputeAgentError:
+                inst = None
         finally:
             self._release(uuid)
+        if inst is None:
+            return
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.END, inst)
         LOG.info("%s of %s done: vm_state %s, power_state %s", request, uuid,
                  inst["vm_state"], power_state.name(inst["power_state"]))
@@ -69,24 +91,29 @@ class Outcomes:
             error = exc
             LOG.warning("%s of %s failed: %s %s", request, uuid, error.code, error.params)
         else:
-            error = exceptions.ComputeAgentError(
-                type(exc).__name__, str(exc),
-                message=f"Internal error during {request}: {type(exc).__name__}: {exc}")
+            # Its text (SQL, paths) stays in the log; the fault says where.
+            error = exceptions.internal_error(ctxt.request_id)
             LOG.error("%s of %s failed unexpectedly", request, uuid,
                       exc_info=(type(exc), exc, exc.__traceback__))
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = tb[-MAX_TRACEBACK:]  # the end says most; the record stays bounded
         self.event_finish(ctxt, uuid, request, "error", tb)
         self.action_finish(ctxt, uuid, "error", f"{error.code} {error.params}")
         inst = None
         try:
-            current = self.db.get_instance(uuid, internal=True)
+            current = self.persist(f"the failure of {request} of {uuid}",
+                                   lambda: self.db.get_instance(uuid, internal=True))
             vm_state, new_power = settle(driver_view(current))
             values: dict[str, Any] = {"vm_state": vm_state, "task_state": None}
             if new_power is not None:
                 values["power_state"] = new_power
-            self.db.add_instance_fault(uuid, error.code, error.params, error.message)
-            inst = self.db.update_instance(uuid, values,
-                                           expected_task_state=current["task_state"])
+            self.persist(f"the fault of {request} of {uuid}", lambda: self.db.add_instance_fault(
+                uuid, error.code, error.params, error.message))
+            inst = self.persist(f"the failure of {request} of {uuid}",
+                                lambda: self.db.update_instance(
+                                    uuid, values, expected_task_state=current["task_state"]))
+        except DatabaseUnavailable:
+            pass  # logged; recovery settles it once the database is back
         except Exception:
             LOG.exception("Could not record the failure of %s of %s", request, uuid)
         finally:
@@ -113,16 +140,24 @@ class Outcomes:
                       locks: InstanceLocks) -> None:
         """A build cast has nobody to tell; if it names a usable uuid that is
         not known yet, leave an instance in error with the fault so the
-        caller finds out with get_instance."""
+        caller finds out with get_instance. Only checked values are written
+        (the uuid, the name if it is valid, the fault, which names the field
+        in escaped and bounded form), and this never raises: the caller
+        gets the refusal, not a failure to record it."""
         self.notifier.action(ctxt, "create", notif.ERROR, None, exc.to_dict())
         LOG.warning("Refused build: %s", exc.message)
-        if not isinstance(instance, dict):
+        if not isinstance(instance, dict) or not is_uuid(instance.get("uuid")):
             return
         try:
-            uuid = validate_uuid(instance.get("uuid"), "uuid")
-        except exceptions.InvalidInput:
-            return
-        name = instance.get("name")
+            self._record_refused_build(ctxt, instance["uuid"], instance.get("name"), exc,
+                                       host, locks)
+        except Exception:
+            LOG.exception("Could not record the refused build of %s", instance["uuid"])
+
+    def _record_refused_build(self, ctxt: RequestContext, uuid: str, name: Any,
+                              exc: exceptions.ComputeAgentError, host: str,
+                              locks: InstanceLocks) -> None:
+        name = valid_name_or_empty(name)
         with locks.hold(uuid):
             try:
                 # Created as a build that never started; it turns to error
@@ -130,7 +165,7 @@ class Outcomes:
                 # sees an error without its reason.
                 self.db.create_instance({
                     "uuid": uuid,
-                    "name": name if isinstance(name, str) else "",
+                    "name": name,
                     "host": host,
                     "vm_state": states.BUILDING,
                     "task_state": None,
@@ -142,6 +177,31 @@ class Outcomes:
             self.action_start(ctxt, uuid, "build")
             self.action_finish(ctxt, uuid, "error", exc.message)
             self.db.update_instance(uuid, {"vm_state": states.ERROR})
+
+    # -- writes that must not be lost --------------------------------------------------
+
+    def persist(self, what: str, write: Callable[[], Any]) -> Any:
+        """Run ``write`` (one database call), and while the database cannot
+        be reached run it again with a growing pause, for at most
+        OUTCOME_RETRY_S: the end of an operation whose dom0 work is done is
+        recorded as soon as the database is back. Past that (or once the
+        agent stops) DatabaseUnavailable is raised; the database's
+        reconnect then triggers recovery, which settles the instance from
+        dom0. Other errors are raised at once."""
+        deadline = time.monotonic() + OUTCOME_RETRY_S
+        delay = OUTCOME_RETRY_FIRST
+        while True:
+            try:
+                return write()
+            except DatabaseUnavailable as exc:
+                if time.monotonic() + delay > deadline or self._stopping():
+                    LOG.error("Could not record %s: %s; recovery will once the database "
+                              "is back", what, exc.message)
+                    raise
+                LOG.warning("Could not record %s (database unreachable); retrying in %.0f s",
+                            what, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, OUTCOME_RETRY_MAX)
 
     # -- action records ----------------------------------------------------------------
 

@@ -191,16 +191,27 @@ class PowerStateSync:
         """Compare every instance of this host with the hypervisor; returns
         how many changed. Stops early if the hypervisor is unreachable."""
         changed = 0
+        try:
+            # One read of every VM (not one call per instance).
+            infos = self.driver.list_instance_infos()
+        except exceptions.ComputeAgentError as exc:
+            LOG.warning("Power state sync skipped: %s", exc.message)
+            return changed
         for inst in self.db.list_instances(host=self.host, internal=True):
             if inst["task_state"] is not None or inst["vm_state"] in UNTOUCHED:
                 continue
-            try:
-                info: InstanceInfo | None = self.driver.get_info(inst)
-            except exceptions.InstanceNotFound:
-                info = None
-            except exceptions.ComputeAgentError as exc:
-                LOG.warning("Power state sync stopped: %s", exc.message)
-                return changed
+            info: InstanceInfo | None = infos.get(inst["uuid"])
+            if info is None:
+                # Not in the listing: ask once more (a VM created since).
+                try:
+                    info = self.driver.get_info(inst)
+                except exceptions.InstanceNotFound:
+                    info = None
+                except exceptions.ComputeAgentError as exc:
+                    LOG.warning("Power state sync stopped: %s", exc.message)
+                    return changed
+            if info is not None and self._agrees(inst, info):
+                continue  # nothing to write: no lock, no second read
             with self.locks.hold(inst["uuid"]):
                 try:
                     current = self.db.get_instance(inst["uuid"], internal=True)
@@ -209,6 +220,20 @@ class PowerStateSync:
                 if self.apply(ctxt, current, info):
                     changed += 1
         return changed
+
+    def _agrees(self, inst: dict[str, Any], info: InstanceInfo) -> bool:
+        """Whether apply() would find nothing to change for the instance as
+        listed (power state, vm_state, shutdown reason, no new shutdown)."""
+        marker = info.extra.get(MARKER_KEY)
+        seen = self._markers.get(inst["uuid"])
+        if marker is not None and seen is not None and marker != seen:
+            return False
+        if marker is not None:
+            self._markers[inst["uuid"]] = marker
+        reason = info.shutdown_reason
+        return (info.power_state == inst["power_state"]
+                and target_vm_state(inst["vm_state"], info.power_state) == inst["vm_state"]
+                and (reason is None or reason == inst.get("shutdown_reason")))
 
     # -- the rule ---------------------------------------------------------------------
 

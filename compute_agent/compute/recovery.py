@@ -176,6 +176,7 @@ class Recovery:
 
     def _recover_instance(self, ctxt: RequestContext, run: RecoveryRun, uuid: str,
                           tasks: list[dict[str, Any]]) -> None:
+        ctxt.for_instance(uuid).update_store()  # its log lines name the instance
         try:
             outcomes: dict[str, ts.TaskState] = {}
             for task in tasks:
@@ -310,6 +311,7 @@ class Recovery:
         outcomes = self._outcomes(uuid, request_id, reattached)
         rctxt = new_context(request_id=request_id, instance_uuid=uuid) if request_id else \
             ctxt.for_instance(uuid)
+        rctxt.update_store()  # log lines carry the request that left it half done
         try:
             # Complete or roll back what settling from the power state
             # alone cannot (rescue, resize: recovery_redo.py), then look.
@@ -324,6 +326,10 @@ class Recovery:
             return None
         succeeded = bool(outcomes) and all(o.status == ts.SUCCESS for o in outcomes)
         decision = decide(task_state, info, succeeded, redone.outcome)
+        LOG.debug("Recovery decision for %s: task_state %s, VM %s, tasks %s -> vm_state %s%s",
+                  uuid, task_state, "none" if info is None else power_state.name(
+                      info.power_state), [o.status for o in outcomes], decision.vm_state,
+                  "" if decision.finished else " (interrupted)")
         error: exceptions.ComputeAgentError | None = None
         if not decision.finished:
             timeout = timeout_of(self.conf, op_name)
@@ -437,13 +443,12 @@ class Recovery:
             LOG.warning("Cannot look for orphan VMs: %s", exc.message)
             return
         busy = self.busy()
+        # One read of the database for every VM, not one query per VM.
+        known = {i["uuid"]: i for i in self.db.list_instances(include_deleted=True)}
         for uuid in vm_uuids:
             if uuid in busy:
                 continue
-            try:
-                inst = self.db.get_instance(uuid)
-            except exceptions.InstanceNotFound:
-                inst = None
+            inst = known.get(uuid)
             if inst is not None and not (inst["vm_state"] == states.DELETED
                                          and inst["task_state"] is None):
                 continue

@@ -19,6 +19,7 @@ requests.REQUESTS; this module is the same for every request.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,8 @@ from compute_agent.context import RequestContext
 from compute_agent.driver import power_state
 from compute_agent.driver.base import ComputeDriver
 from compute_agent.driver.base import Operation as DriverOperation
+
+LOG = logging.getLogger(__name__)
 
 # What a request does in the driver: call(operation, instance view); what it
 # returns (a dict or None) is written into the instance with the settled state
@@ -103,6 +106,7 @@ class RequestRunner:
         try:
             self.refuse_if_stopping()
             uuid = validate_uuid(instance_uuid)
+            self.refuse_if_no_hypervisor()
         except exceptions.ComputeAgentError as exc:
             self.outcomes.refused(ctxt, None, request, exc)
             raise
@@ -150,6 +154,14 @@ class RequestRunner:
         if self._stopping.is_set():
             raise ServiceStopping(self.host)
 
+    def refuse_if_no_hypervisor(self) -> None:
+        """Work that needs dom0 is refused, not queued, while the driver has
+        no connection (it started without dom0 and is still trying)."""
+        if not self.driver.available:
+            raise exceptions.HypervisorUnavailable(
+                getattr(getattr(self.conf, "xenserver", None), "connection_url", "") or "-",
+                "not connected; the agent keeps trying")
+
     def operation(self, ctxt: RequestContext, uuid: str, driver_op: str) -> DriverOperation:
         """The driver Operation for ``driver_op``, with its [tasks] timeout."""
         timeout = timeout_of(self.conf, driver_op)
@@ -164,6 +176,7 @@ class RequestRunner:
         deleting = row.settles_to == states.DELETED
         try:
             inst = self.db.get_instance(uuid, internal=True)
+            LOG.debug("Driver %s of %s (timeout %s s)", op.name, uuid, op.timeout)
             extra = call(op, driver_view(inst))
             info = None if deleting else self.driver.get_info(
                 driver_view({**inst, "vm_state": row.settles_to or inst["vm_state"]}))

@@ -20,7 +20,7 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent.compute.requests import driver_view
 from compute_agent.compute.runner import RequestRunner
-from compute_agent.compute.validation import validate_uuid
+from compute_agent.compute.validation import check_map, check_string, safe_text, validate_uuid
 from compute_agent.context import RequestContext
 from compute_agent.driver.base import ComputeDriver, Operation
 from compute_agent.image.glance import GlanceClient
@@ -42,15 +42,20 @@ def image_properties(image: Any, instance_uuid: str) -> dict[str, Any]:
     (required) and string properties; InvalidInput otherwise."""
     if not isinstance(image, dict):
         raise exceptions.InvalidInput("image", "must be an object")
+    check_map(image, "image", "snapshot.image", nullable=False)
     name = image.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise exceptions.InvalidInput("image.name", "must be a non-empty string of at most 255")
+    check_string(name, "image.name", "name")
     props: dict[str, Any] = {}
     for key, value in image.items():
+        field = f"image.{safe_text(key)}"
+        check_string(key, "image", "snapshot.image.<key>", label="image keys")
         if key in RESERVED:
-            raise exceptions.InvalidInput(f"image.{key}", "is set by the agent")
-        if not isinstance(key, str) or not isinstance(value, str) or len(value) > 255:
-            raise exceptions.InvalidInput(f"image.{key}", "must be a string of at most 255")
+            raise exceptions.InvalidInput(field, "is set by the agent")
+        if not isinstance(value, str) or len(value) > 255:
+            raise exceptions.InvalidInput(field, "must be a string of at most 255")
+        check_string(value, field, "snapshot.image.<value>")
         props[key] = value
     props.update({"disk_format": SNAPSHOT_FORMAT, "container_format": "bare",
                   "instance_uuid": instance_uuid, "image_type": "snapshot"})

@@ -15,18 +15,17 @@ racing writers exactly one wins and the other gets ``UnexpectedTaskState``.
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import random
-import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
+from oslo_db import exception as db_exc
 from sqlalchemy.engine import Connection, Engine
 
 from compute_agent import exceptions
 from compute_agent.db import engine as db_engine
 from compute_agent.db import errors, migration, models
+from compute_agent.db.guard import GuardedCalls, RetryPolicy, _api, reason_of
 from compute_agent.db.types import format_time, parse_time, utcnow
 
 
@@ -138,44 +137,35 @@ def _check_fields(values: Mapping[str, Any], allowed: Iterable[str], what: str) 
         raise exceptions.InvalidInput(unknown[0], f"not a field of {what}")
 
 
-DEADLOCK_RETRIES = 5
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _retry_on_deadlock(func: _F) -> _F:
-    """Run a write method again when the server aborted its transaction to
-    break a deadlock (MariaDB does so when concurrent inserts of the same
-    unique key all fall back to an UPDATE). The method's transaction was
-    rolled back as a whole, so the retry starts from a clean state."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for attempt in range(1, DEADLOCK_RETRIES + 1):
-            try:
-                return func(*args, **kwargs)
-            except sa.exc.DBAPIError as exc:
-                if attempt == DEADLOCK_RETRIES or not db_engine.is_deadlock(exc):
-                    raise
-                time.sleep(random.uniform(0, 0.02 * attempt))  # de-synchronise the retries
-        raise AssertionError("unreachable")
-
-    return wrapper  # type: ignore[return-value]
+# What a duplicate key raises: oslo.db's translation, or SQLAlchemy's own
+# where the translation does not apply (a savepoint's release).
+DUPLICATE = (sa.exc.IntegrityError, db_exc.DBDuplicateEntry, db_exc.DBReferenceError)
 
 
 # --------------------------------------------------------------------------- the API
 
-class Database:
+class Database(GuardedCalls):
     """Thread-safe access to the agent's database; see the module docstring."""
 
-    def __init__(self, url: str, debug: bool = False, pool_size: int | None = None):
+    def __init__(self, url: str, debug: bool | int = False, pool_size: int | None = None,
+                 retry: RetryPolicy | None = None, **engine_options: Any):
         self.url = url
-        self.engine: Engine = db_engine.make_engine(url, debug=debug, pool_size=pool_size)
+        self.engine: Engine = db_engine.make_engine(url, debug=debug, pool_size=pool_size,
+                                                    **engine_options)
+        self._guard_api(retry or RetryPolicy(), db_engine.safe_url(url))
 
     @classmethod
     def from_conf(cls, conf: Any) -> Database:
-        """Build from the [database] options of an oslo.config ConfigOpts."""
-        return cls(conf.database.connection, debug=conf.database.connection_debug,
-                   pool_size=conf.database.pool_size)
+        """Build from the [database] options (oslo.db's) of a ConfigOpts."""
+        d = conf.database
+        options = {k: getattr(d, k) for k in (
+            "max_overflow", "pool_timeout", "connection_recycle_time", "mysql_sql_mode",
+            "mysql_wsrep_sync_wait", "sqlite_synchronous", "connection_trace",
+            "connection_parameters")}
+        retry = RetryPolicy(d.db_max_retries, float(d.db_retry_interval),
+                            bool(d.db_inc_retry_interval), float(d.db_max_retry_interval))
+        return cls(d.connection, debug=d.connection_debug,
+                   pool_size=d.max_pool_size or d.pool_size, retry=retry, **options)
 
     def __repr__(self) -> str:
         return f"Database({db_engine.safe_url(self.url)})"
@@ -198,9 +188,9 @@ class Database:
         head = migration.head()
         try:
             current = migration.current(self.engine)
-        except sa.exc.DBAPIError as exc:
+        except (sa.exc.DBAPIError, db_exc.DBError) as exc:
             raise errors.DatabaseUnavailable(
-                db_engine.safe_url(self.url), _reason(exc)) from exc
+                db_engine.safe_url(self.url), reason_of(exc)) from exc
         if current != head:
             raise exceptions.DatabaseNotMigrated(current or "none", head)
 
@@ -223,7 +213,7 @@ class Database:
     def _shape(row: dict[str, Any], internal: bool) -> dict[str, Any]:
         return _plain(row) if internal else instance_to_dict(row)
 
-    @_retry_on_deadlock
+    @_api
     def create_instance(self, values: dict[str, Any], internal: bool = False) -> dict[str, Any]:
         """Insert an instance; ``uuid`` is required. Raises InstanceExists."""
         _check_fields(values, _INSTANCE_FIELDS, "an instance")
@@ -238,16 +228,31 @@ class Database:
             with self._write() as conn:
                 conn.execute(sa.insert(_instances).values(**row))
                 result = self._instance_row(conn, values["uuid"])
-        except sa.exc.IntegrityError as exc:
+        except DUPLICATE as exc:
             raise exceptions.InstanceExists(values["uuid"]) from exc
         return self._shape(result, internal)
 
+    @_api
     def get_instance(self, uuid: str, internal: bool = False) -> dict[str, Any]:
         """The instance (also when deleted). Raises InstanceNotFound.
         ``internal=True`` returns every column plus ``fault``."""
         with self._read() as conn:
             return self._shape(self._instance_row(conn, uuid), internal)
 
+    @_api
+    def count_instances(self, host: str | None = None,
+                        include_deleted: bool = False) -> dict[str, int]:
+        """vm_state -> how many instances (of ``host``) are in it."""
+        query = sa.select(_instances.c.vm_state, sa.func.count()).group_by(
+            _instances.c.vm_state)
+        if host is not None:
+            query = query.where(_instances.c.host == host)
+        if not include_deleted:
+            query = query.where(_instances.c.vm_state != "deleted")
+        with self._read() as conn:
+            return {state: int(n) for state, n in conn.execute(query).all()}
+
+    @_api
     def list_instances(self, host: str | None = None, include_deleted: bool = False,
                        internal: bool = False, vm_state: str | None = None,
                        limit: int | None = None, marker: str | None = None
@@ -290,7 +295,7 @@ class Database:
             row["fault"] = faults.get(row["uuid"])
         return [self._shape(r, internal) for r in rows]
 
-    @_retry_on_deadlock
+    @_api
     def update_instance(self, uuid: str, values: dict[str, Any], expected_task_state: Any = ANY,
                         expected_vm_state: Any = ANY, internal: bool = False) -> dict[str, Any]:
         """Update an instance, guarded by compare-and-set when ``expected_*``
@@ -323,7 +328,7 @@ class Database:
 
     # -- faults -----------------------------------------------------------------------
 
-    @_retry_on_deadlock
+    @_api
     def add_instance_fault(self, uuid: str, code: str, params: list[Any],
                            message: str) -> dict[str, Any]:
         with self._write() as conn:
@@ -335,6 +340,7 @@ class Database:
             row = conn.execute(sa.select(_faults).where(_faults.c.id == fault_id)).mappings().one()
         return _plain(row)
 
+    @_api
     def get_instance_faults(self, uuid: str) -> list[dict[str, Any]]:
         """Faults of the instance, newest first."""
         with self._read() as conn:
@@ -360,7 +366,7 @@ class Database:
                          for e in events]
         return out
 
-    @_retry_on_deadlock
+    @_api
     def action_start(self, uuid: str, action: str, request_id: str) -> dict[str, Any]:
         """Record the start of a request's action. Starting the same request
         again returns the existing record (a retried request is one action)."""
@@ -371,11 +377,11 @@ class Database:
                     conn.execute(sa.insert(_actions).values(
                         instance_uuid=uuid, action=action, request_id=request_id,
                         start_time=utcnow()))
-            except sa.exc.IntegrityError:
+            except DUPLICATE:
                 pass  # already recorded by an earlier delivery of the same request
             return self._action_with_events(conn, self._action_row(conn, uuid, request_id))
 
-    @_retry_on_deadlock
+    @_api
     def action_finish(self, uuid: str, request_id: str, result: str,
                       message: str | None = None) -> dict[str, Any]:
         if result not in ACTION_RESULTS:
@@ -386,7 +392,7 @@ class Database:
                 finish_time=utcnow(), result=result, message=message))
             return self._action_with_events(conn, self._action_row(conn, uuid, request_id))
 
-    @_retry_on_deadlock
+    @_api
     def action_event_start(self, uuid: str, request_id: str, event: str) -> dict[str, Any]:
         with self._write() as conn:
             action = self._action_row(conn, uuid, request_id)
@@ -394,7 +400,7 @@ class Database:
                 action_id=action["id"], event=event, start_time=utcnow()))
             return self._event(conn, result.inserted_primary_key[0])
 
-    @_retry_on_deadlock
+    @_api
     def action_event_finish(self, uuid: str, request_id: str, event: str, result: str,
                             traceback: str | None = None) -> dict[str, Any]:
         """Finish the latest unfinished event of that name (recording one
@@ -421,6 +427,7 @@ class Database:
         row = conn.execute(sa.select(_events).where(_events.c.id == event_id)).mappings().one()
         return _plain({k: v for k, v in row.items() if k != "action_id"})
 
+    @_api
     def list_actions(self, uuid: str) -> list[dict[str, Any]]:
         """Actions of the instance, oldest first, each with its ``events``."""
         with self._read() as conn:
@@ -430,7 +437,7 @@ class Database:
 
     # -- tracked dom0 tasks -----------------------------------------------------------
 
-    @_retry_on_deadlock
+    @_api
     def add_tracked_task(self, values: dict[str, Any]) -> dict[str, Any]:
         """Record a dom0 task before waiting on it; ``ref`` is required.
         Raises TrackedTaskExists for a ref that is already tracked."""
@@ -444,7 +451,7 @@ class Database:
             with self._write() as conn:
                 conn.execute(sa.insert(_tasks).values(**row))
                 return self._task(conn, values["ref"])  # type: ignore[return-value]
-        except sa.exc.IntegrityError as exc:
+        except DUPLICATE as exc:
             raise errors.TrackedTaskExists(values["ref"]) from exc
 
     @staticmethod
@@ -452,7 +459,7 @@ class Database:
         row = conn.execute(sa.select(_tasks).where(_tasks.c.ref == ref)).mappings().first()
         return None if row is None else _plain(row)
 
-    @_retry_on_deadlock
+    @_api
     def update_tracked_task(self, ref: str, values: dict[str, Any]) -> dict[str, Any]:
         """Update a tracked task. Raises TrackedTaskNotFound."""
         _check_fields(values, _TASK_FIELDS - {"ref", "created_at"}, "a tracked task")
@@ -464,10 +471,27 @@ class Database:
             raise errors.TrackedTaskNotFound(ref)
         return task
 
+    @_api
+    def bind_tracked_task(self, intent_ref: str, ref: str,
+                          values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Give a recorded intent (a row under a placeholder ref, written
+        before its Async call) the ref of the task the call started.
+        Raises TrackedTaskNotFound if no row has ``intent_ref``."""
+        values = {**(values or {}), "ref": ref, "updated_at": utcnow()}
+        _check_fields(values, _TASK_FIELDS - {"created_at"}, "a tracked task")
+        with self._write() as conn:
+            conn.execute(sa.update(_tasks).where(_tasks.c.ref == intent_ref).values(**values))
+            task = self._task(conn, ref)
+        if task is None:
+            raise errors.TrackedTaskNotFound(intent_ref)
+        return task
+
+    @_api
     def get_tracked_task(self, ref: str) -> dict[str, Any] | None:
         with self._read() as conn:
             return self._task(conn, ref)
 
+    @_api
     def list_tracked_tasks(self, agent_host: str | None = None, status: str | None = "pending",
                            instance_uuid: str | None = None) -> list[dict[str, Any]]:
         """Tracked tasks, oldest first; each filter given as None is not applied."""
@@ -483,7 +507,7 @@ class Database:
 
     # -- compute nodes and services ---------------------------------------------------
 
-    @_retry_on_deadlock
+    @_api
     def upsert_compute_node(self, host: str, resources: dict[str, Any]) -> dict[str, Any]:
         """Create or replace the host's resource report. Keys beyond the
         known columns are kept too (in ``extra``) and returned flat."""
@@ -507,12 +531,13 @@ class Database:
             row = conn.execute(sa.select(_nodes).where(_nodes.c.host == host)).mappings().one()
         return _node_dict(row)
 
+    @_api
     def list_compute_nodes(self) -> list[dict[str, Any]]:
         with self._read() as conn:
             rows = conn.execute(sa.select(_nodes).order_by(_nodes.c.host)).mappings()
             return [_node_dict(r) for r in rows]
 
-    @_retry_on_deadlock
+    @_api
     def service_heartbeat(self, host: str, binary: str, topic: str) -> dict[str, Any]:
         """Create the service record or bump its updated_at and report_count."""
         now = utcnow()
@@ -529,6 +554,7 @@ class Database:
             row = conn.execute(sa.select(_services).where(*where)).mappings().one()
         return _plain(row)
 
+    @_api
     def set_service_disabled(self, host: str, binary: str, disabled: bool) -> dict[str, Any]:
         """Take a service out of scheduling (or back in); it must exist."""
         where = (_services.c.host == host, _services.c.binary == binary)
@@ -539,6 +565,7 @@ class Database:
             raise exceptions.InvalidInput("host", f"no service {binary} on {host}")
         return _plain(row)
 
+    @_api
     def list_services(self, down_time: int = 60) -> list[dict[str, Any]]:
         """Services, each with ``alive``: a heartbeat within ``down_time`` s."""
         now = utcnow()
@@ -550,12 +577,6 @@ class Database:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _reason(exc: sa.exc.DBAPIError) -> str:
-    """The driver's own message, first line only (it never holds the password)."""
-    text = str(exc.orig) if exc.orig is not None else str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-
 
 def _coerce(column: sa.Column[Any], value: Any) -> Any:
     """Drivers report numbers and versions loosely; PostgreSQL will not cast."""
@@ -582,5 +603,5 @@ def _update_or_insert(conn: Connection, update: sa.Update, insert: sa.Insert) ->
     try:
         with conn.begin_nested():
             conn.execute(insert)
-    except sa.exc.IntegrityError:
+    except DUPLICATE:
         conn.execute(update)

@@ -88,19 +88,29 @@ class Operation:
 class TaskListener(Protocol):
     """Implemented by the manager: persists what the driver does in dom0.
 
-    The driver calls ``task_started`` right after an ``Async.*`` call returns
-    a task ref and BEFORE it waits on the task, so that an agent killed while
-    waiting finds the task on restart. ``task_progress`` is called as progress
-    changes (the driver may call it often; the listener throttles writes).
-    ``task_finished`` is called once with status 'success', 'failure' or
-    'cancelled', the decoded result (success) or the XenAPI error list
-    (failure). Listener methods must not raise; a listener failure must not
-    fail the operation.
+    Principle 3 without holes: the driver calls ``task_intent`` BEFORE an
+    ``Async.*`` call (it returns a placeholder ref), and ``task_started``
+    right after the call returns a task ref, with that placeholder as
+    ``intent`` (the row is bound to the real ref), BEFORE it waits on the
+    task; an agent killed at any moment leaves a row recovery resolves.
+    These two raise TaskNotRecorded when the record cannot be written: the
+    driver then does not make the call, or cancels the task it started.
+    ``task_not_started`` closes an intent whose call dom0 refused.
+    ``task_progress`` is called as progress changes (the driver may call it
+    often; the listener throttles writes). ``task_finished`` is called once
+    with status 'success', 'failure' or 'cancelled', the decoded result
+    (success) or the XenAPI error list (failure). Progress and end must not
+    raise: losing one must not fail the operation.
     """
 
+    def task_intent(self, op: Operation, method: str) -> str: ...
+
     def task_started(
-        self, op: Operation, task_ref: str, task_uuid: str, dom0_host: str
+        self, op: Operation, task_ref: str, task_uuid: str, dom0_host: str,
+        intent: str | None = None,
     ) -> None: ...
+
+    def task_not_started(self, op: Operation, intent: str, error: list | None) -> None: ...
 
     def task_progress(self, op: Operation, task_ref: str, progress: float) -> None: ...
 
@@ -143,9 +153,21 @@ class ComputeDriver:
         """Connect to the hypervisor for agent host ``host`` and get ready.
 
         Called once when the service starts, before any other method.
-        Raises HypervisorUnavailable when the hypervisor cannot be reached.
+        Raises HypervisorUnavailable when the hypervisor cannot be reached,
+        unless the driver keeps trying in the background (then ``available``
+        is False until it connects, and the reconnect listener is called
+        once it has).
         """
         raise NotImplementedError
+
+    @property
+    def available(self) -> bool:
+        """Whether the hypervisor can be reached now. A driver that started
+        without it (init_host does not fail for an unreachable hypervisor
+        when the driver can connect later) answers False until it connects;
+        the manager then refuses work that needs it with
+        HYPERVISOR_UNAVAILABLE."""
+        return True
 
     def cleanup_host(self) -> None:
         """Release connections and threads (logout of sessions). Called once
@@ -298,6 +320,19 @@ class ComputeDriver:
         """The instance uuids of every VM this agent owns in the hypervisor
         (marked as the agent's own when created), running or not."""
         raise NotImplementedError
+
+    def list_instance_infos(self) -> dict[str, InstanceInfo]:
+        """Instance uuid -> get_info() of every VM this agent owns, for the
+        periodic jobs and the host status: a driver that can should read
+        them in one call to the hypervisor (not one per instance). This
+        default asks for each."""
+        out: dict[str, InstanceInfo] = {}
+        for uuid in self.list_instance_uuids():
+            try:
+                out[uuid] = self.get_info({"uuid": uuid})
+            except exceptions.InstanceNotFound:
+                continue
+        return out
 
     def get_host_resources(self) -> dict[str, Any]:
         """Host capacity and usage, with exactly the keys in

@@ -73,22 +73,26 @@ class RemoteFailure(exceptions.ComputeAgentError):
     msg_fmt = "Remote error {0}: {1}"
 
 
+class NoSuchMethod(exceptions.ComputeAgentError):
+    """The agent has no RPC method of that name (escaped, at most 64
+    characters). params: method."""
+
+    code = "NO_SUCH_METHOD"
+    msg_fmt = "The compute agent has no RPC method {0}"
+
+
 _LOCAL_TYPES: dict[str, type[exceptions.ComputeAgentError]] = {
-    c.__name__: c for c in (RPCTimeout, UnsupportedVersion, RemoteFailure)
+    c.__name__: c for c in (RPCTimeout, UnsupportedVersion, RemoteFailure, NoSuchMethod)
 }
 
 
-def to_remote(exc: BaseException) -> RemoteComputeError:
-    """The wire form of any exception raised by an endpoint. Unexpected
-    exceptions become INTERNAL_ERROR [exception class, text]."""
-    if isinstance(exc, exceptions.ComputeAgentError):
-        return RemoteComputeError(exc.code, exc.params, exc.message, type(exc).__name__)
-    return RemoteComputeError(
-        "INTERNAL_ERROR",
-        [type(exc).__name__, str(exc)],
-        f"Internal error: {type(exc).__name__}: {exc}",
-        "ComputeAgentError",
-    )
+def to_remote(exc: BaseException, request_id: str | None = None) -> RemoteComputeError:
+    """The wire form of any exception raised by an endpoint. An unexpected
+    exception becomes INTERNAL_ERROR [request id] without its text (SQL,
+    paths, secrets): the agent's log has it under that request id."""
+    if not isinstance(exc, exceptions.ComputeAgentError):
+        exc = exceptions.internal_error(request_id)
+    return RemoteComputeError(exc.code, exc.params, exc.message, type(exc).__name__)
 
 
 def _class_for(type_name: str | None, code: str) -> type[exceptions.ComputeAgentError]:

@@ -28,4 +28,4 @@ class JsonPayloadSerializer(oslo_messaging.Serializer):
         return ctxt.to_dict()
 
     def deserialize_context(self, ctxt: dict[str, Any]) -> ca_context.RequestContext:
-        return ca_context.from_dict(ctxt or {})
+        return ca_context.from_wire(ctxt)

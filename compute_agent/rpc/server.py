@@ -1,8 +1,11 @@
 """The agent's RPC server: one endpoint object exposing the manager.
 
 The endpoint is the only place RPC meets the manager: it binds the request
-context (request id and instance uuid) to the thread for logging, and turns
-every exception into the structured wire error of :mod:`rpc.errors`.
+context (request id, and the instance uuid once it is a canonical uuid) to
+the thread for logging, bounds the size of the arguments, and turns every
+exception into the structured wire error of :mod:`rpc.errors` (an
+unexpected one as INTERNAL_ERROR [request id], its text only in the log).
+Only the methods marked ``@endpoint`` can be called (rpc/dispatch.py).
 """
 
 from __future__ import annotations
@@ -15,62 +18,69 @@ from typing import Any
 
 import oslo_messaging
 from oslo_config import cfg
+from oslo_messaging.rpc import server as rpc_server_mod
 
 from compute_agent import context as ca_context
+from compute_agent.compute.validation import check_arguments_size, is_uuid
 from compute_agent.metrics import agent as agent_metrics
 from compute_agent.rpc import errors, transport
+from compute_agent.rpc.dispatch import GuardedDispatcher, expected
 from compute_agent.rpc.serializer import JsonPayloadSerializer
 
 LOG = logging.getLogger(__name__)
 
 
 def _instance_uuid_of(kwargs: dict[str, Any]) -> str | None:
-    if isinstance(kwargs.get("instance_uuid"), str):
-        return kwargs["instance_uuid"]
+    """The instance the call is about, for the log context: only a
+    canonical uuid (anything else may forge or flood a log line)."""
+    candidate = kwargs.get("instance_uuid")
     instance = kwargs.get("instance")
-    if isinstance(instance, dict) and isinstance(instance.get("uuid"), str):
-        return instance["uuid"]
-    return None
+    if candidate is None and isinstance(instance, dict):
+        candidate = instance.get("uuid")
+    return candidate if is_uuid(candidate) else None
 
 
-def _expected(wire: errors.RemoteComputeError) -> oslo_messaging.ExpectedException:
-    """ExpectedException records the exception being handled: raise the wire
-    error and build it in the handler. oslo.messaging then sends the wire
-    error to the caller without logging a traceback at ERROR level."""
-    try:
-        raise wire
-    except errors.RemoteComputeError:
-        return oslo_messaging.ExpectedException()
-
-
-def _endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap an endpoint method: context on the thread, structured errors."""
+def endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark and wrap an endpoint method: dispatchable, context on the
+    thread, bounded arguments, structured errors."""
     signature = inspect.signature(method)
+    params = tuple(name for name in signature.parameters if name not in ("self", "ctxt"))
 
     @functools.wraps(method)
     def wrapper(self: ComputeEndpoint, ctxt: Any, **kwargs: Any) -> Any:
         if not isinstance(ctxt, ca_context.RequestContext):
-            ctxt = ca_context.from_dict(ctxt.to_dict() if hasattr(ctxt, "to_dict") else {})
+            ctxt = ca_context.from_wire(ctxt.to_dict() if hasattr(ctxt, "to_dict") else ctxt)
         ctxt = ctxt.for_instance(_instance_uuid_of(kwargs))
         ctxt.update_store()
         try:
+            # Names only: values may hold secrets and are checked later.
+            LOG.debug("RPC %s(%s)", method.__name__, ", ".join(sorted(kwargs)))
+            check_arguments_size(kwargs)
             try:
                 signature.bind(self, ctxt, **kwargs)
-            except TypeError as exc:
-                raise errors.exceptions.InvalidInput("arguments", str(exc)) from None
+            except TypeError:
+                missing = [p for p in params if p not in kwargs
+                           and signature.parameters[p].default is inspect.Parameter.empty]
+                raise errors.exceptions.InvalidInput(
+                    "arguments", f"{method.__name__} needs {', '.join(missing)}") from None
             result = method(self, ctxt, **kwargs)
         except Exception as exc:
-            expected = isinstance(exc, errors.exceptions.ComputeAgentError)
-            agent_metrics.count_rpc(method.__name__, "error" if expected else "internal_error")
-            if not expected:
+            known = isinstance(exc, errors.exceptions.ComputeAgentError)
+            agent_metrics.count_rpc(method.__name__, "error" if known else "internal_error")
+            if not known:
                 LOG.exception("Unexpected error in %s", method.__name__)
-            raise _expected(errors.to_remote(exc)) from None
+            raise expected(errors.to_remote(exc, ctxt.request_id)) from None
         finally:
             ca_context.clear_current()
         agent_metrics.count_rpc(method.__name__, "success")
         return result
 
+    wrapper.rpc_params = params  # type: ignore[attr-defined]
     return wrapper
+
+
+# The old private name, for endpoint modules written against it.
+_endpoint = endpoint
 
 
 class ComputeEndpoint:
@@ -82,47 +92,47 @@ class ComputeEndpoint:
         self.manager = manager
 
     # -- 1.0 --------------------------------------------------------------------------
-    @_endpoint
+    @endpoint
     def ping(self, ctxt: Any) -> dict[str, Any]:
         return self.manager.ping(ctxt)
 
-    @_endpoint
+    @endpoint
     def build_instance(self, ctxt: Any, instance: Any) -> dict[str, Any]:
         return self.manager.build_instance(ctxt, instance)
 
-    @_endpoint
+    @endpoint
     def start_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.start_instance(ctxt, instance_uuid)
 
-    @_endpoint
+    @endpoint
     def stop_instance(self, ctxt: Any, instance_uuid: Any, clean: Any = True) -> dict[str, Any]:
         return self.manager.stop_instance(ctxt, instance_uuid, clean=clean)
 
-    @_endpoint
+    @endpoint
     def reboot_instance(self, ctxt: Any, instance_uuid: Any,
                         reboot_type: Any = "SOFT") -> dict[str, Any]:
         return self.manager.reboot_instance(ctxt, instance_uuid, reboot_type=reboot_type)
 
-    @_endpoint
+    @endpoint
     def terminate_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.terminate_instance(ctxt, instance_uuid)
 
-    @_endpoint
+    @endpoint
     def get_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.get_instance(ctxt, instance_uuid)
 
-    @_endpoint
+    @endpoint
     def list_instances(self, ctxt: Any, vm_state: Any = None, host: Any = None,
                        limit: Any = None, marker: Any = None) -> list[dict[str, Any]]:
         return self.manager.list_instances(ctxt, vm_state=vm_state, host=host, limit=limit,
                                            marker=marker)
 
-    @_endpoint
+    @endpoint
     def get_host_status(self, ctxt: Any) -> dict[str, Any]:
         return self.manager.get_host_status(ctxt)
 
     # -- 1.1 --------------------------------------------------------------------------
-    @_endpoint
+    @endpoint
     def cancel_operation(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.cancel_operation(ctxt, instance_uuid)
 
@@ -238,14 +248,7 @@ def get_server(
     executor: str | None = None,
 ) -> oslo_messaging.RPCServer:
     """The RPC server on topic [DEFAULT] compute_topic, server [DEFAULT] host."""
-    kwargs: dict[str, Any] = {}
-    if executor and executor != "threading":
-        kwargs["executor"] = executor
-    return oslo_messaging.get_rpc_server(
-        rpc_transport,
-        transport.server_target(conf),
-        [ComputeEndpoint(manager)],
-        serializer=JsonPayloadSerializer(),
-        access_policy=oslo_messaging.DefaultRPCAccessPolicy,
-        **kwargs,
-    )
+    dispatcher = GuardedDispatcher([ComputeEndpoint(manager)], JsonPayloadSerializer())
+    return rpc_server_mod.RPCServer(rpc_transport, transport.server_target(conf), dispatcher,
+                                    executor if executor and executor != "threading"
+                                    else None)

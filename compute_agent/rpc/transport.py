@@ -53,6 +53,23 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         conf.register_opts(opts, group=group)
 
 
+# Seconds a reply waits for its caller's reply queue to exist before it is
+# dropped ([oslo_messaging_rabbit] kombu_missing_consumer_retry_timeout,
+# 60 s in oslo.messaging). A caller that is alive re-declares its reply
+# queue within a second or two of a reconnect; one that is gone never
+# will, and each reply to it held an executor thread for the whole
+# timeout (80 such calls delayed a ping by 60 s).
+REPLY_QUEUE_GRACE_S = 2
+
+
+def set_agent_defaults(conf: cfg.ConfigOpts) -> None:
+    """Register oslo.messaging's options and give the ones the agent tunes
+    its defaults (a configuration file still overrides them)."""
+    register_opts(conf)
+    conf.set_default("kombu_missing_consumer_retry_timeout", REPLY_QUEUE_GRACE_S,
+                     group="oslo_messaging_rabbit")
+
+
 def get_rpc_transport(conf: cfg.ConfigOpts, url: str | None = None) -> oslo_messaging.Transport:
     """The RPC transport for ``url`` (default: [DEFAULT] transport_url), shared
     per config object and URL: a connection pool is expensive."""

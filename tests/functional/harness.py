@@ -358,13 +358,13 @@ class Notifications:
             return found()  # type: ignore[return-value]
 
 
-def client_conf(exchange: str, topic: str) -> cfg.ConfigOpts:
+def client_conf(exchange: str, topic: str, url: str = RABBIT) -> cfg.ConfigOpts:
     """The options a ComputeAPI client needs, on ``exchange`` and ``topic``."""
     conf = cfg.ConfigOpts()
     default_opts.register_opts(conf)
     rpc_transport.register_opts(conf)
     conf([], project="compute-agent-test", default_config_files=[])
-    conf.set_override("transport_url", RABBIT)
+    conf.set_override("transport_url", url)
     conf.set_override("control_exchange", exchange)
     conf.set_override("compute_topic", topic)
     return conf
@@ -377,13 +377,14 @@ class Rpc:
     Append each agent's host to ``hosts`` so its queue is deleted too."""
 
     def __init__(self, prefix: str, tag: str | None = None, with_notifications: bool = False,
-                 timeout: int = 15):
+                 timeout: int = 15, url: str = RABBIT):
         tag = tag or uuidlib.uuid4().hex[:10]
+        self.url = url
         self.exchange = f"{prefix}_{tag}"
         self.topic = f"{prefix}_compute_{tag}"
         self.notify_topic = f"{prefix}_notify_{tag}" if with_notifications else None
         self.hosts: list[str] = []
-        self.conf = client_conf(self.exchange, self.topic)
+        self.conf = client_conf(self.exchange, self.topic, url)
         self.transport = oslo_messaging.get_rpc_transport(
             self.conf, allowed_remote_exmods=["compute_agent.rpc.errors"])
         self.api = ComputeAPI(self.conf, rpc_transport=self.transport, timeout=timeout)
@@ -412,7 +413,7 @@ class Rpc:
             queues += [f"{self.notify_topic}.{p}" for p in ("info", "error", "warn", "debug",
                                                             "critical", "audit", "sample")]
         # kombu names the transport amqp://, oslo.messaging rabbit://.
-        url = "amqp://" + RABBIT.split("://", 1)[1]
+        url = "amqp://" + self.url.split("://", 1)[1]
         try:
             with kombu.Connection(url, connect_timeout=5) as conn:
                 channel = conn.channel()

@@ -78,6 +78,8 @@ class DevStack:
             "SERVICE_TIMEOUT": "60",
             "ADMIN_PASSWORD": "adminpw",
             "ENABLED_SERVICES": "rabbit",
+            # The code under test, also in the real processes it starts.
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
             # /etc needs root; the plugin's default is /etc/compute-agent.
             "COMPUTE_AGENT_CONF_DIR": str(tmp / "etc/compute-agent"),
             "STUB_CALLS": str(self.calls),
@@ -188,10 +190,16 @@ class TestWithoutXenServer:
         assert sim[1].split() == [
             f"{bin_dir}/xapi-sim", "--listen", "127.0.0.1:8790", "--hosts", "1",
             "--task-duration", "0.5",
-            "--user", "root", "--password", "adminpw",
+            "--user", "root", "--password-file", f"{state}/xapi-sim/password",
             "--state-dir", f"{state}/xapi-sim",
             "--plugins-dir", devstack.env["DEST"] + "/compute-agent/etc/xapi.d/plugins",
         ]
+        # No secret on a command line: the password is in a file only its
+        # owner can read.
+        assert "adminpw" not in sim[1]
+        pwfile = Path(f"{state}/xapi-sim/password")
+        assert pwfile.read_text() == "adminpw\n"
+        assert pwfile.stat().st_mode & 0o077 == 0
         assert run.named("wait_for_service") == [["60", "http://127.0.0.1:8790/"]]
         assert run.named("run_process")[1] == [
             "compute-agent", f"{bin_dir}/compute-agent --config-file {conf}"

@@ -7,6 +7,9 @@ holds for it), since no other process can see its in-process libvirt.
 
 - The lifecycle (boot, stop, start, reboot SOFT and HARD, delete) through
   ComputeAPI, the database and libvirt agreeing after every step.
+- ``kill -9`` in the middle of an image import (a slow HTTP source), the
+  restart holding the half-written volume: the build ends in error and
+  the volume is removed.
 - ``kill -9`` in the middle of builds: the node file is rewritten with what
   a persistent libvirt would still hold for the killed agent (the domains
   of built instances, a half-built one's domain or volume, and a leftover
@@ -17,9 +20,9 @@ holds for it), since no other process can see its in-process libvirt.
 
 from __future__ import annotations
 
+import hashlib
 import uuid as uuidlib
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import pytest
 
@@ -27,37 +30,13 @@ from compute_agent import exceptions
 from compute_agent.db.api import Database
 from tests.functional.db_fixtures import make_migrated_database_url
 from tests.functional.harness import AgentProcess, Rpc, wait_until
+from tests.functional.image_http import http_server
+from tests.functional.libvirt_node import libvirt_agent_options, node_xml
 
 pytestmark = pytest.mark.timeout(120)
 
-NS = "http://compute-agent.invalid/xmlns/libvirt/instance/1.0"
-POOL = "agent-pool"
 SETTLE_S = 30.0
 RUNNING, SHUTDOWN = 1, 4
-
-
-def node_xml(host: str, domains: dict[str, str], volumes: list[str]) -> str:
-    """A test:/// node: a storage pool, the 'default' network and the given
-    domains (uuid -> 'running' | 'shutoff'), marked as ``host``'s, with the
-    volumes named."""
-    parts = ["<node>"]
-    for uuid, run in domains.items():
-        parts.append(
-            f"<domain type='xen' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
-            f"<name>instance-{uuid}</name><uuid>{uuid}</uuid>"
-            f"<metadata><agent:instance xmlns:agent='{NS}'><agent:uuid>{uuid}</agent:uuid>"
-            f"<agent:host>{escape(host)}</agent:host></agent:instance></metadata>"
-            "<memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type>xen</type></os>"
-            f"<test:runstate>{1 if run == 'running' else 5}</test:runstate></domain>")
-    parts.append(f"<pool type='dir'><name>{POOL}</name><capacity unit='GiB'>100</capacity>"
-                 "<allocation>0</allocation><available unit='GiB'>100</available>"
-                 f"<target><path>/{POOL}</path></target>")
-    for name in volumes:
-        parts.append(f"<volume><name>{name}</name><capacity unit='GiB'>1</capacity>"
-                     f"<allocation>0</allocation><target><path>/{POOL}/{name}</path></target>"
-                     "</volume>")
-    parts.append("</pool><network><name>default</name><bridge name='virbr0'/></network></node>")
-    return "".join(parts)
 
 
 class LibvirtStack:
@@ -68,13 +47,14 @@ class LibvirtStack:
         self.host = f"ca-libvirt-{uuidlib.uuid4().hex[:10]}"
         self.rpc.hosts.append(self.host)
         self.node = workdir / "node.xml"
-        self.node.write_text(node_xml(self.host, {}, []))
+        self.pool_dir = workdir / "pool"  # where images are written into volumes
+        self.pool_dir.mkdir()
+        self.node.write_text(node_xml(self.host, {}, [], self.pool_dir))
         self.agent = AgentProcess(
             workdir, host=self.host, db_url=self.db_url, exchange=self.rpc.exchange,
             topic=self.rpc.topic, driver="libvirt", backend=backend,
             options={"DEFAULT": {"reap_orphans": "true", "max_concurrent_builds": 2},
-                     "libvirt": {"connection_uri": f"test://{self.node}", "virt_type": "xen",
-                                 "storage_pool": POOL}})
+                     **libvirt_agent_options(self.node)})
         self.api = self.rpc.api
 
     def start(self) -> None:
@@ -221,7 +201,7 @@ def test_kill9_mid_build_then_restart_settles_everything(stack):
         volumes.append(f"instance-{half[1]}-root")
     domains[stray] = "shutoff"
     volumes.append(f"instance-{stray}-root")
-    stack.node.write_text(node_xml(host, domains, volumes))
+    stack.node.write_text(node_xml(host, domains, volumes, stack.pool_dir))
 
     stack.start()
     for body in bodies:
@@ -244,3 +224,38 @@ def test_kill9_mid_build_then_restart_settles_everything(stack):
             assert uuid not in held  # its leftover volume is gone too
     print(f"\nbuilt before the kill: {len(built)}, interrupted: {len(half)}; "
           f"after recovery: {sorted(r['vm_state'] for r in stack.db.list_instances(host=host))}")
+
+
+def test_kill9_mid_image_import_then_restart_removes_the_volume(stack, tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    data = hashlib.sha256(b"slow image").digest() * 2048 * 64  # 4 MiB
+    (www / "disk.raw").write_bytes(data)
+    stack.start()
+    api, host = stack.api, stack.host
+    body = stack.body("importing")
+    uuid = body["uuid"]
+    volume = stack.pool_dir / f"instance-{uuid}-root"
+    # 64 KiB every 50 ms: the import takes about 3 s.
+    with http_server(www, pause=0.05) as base:
+        body["image"] = {"id": None, "url": f"{base}/disk.raw", "disk_format": "raw"}
+        api.build_instance(host, body)
+        wait_until(lambda: volume.exists() and volume.stat().st_size >= 256 * 1024, SETTLE_S,
+                   "the import to be under way", 0.01)
+        steps = [t for t in stack.db.list_tracked_tasks(host, status="pending")
+                 if t["instance_uuid"] == uuid]
+        assert steps, "the import is no pending step of the build"
+        stack.agent.kill9()
+    written = volume.stat().st_size
+    assert 0 < written < len(data)
+
+    # What a persistent libvirt holds after the kill: the volume, no domain.
+    stack.node.write_text(node_xml(host, {}, [f"instance-{uuid}-root"], stack.pool_dir))
+    stack.start()
+    inst = stack.settle(uuid)
+    assert inst["vm_state"] == "error" and inst["fault"] is not None, inst
+    wait_until(lambda: stack.hypervisor() == {}, SETTLE_S, "the volume to be removed", 0.1)
+    assert stack.assert_agree() == {}
+    assert stack.db.list_tracked_tasks(host, status="pending") == []
+    print(f"\nkilled with {written} of {len(data)} bytes written; after the restart: "
+          f"{inst['vm_state']} ({inst['fault']['code']}), the volume removed")

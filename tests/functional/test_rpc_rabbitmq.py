@@ -271,10 +271,16 @@ def test_wire_protocol_as_documented(env):
     reply = raw_call(agent, "cancel_operation", {"instance_uuid": body["uuid"]}, "1.1")
     assert reply["result"] == {"instance_uuid": body["uuid"], "task_state": None,
                                "cancelled": False}
-    # one minor past the agent's own
-    beyond = f"1.{int(RPC_API_VERSION.split('.')[1]) + 1}"
-    reply = raw_call(agent, "ping", {}, version=beyond)
-    assert json.loads(reply["failure"])["class"] == "UnsupportedVersion"
+    reply = raw_call(agent, "ping", {}, version="9.0")
+    failure = json.loads(reply["failure"])
+    assert failure["class"] == "RemoteComputeError"
+    assert (failure["kwargs"]["code"], failure["kwargs"]["params"][:2]) == (
+        "UNSUPPORTED_VERSION", ["ping", "9.0"])
+    # Unknown methods and attributes of the endpoint: structured, too.
+    for method in ("format_disk", "manager", "target"):
+        failure = json.loads(raw_call(agent, method, {})["failure"])
+        assert (failure["class"], failure["kwargs"]["code"], failure["kwargs"]["params"]) == (
+            "RemoteComputeError", "NO_SUCH_METHOD", [method])
 
 
 # Last: it stops the agent of this backend.

@@ -28,105 +28,11 @@ from typing import BinaryIO
 from xapisim import vdi_data, vhd
 from xapisim.errors import XenAPIError
 from xapisim.handlers import route
+from xapisim.handlers.http_body import CHUNK, TooLarge, Truncated, body_chunks, drain
 from xapisim.handlers.http_task import IDLE_TIMEOUT, HttpTask, connection, fault_gate
 from xapisim.schema import NULL_REF
 
-CHUNK = 1024 * 1024
 FORMATS = {"raw": "application/octet-stream", "vhd": "application/vhd"}
-# A refused upload's body is read and thrown away up to this much, so the
-# client sees the answer instead of a broken pipe.
-DRAIN_LIMIT = 64 * 1024 * 1024
-
-
-class Truncated(Exception):
-    """The body ended before the announced length (or mid-chunk)."""
-
-
-class TooLarge(Exception):
-    def __init__(self, size: int):
-        super().__init__(size)
-        self.size = size
-
-
-# -- request bodies --------------------------------------------------------------
-
-
-def _body_chunks(req, limit: int) -> Iterator[bytes]:
-    """The request body, in pieces; raises TooLarge past ``limit`` bytes,
-    Truncated when the connection ends early."""
-    if "chunked" in req.headers.get("Transfer-Encoding", "").lower():
-        yield from _chunked(req.rfile, limit)
-        return
-    length = req.content_length
-    remaining = length or 0
-    while remaining > 0:
-        try:
-            data = req.rfile.read(min(CHUNK, remaining))
-        except (TimeoutError, OSError) as e:
-            raise Truncated(str(e)) from None
-        if not data:
-            raise Truncated(f"received {length - remaining} of {length} bytes")
-        remaining -= len(data)
-        yield data
-
-
-def _chunked(rfile: BinaryIO, limit: int) -> Iterator[bytes]:
-    total = 0
-    while True:
-        try:
-            line = rfile.readline(1024)
-        except (TimeoutError, OSError) as e:
-            raise Truncated(str(e)) from None
-        if not line.endswith(b"\n"):
-            raise Truncated("body ended inside a chunk header")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise Truncated(f"bad chunk header {line[:40]!r}") from None
-        if size == 0:
-            # trailers up to the empty line
-            while True:
-                line = rfile.readline(8192)
-                if not line.endswith(b"\n"):
-                    raise Truncated("body ended inside the trailers")
-                if line in (b"\r\n", b"\n"):
-                    return
-        total += size
-        if total > limit:
-            raise TooLarge(total)
-        while size > 0:
-            try:
-                data = rfile.read(min(CHUNK, size))
-            except (TimeoutError, OSError) as e:
-                raise Truncated(str(e)) from None
-            if not data:
-                raise Truncated("body ended inside a chunk")
-            size -= len(data)
-            yield data
-        if rfile.readline(8) not in (b"\r\n", b"\n"):
-            raise Truncated("chunk not followed by CRLF")
-
-
-def _drain(req) -> None:
-    """Read (and drop) what the client still sends, briefly."""
-    if "chunked" in req.headers.get("Transfer-Encoding", "").lower():
-        return
-    remaining = min(req.content_length or 0, DRAIN_LIMIT)
-    sock = connection(req)
-    try:
-        sock.settimeout(2.0)
-        while remaining > 0:
-            data = req.rfile.read(min(CHUNK, remaining))
-            if not data:
-                break
-            remaining -= len(data)
-    except OSError:
-        pass
-
-
-# -- shared lookups ----------------------------------------------------------------
-
-
 def _resolve(store, cls: str, value: str) -> str:
     """A ref or a uuid, as xapi accepts for ``vdi=`` and ``sr_uuid=``."""
     with store.lock:
@@ -160,7 +66,7 @@ def _redirect(req, host: str) -> None:
 
 def _refuse(req, call: HttpTask, status: int, error: XenAPIError) -> None:
     call.fail(error)
-    _drain(req)
+    drain(req)
     req.send_error(status, " ".join(error.description))
 
 
@@ -287,7 +193,7 @@ def _receive_raw(req, call: HttpTask, tmp, size: int, limit: int) -> None:
     total = req.content_length or size
     done = 0
     with _new_sparse(tmp, size) as out:
-        for data in _body_chunks(req, limit):
+        for data in body_chunks(req, limit):
             if done + len(data) > limit:
                 raise TooLarge(done + len(data))
             if data.count(0) != len(data):  # keep the file sparse
@@ -302,7 +208,7 @@ def _receive_vhd(req, call: HttpTask, spool, tmp, vdi: str, size: int, limit: in
     total = req.content_length or 0
     done = 0
     with open(spool, "w+b") as f:
-        for data in _body_chunks(req, limit):
+        for data in body_chunks(req, limit):
             f.write(data)
             done += len(data)
             call.check_cancel()

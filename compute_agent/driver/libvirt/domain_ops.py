@@ -25,6 +25,7 @@ from compute_agent.driver.libvirt import domain_xml
 from compute_agent.driver.libvirt.connection import Connection
 from compute_agent.driver.libvirt.errors import translate
 from compute_agent.driver.libvirt.events import DomainEvents
+from compute_agent.driver.libvirt.images import RootImages, wants_image
 from compute_agent.driver.libvirt.steps import Steps
 from compute_agent.driver.libvirt.storage import Pool, root_volume_name
 
@@ -41,6 +42,16 @@ POWER_STATES = {
     libvirt.VIR_DOMAIN_SHUTOFF: power_state.SHUTDOWN,
     libvirt.VIR_DOMAIN_CRASHED: power_state.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: power_state.SUSPENDED,
+}
+
+# Why a shut-off domain stopped, by libvirt's state reason: read with the
+# state itself, so it is never behind the (asynchronous) STOPPED event.
+SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "halted",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "suspended",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "crashed",
 }
 
 # Undefine the domain with whatever libvirt keeps beside it.
@@ -94,9 +105,10 @@ def nics_for(networks: list[Any] | None, default_network: str, bridge: str) -> l
 
 class DomainOps:
     def __init__(self, conn: Connection, pool: Pool, events: DomainEvents, steps: Steps,
-                 settings: DomainSettings):
+                 settings: DomainSettings, images: RootImages | None = None):
         self.conn = conn
         self.pool = pool
+        self.images = images
         self.events = events
         self.steps = steps
         self.settings = settings
@@ -105,7 +117,10 @@ class DomainOps:
 
     # -- building -------------------------------------------------------------
 
-    def domain_spec(self, instance: dict[str, Any]) -> domain_xml.DomainSpec:
+    def domain_spec(self, instance: dict[str, Any],
+                    disk_format: str | None = None) -> domain_xml.DomainSpec:
+        """The domain of ``instance``; its root disk in ``disk_format`` (the
+        image's) or the pool's volume_format."""
         s = self.settings
         flavor = instance.get("flavor") or {}
         uuid = instance["uuid"]
@@ -116,7 +131,7 @@ class DomainOps:
             mode=domain_xml.boot_mode(s.virt_type, s.xen_hvm, instance.get("image"),
                                       instance.get("metadata")),
             disk=domain_xml.Disk(self.pool.name, root_volume_name(uuid),
-                                 self.pool.volume_format),
+                                 disk_format or self.pool.volume_format),
             agent_host=s.agent_host,
             nics=nics_for(instance.get("networks"), s.default_network, s.bridge),
             pv_boot=s.pv_boot,
@@ -124,16 +139,25 @@ class DomainOps:
 
     def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
         uuid = instance["uuid"]
-        spec = self.domain_spec(instance)
+        root_gb = int((instance.get("flavor") or {}).get("root_gb", 1))
+        meta = None
+        if wants_image(instance.get("image")):
+            if self.images is None:
+                raise exceptions.OperationNotSupported("boot from an image", "libvirt")
+            meta = self.images.meta(instance["image"])  # refused here: nothing made yet
+        spec = self.domain_spec(instance, meta.disk_format if meta else None)
         created = False
         try:
             with self._libvirt(op, uuid) as conn:
                 dom = self._own_domain(conn, uuid)
                 if dom is None:
                     created = True
-                    with self.steps.step(op, "create root volume"):
-                        self.pool.ensure_root(conn, uuid,
-                                              int((instance.get("flavor") or {}).get("root_gb", 1)))
+                    if meta is not None:
+                        with self.steps.step(op, "import image into root volume"):
+                            self.images.fill(conn, uuid, root_gb, meta)
+                    else:
+                        with self.steps.step(op, "create root volume"):
+                            self.pool.ensure_root(conn, uuid, root_gb)
                     with self.steps.step(op, "define domain"):
                         dom = conn.defineXML(domain_xml.build(spec))
                 if not dom.isActive():
@@ -314,6 +338,8 @@ class DomainOps:
         shutdown_reason = stop.rsplit("-", 1)[-1] if stop else None
         if state == libvirt.VIR_DOMAIN_CRASHED:
             shutdown_reason = "crashed"
+        elif state == libvirt.VIR_DOMAIN_SHUTOFF and reason in SHUTOFF_REASONS:
+            shutdown_reason = SHUTOFF_REASONS[reason]
         return InstanceInfo(
             power_state=power_of(state, saved), vm_ref=uuid,
             shutdown_reason=shutdown_reason,

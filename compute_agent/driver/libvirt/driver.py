@@ -24,9 +24,11 @@ from compute_agent.driver.libvirt.domain_ops import DomainOps, DomainSettings
 from compute_agent.driver.libvirt.domain_xml import PVBoot
 from compute_agent.driver.libvirt.errors import DRIVER_NAME, translate
 from compute_agent.driver.libvirt.events import Bridge, DomainEvents, EventLoop
+from compute_agent.driver.libvirt.images import RootImages
 from compute_agent.driver.libvirt.steps import Steps
 from compute_agent.driver.libvirt.storage import Pool
 from compute_agent.driver.task_status import LOST, TaskState
+from compute_agent.image.service import ImageService
 
 LOG = logging.getLogger(__name__)
 
@@ -54,6 +56,11 @@ class LibvirtDriver(ComputeDriver):
 
     def init_host(self, host: str) -> None:
         opts = self.conf.libvirt
+        if self.connection is not None:
+            # Initialised before (a manager re-initialising a driver it was
+            # given): let go of the old connection and its events first.
+            self._release()
+            self._closed.clear()
         self.host = host
         self.virt_type = detection.resolve(opts.virt_type, opts.hypervisor_root)
         uri = detection.connection_uri(self.virt_type, opts.connection_uri)
@@ -81,7 +88,8 @@ class LibvirtDriver(ComputeDriver):
                            ramdisk=opts.xen_pv_ramdisk, cmdline=opts.xen_pv_cmdline),
             default_network=opts.default_network, bridge=opts.bridge, agent_host=host)
         self.ops = DomainOps(self.connection, self._pool, self.events,
-                             Steps(self.task_listener, hypervisor_host), settings)
+                             Steps(self.task_listener, hypervisor_host), settings,
+                             RootImages(ImageService.from_conf(self.conf), self._pool))
         LOG.info("libvirt driver connected to %s (%s, pool %s)", uri, self.virt_type,
                  self._pool.name)
 
@@ -89,6 +97,11 @@ class LibvirtDriver(ComputeDriver):
         if self._closed.is_set():
             return
         self._closed.set()
+        self._release()
+
+    def _release(self) -> None:
+        if self.events is not None:
+            self.events.unregister()
         if self.connection is not None:
             self.connection.close()
         if self._bridge is not None:

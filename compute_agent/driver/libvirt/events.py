@@ -160,11 +160,39 @@ class DomainEvents:
         self._generation: dict[str, int] = {}
         self._stops: dict[str, str] = {}  # uuid -> marker of its last stop
         self._count = 0
+        # The connection whose events count, and its registration.
+        self._conn: libvirt.virConnect | None = None
+        self._callback_id: int | None = None
+        self.registrations = 0
 
     def register(self, conn: libvirt.virConnect) -> None:
-        """Subscribe to ``conn``'s lifecycle events (on every new connection)."""
-        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                    self._on_lifecycle, None)
+        """Subscribe to ``conn``'s lifecycle events (on every new connection)
+        and stop listening to the one it replaces. libvirt keeps a connection
+        that still has callbacks registered open after its close, and would
+        go on delivering its events: those of a replaced connection are
+        ignored, and its registration dropped when libvirt still can."""
+        old, old_id = self._conn, self._callback_id
+        callback_id = conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
+        self._conn, self._callback_id = conn, callback_id
+        self.registrations += 1
+        if old is not None and old is not conn and old_id is not None:
+            self._deregister(old, old_id)
+
+    def unregister(self) -> None:
+        """Stop listening (before the connection closes, or it would stay
+        open for the callback)."""
+        conn, callback_id = self._conn, self._callback_id
+        self._conn = self._callback_id = None
+        if conn is not None and callback_id is not None:
+            self._deregister(conn, callback_id)
+
+    @staticmethod
+    def _deregister(conn: libvirt.virConnect, callback_id: int) -> None:
+        try:
+            conn.domainEventDeregisterAny(callback_id)
+        except (libvirt.libvirtError, KeyError, TypeError):
+            pass  # gone with its connection
 
     def last_stop(self, uuid: str) -> str | None:
         """A marker that changes with every stop of the domain seen."""
@@ -194,8 +222,10 @@ class DomainEvents:
 
     # -- on the event loop thread: hand over, nothing else ---------------------------
 
-    def _on_lifecycle(self, _conn: libvirt.virConnect, dom: libvirt.virDomain, event: int,
+    def _on_lifecycle(self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int,
                       detail: int, _opaque: object) -> None:
+        if conn is not self._conn:
+            return  # a replaced connection's: the current one reports it too
         self.bridge.call_soon(lambda: self._handle(dom, event, detail))
 
     # -- on the dispatcher thread ----------------------------------------------------

@@ -2,8 +2,8 @@
 
 A volume is the instance's by its name, ``instance-<uuid>-root``: pools keep
 no metadata of ours, and the name is unique per pool. The root volume is
-sized to the flavor's ``root_gb`` and created blank; images are imported
-into it by the image sources once they are available to this driver.
+sized to the flavor's ``root_gb``, blank or in the format of the image
+images.py writes into it.
 """
 
 from __future__ import annotations
@@ -53,10 +53,13 @@ class Pool:
     def lookup(self, conn: libvirt.virConnect) -> libvirt.virStoragePool:
         return conn.storagePoolLookupByName(self.name)
 
-    def ensure_root(self, conn: libvirt.virConnect, uuid: str,
-                    root_gb: int) -> libvirt.virStorageVol:
-        """The instance's root volume, created blank (or the one a retried
-        build made already)."""
+    def ensure_root(self, conn: libvirt.virConnect, uuid: str, root_gb: int,
+                    fmt: str | None = None,
+                    size_bytes: int | None = None) -> libvirt.virStorageVol:
+        """The instance's root volume in ``fmt`` (the pool's volume_format
+        unless told) of ``size_bytes`` (``root_gb`` GiB, at least one,
+        unless told), created blank (or the one a retried build made
+        already)."""
         pool = self.lookup(conn)
         name = root_volume_name(uuid)
         try:
@@ -64,8 +67,8 @@ class Pool:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                 raise
-        size = max(1, int(root_gb)) * GiB
-        return pool.createXML(volume_xml(name, size, self.volume_format), 0)
+        size = size_bytes if size_bytes else max(1, int(root_gb)) * GiB
+        return pool.createXML(volume_xml(name, size, fmt or self.volume_format), 0)
 
     def delete_instance_volumes(self, conn: libvirt.virConnect, uuid: str) -> int:
         """Delete every volume of the instance; returns how many."""

@@ -18,6 +18,7 @@ from compute_agent import exceptions
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
 from compute_agent.driver.task_status import TaskState
 from compute_agent.driver.xenapi.consoles import Consoles
+from compute_agent.driver.xenapi.first_connect import FirstConnect
 from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.host_metrics import HostMetrics
 from compute_agent.driver.xenapi.image_cache import ImageCache
@@ -89,71 +90,98 @@ class XenAPIDriver(ComputeDriver):
         self._closed = threading.Event()
         self._reconnect_lock = threading.Lock()
         self._reconnect_pending = False
+        self._sr_filter: Any = None
+        self._first_connect = FirstConnect(
+            self._connect, lambda: self._on_reconnect("first connection"), self._closed)
 
     # -- lifecycle -------------------------------------------------------------
     def init_host(self, host: str) -> None:
+        """Connect to dom0. An unreachable dom0 is not fatal: the driver
+        keeps trying in the background with backoff (``available`` is
+        False meanwhile, every dom0 method raises HypervisorUnavailable) and
+        calls the reconnect listener once dom0 answers, so recovery runs
+        then. Bad settings (the SR filter, no URL) and refused credentials
+        stay fatal."""
         self.host = host
-        xs, tasks = self.conf.xenserver, self.conf.tasks
+        xs = self.conf.xenserver
         try:
-            sr_filter = parse_sr_filter(xs.sr_matching_filter)
+            self._sr_filter = parse_sr_filter(xs.sr_matching_filter)
         except ValueError as e:
             raise exceptions.InvalidInput("xenserver.sr_matching_filter", str(e)) from None
-        self.pool = SessionPool(settings_from_conf(self.conf), xs.connection_concurrent)
-        self.pool.coordinator.hooks.append(self._on_reconnect)
+        settings_from_conf(self.conf)  # a missing URL is a configuration error: fail now
+        try:
+            self._connect()
+        except exceptions.HypervisorUnavailable as exc:
+            self._first_connect.start(exc)
+
+    @property
+    def available(self) -> bool:
+        return self.vmops is not None and not self._closed.is_set()
+
+    def _connect(self) -> None:
+        """Log in, check dom0 answers, and build the parts on the session pool."""
+        assert self.host is not None
+        host = self.host
+        xs, tasks = self.conf.xenserver, self.conf.tasks
+        pool = SessionPool(settings_from_conf(self.conf), xs.connection_concurrent)
+        pool.coordinator.hooks.append(self._on_reconnect)
         try:
             # Fail now, with a clear error, if dom0 cannot be reached.
-            self.pool.call("pool.get_all")
+            pool.call("pool.get_all")
         except Exception:
-            self.pool.close()
+            pool.close()
             raise
-        waiter = self._make_waiter(self.pool, host)
-        self.runner = TaskRunner(
-            self.pool, waiter, self.task_listener, float(tasks.default_timeout)
-        )
-        storage = Storage(self.pool, self.runner, sr_filter, host)
+        if self._closed.is_set():  # stopped while connecting
+            pool.close()
+            return
+        self.pool = pool
+        waiter = self._make_waiter(pool, host)
+        self.runner = TaskRunner(pool, waiter, self.task_listener, float(tasks.default_timeout))
+        storage = Storage(pool, self.runner, self._sr_filter, host)
         images = ImageService.from_conf(self.conf)
         importer: Importer = (
-            Dom0ImageImporter(self.pool, self.runner, images)
-            if xs.image_handler == "dom0" else ImageImporter(self.pool, self.runner, images))
-        self.image_cache = (ImageCache(self.pool, self.runner, importer, host)
+            Dom0ImageImporter(pool, self.runner, images)
+            if xs.image_handler == "dom0" else ImageImporter(pool, self.runner, images))
+        self.image_cache = (ImageCache(pool, self.runner, importer, host)
                             if self.conf.image_cache.enabled else None)
-        networking = Networking(self.pool)
-        self.vmops = VMOps(
-            self.pool, self.runner, storage, networking, host,
+        networking = Networking(pool)
+        vmops = VMOps(
+            pool, self.runner, storage, networking, host,
             xs.vm_template or "",
             cleanup_timeout=float(tasks.destroy_timeout),
             soft_reboot_timeout=float(tasks.soft_reboot_timeout),
             image_disks=ImageDisks(self.pool, self.runner, storage, images, importer,
                                    self.image_cache, host),
         )
-        self.pause_suspend = PauseSuspend(self.runner, self.vmops)
+        self.pause_suspend = PauseSuspend(self.runner, vmops)
         clean, cleanup = float(tasks.clean_shutdown_timeout), float(tasks.destroy_timeout)
-        self.rescues = Rescues(self.pool, self.runner, self.vmops, storage, networking, host,
+        self.rescues = Rescues(pool, self.runner, vmops, storage, networking, host,
                                clean, cleanup)
-        self.resizes = Resizes(self.pool, self.runner, self.vmops, storage, clean, cleanup)
-        self.host_info = HostInfo(self.pool, storage)
+        self.resizes = Resizes(pool, self.runner, vmops, storage, clean, cleanup)
+        self.host_info = HostInfo(pool, storage)
         # One agent per pool host: it keeps its VMs and disks to its own host.
-        self.pool_view = PoolView(self.pool, self.host_info.host_ref)
+        self.pool_view = PoolView(pool, self.host_info.host_ref)
         storage.pool_view = self.pool_view
-        self.vmops.host_ref = self.host_info.host_ref
-        self.migrations = LiveMigrations(self.pool, self.runner, self.vmops, storage,
-                                         networking, self.pool_view, host)
-        self.membership = PoolMembership(self.pool, self.host_info, self.pool_view,
+        vmops.host_ref = self.host_info.host_ref
+        self.migrations = LiveMigrations(pool, self.runner, vmops, storage, networking,
+                                         self.pool_view, host)
+        self.membership = PoolMembership(pool, self.host_info, self.pool_view,
                                          self._pool_changed)
         # A token outlives any migration that may still use it.
         self.migrations.token_lifetime = 2.0 * float(tasks.live_migration_timeout)
-        self.snapshots = Snapshots(self.pool, self.runner, host,
+        self.snapshots = Snapshots(pool, self.runner, host,
                                    chunk_size=self.conf.glance.chunk_size_kb * 1024,
                                    cleanup_timeout=float(tasks.destroy_timeout))
         self._remove_half_imported_images()
-        self.consoles = Consoles(self.pool, self.vmops)
+        self.consoles = Consoles(pool, vmops)
         metrics_conf = getattr(self.conf, "metrics", None)
         self.metrics = HostMetrics(
-            self.pool, self.host_info, self.vmops, host,
+            pool, self.host_info, vmops, host,
             int(getattr(metrics_conf, "rrd_interval", 60)),
             str(getattr(metrics_conf, "rrd_format", "xml")))
+        self.vmops = vmops  # last: once vmops is set, the driver is available
         LOG.info("XenAPI driver connected to %s (task tracking: %s)",
-                 self.pool.coordinator.url, tasks.watcher_mode)
+                 pool.coordinator.url, tasks.watcher_mode)
 
     def _make_waiter(self, pool: SessionPool, host: str) -> TaskWaiter:
         xs, tasks = self.conf.xenserver, self.conf.tasks
@@ -221,9 +249,11 @@ class XenAPIDriver(ComputeDriver):
 
     def _ops(self) -> tuple[TaskRunner, VMOps]:
         if self.runner is None or self.vmops is None:
+            # Until the first connection: why the last try failed.
+            last = self._first_connect.last_error
             raise exceptions.HypervisorUnavailable(
-                self.conf.xenserver.connection_url or "", "driver not initialised (init_host)"
-            )
+                *(last.params if last is not None else
+                  [self.conf.xenserver.connection_url or "", "not connected (yet)"]))
         return self.runner, self.vmops
 
     def _timeout(self, op: Operation) -> float:
@@ -338,7 +368,17 @@ class XenAPIDriver(ComputeDriver):
         return info
 
     def list_instance_uuids(self) -> list[str]:
-        return self._ops()[1].list_instance_uuids()
+        vmops = self._ops()[1]
+        cached = self.watcher.vm_records() if self.watcher is not None else None
+        return sorted(vmops.infos_of(cached)) if cached is not None else \
+            vmops.list_instance_uuids()
+
+    def list_instance_infos(self) -> dict[str, InstanceInfo]:
+        # The event stream keeps every VM record: no call to dom0 at all
+        # while it is in step, one otherwise.
+        vmops = self._ops()[1]
+        cached = self.watcher.vm_records() if self.watcher is not None else None
+        return vmops.infos_of(cached) if cached is not None else vmops.list_instance_infos()
 
     def get_host_resources(self) -> dict[str, Any]:
         self._ops()

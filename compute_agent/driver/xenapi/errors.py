@@ -60,6 +60,21 @@ def _scrub(values: Iterable[object], secrets: Iterable[str]) -> list[str]:
     return out
 
 
+# What of a dom0 error is kept in a record (tracked task, fault): xapi's
+# params are short; a longer one is a dump that must not fill a database.
+MAX_STORED_PARAMS = 16
+MAX_STORED_PARAM = 1024
+
+
+def scrub_for_storage(values: Iterable[object], secrets: Iterable[str]) -> list[str]:
+    """A dom0 error (code and params) as it may be stored: secrets replaced
+    as in logged errors, at most MAX_STORED_PARAMS entries of at most
+    MAX_STORED_PARAM characters each."""
+    out = _scrub(list(values)[:MAX_STORED_PARAMS], secrets)
+    return [v if len(v) <= MAX_STORED_PARAM else v[: MAX_STORED_PARAM - 1] + "\u2026"
+            for v in out]
+
+
 def from_failure(
     failure: XenAPI.Failure, secrets: Iterable[str] = ()
 ) -> exceptions.HypervisorError:

@@ -237,6 +237,8 @@ class XenAPISession:
                 self._sdk.last_login_method = None
             try:
                 self.stats.count(method)
+                if method != "event.from":  # the watcher logs its batches
+                    LOG.debug("XenAPI %s", method)  # never the arguments: they hold secrets
                 result = target(*args)
             except xmlrpc.client.Fault as f:
                 if relogin or f.faultCode != 401:

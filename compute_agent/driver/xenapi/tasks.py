@@ -17,7 +17,9 @@ across their several tasks, and are what :meth:`TaskRunner.cancel` cancels.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
+import datetime as dt
 import logging
 import threading
 import time
@@ -28,6 +30,7 @@ from typing import Any, Protocol
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation, TaskListener
 from compute_agent.driver.task_status import LOST, PENDING, TaskState
+from compute_agent.driver.xenapi import errors
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.task_reaper import TaskReaper
 from compute_agent.driver.xenapi.task_result import TaskOutcome
@@ -41,6 +44,24 @@ ProgressCallback = Callable[[float], None]
 CANCEL_GRACE = 10.0
 # How long to wait for the waiter to learn a new task's uuid before asking.
 UUID_WAIT = 0.5
+# Placeholder refs of recorded intents (compute/task_listener.py) start so.
+INTENT_PREFIX = "intent:"
+# How much dom0's clock may lag the agent's when matching an intent's task.
+INTENT_CLOCK_SLACK = 5.0
+
+
+def _epoch(value: Any) -> float | None:
+    """A xapi datetime (xmlrpc DateTime or ISO-8601 string) as epoch seconds."""
+    text = getattr(value, "value", value)
+    if not isinstance(text, str):
+        return None
+    for fmt in ("%Y%m%dT%H:%M:%SZ", "%Y%m%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ",
+                "%Y-%m-%dT%H:%M:%S.%fZ"):
+        try:
+            return float(calendar.timegm(dt.datetime.strptime(text, fmt).timetuple()))
+        except ValueError:
+            continue
+    return None
 
 
 class TrackedTask(Protocol):
@@ -184,15 +205,7 @@ class TaskRunner:
             limit = min(limit, timeout)
         if limit <= 0:
             raise exceptions.OperationTimedOut(op.name, op.instance_uuid, state.timeout)
-        with self.pool.session() as sess:
-            ref = sess.call("Async." + method, *args)
-        tracked = self.waiter.track(ref)
-        try:
-            uuid = tracked.known_uuid(UUID_WAIT) or self._lookup_uuid(ref)
-            self._notify("task_started", op, ref, uuid, host_of(self.pool.url))
-        except BaseException:
-            tracked.forget()
-            raise
+        tracked = self._start(op, method, args)
         outcome, timed_out = self._follow(op, state, tracked, limit)
         if outcome is None:
             # Still running despite the cancel: leave it tracked (pending)
@@ -204,7 +217,62 @@ class TaskRunner:
             raise exceptions.OperationTimedOut(op.name, op.instance_uuid, round(limit, 3))
         if outcome.status == "cancelled":
             raise exceptions.OperationCancelled(op.name, op.instance_uuid)
-        raise outcome.error([self.pool.settings.password])
+        raise outcome.error(self._secrets())
+
+    def _start(self, op: Operation, method: str, args: tuple[Any, ...]) -> TrackedTask:
+        """Make the Async call between the record of its intent and the
+        record of its ref (principle 3): no task is waited on unrecorded.
+        An intent that cannot be recorded stops the operation before the
+        call; a ref that cannot be recorded cancels the task."""
+        listener = self.listener
+        intent = listener.task_intent(op, method) if listener is not None else None
+        try:
+            with self.pool.session() as sess:
+                ref = sess.call("Async." + method, *args)
+        except exceptions.HypervisorError as e:
+            # dom0 refused the call: no task exists.
+            if listener is not None and intent is not None:
+                listener.task_not_started(op, intent, [e.code, *e.params])
+            raise
+        # Any other failure (the connection broke) leaves the intent pending:
+        # a task may exist, and recovery looks for it.
+        tracked = self.waiter.track(ref)
+        try:
+            if listener is not None:
+                listener.task_started(op, ref, "", host_of(self.pool.url), intent=intent)
+        except BaseException:
+            LOG.warning("Cancelling task %s of %s for %s: it could not be recorded",
+                        ref, op.name, op.instance_uuid)
+            self._send_cancel(ref)
+            tracked.forget()
+            raise
+        LOG.debug("Task %s (%s) started for %s of %s", ref, method, op.name, op.instance_uuid)
+        uuid = tracked.known_uuid(UUID_WAIT) or self._lookup_uuid(ref)
+        if uuid and listener is not None and hasattr(listener, "task_uuid_known"):
+            self._notify("task_uuid_known", op, ref, uuid)
+        return tracked
+
+    def resolve_intent(self, intent: str) -> str | None:
+        """The ref of the task a recorded intent started, if dom0 has one:
+        a task named ``Async.<method>`` created from a little before the
+        intent's time on, the earliest such (the intent was recorded just
+        before its call). None when there is none (the call never reached
+        dom0, or its task is gone). Tasks another row already tracks are
+        not candidates."""
+        try:
+            _, method, stamp, _ = intent.split(":", 3)
+            since = float(stamp) - INTENT_CLOCK_SLACK
+        except ValueError:
+            return None
+        records = self.pool.call("task.get_all_records_where",
+                                 f'field "name_label" = "Async.{method}"')
+        known = getattr(self.listener, "task_known", None)
+        found = []
+        for ref, rec in records.items():
+            created = _epoch(rec.get("created"))
+            if created is not None and created >= since and not (known and known(ref)):
+                found.append((created, ref))
+        return min(found)[1] if found else None
 
     def reattach(self, op: Operation, ref: str, timeout: float) -> TaskState:
         """Follow a task an earlier run of the agent started (recovery).
@@ -216,6 +284,18 @@ class TaskRunner:
         status 'pending' if it still has not ended). Raises
         HypervisorUnavailable when dom0 cannot be reached.
         """
+        if ref.startswith(INTENT_PREFIX):
+            real = self.resolve_intent(ref)
+            LOG.info("Task intent %s of %s: %s", ref, op.instance_uuid,
+                     f"found task {real}" if real else "no task in dom0")
+            if real is None:
+                outcome = TaskOutcome.lost(ref)
+                self._notify("task_finished", op, ref, outcome.listener_status, None,
+                             outcome.error_info)
+                return TaskState(LOST, error=list(outcome.error_info))
+            if self.listener is not None:
+                self.listener.task_started(op, real, "", host_of(self.pool.url), intent=ref)
+            ref = real
         with self.operation(op, timeout) as state:
             # One direct read first: a ref xapi forgot is known lost now,
             # not after the waiter's grace period.
@@ -236,7 +316,7 @@ class TaskRunner:
                 outcome.status,
                 progress=1.0 if outcome.status == "success" else tracked.last_progress,
                 result=outcome.listener_result,
-                error=list(outcome.error_info) or None,
+                error=errors.scrub_for_storage(outcome.error_info, self._secrets()) or None,
                 timed_out=timed_out,
             )
 
@@ -270,13 +350,17 @@ class TaskRunner:
                 state.task_ref = None
             tracked.forget()
         if outcome is not None:
+            stored_error = errors.scrub_for_storage(outcome.error_info, self._secrets())
             self._notify(
                 "task_finished", op, ref, outcome.listener_status, outcome.listener_result,
-                outcome.error_info or None,
+                stored_error or None,
             )
             if outcome.status != LOST:
                 self.reaper.reap(ref)
         return outcome, timed_out
+
+    def _secrets(self) -> list[str]:
+        return [self.pool.settings.password]
 
     def _lookup_uuid(self, ref: str) -> str:
         try:

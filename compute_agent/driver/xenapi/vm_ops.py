@@ -178,6 +178,27 @@ class VMOps:
                 not running and where in (NULL_REF, None, ""))
         return info
 
+    def list_instance_infos(self) -> dict[str, InstanceInfo]:
+        """Every VM of this agent's instances, from one call to dom0 (the
+        periodic jobs' and the host status's view at any scale)."""
+        return self.infos_of(self.pool.call(
+            "VM.get_all_records_where",
+            'field "is_a_template" = "false" and field "is_control_domain" = "false"',
+        ))
+
+    def infos_of(self, recs: dict[str, dict[str, Any]]) -> dict[str, InstanceInfo]:
+        """Instance uuid -> info of this agent's VMs among ``recs``."""
+        out: dict[str, InstanceInfo] = {}
+        for ref, rec in sorted(recs.items()):
+            if rec.get("is_a_template") or rec.get("is_control_domain"):
+                continue
+            uuid = ownership.instance_of(rec)
+            if uuid and ownership.owned_by(rec, self.agent_host) and not rec.get("is_a_snapshot"):
+                out.setdefault(uuid, instance_info(ref, rec))
+        with self._lock:
+            self._refs.update({u: i.vm_ref for u, i in out.items() if i.vm_ref})
+        return out
+
     # -- build -------------------------------------------------------------------
     def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
         found = self.lookup(instance)

@@ -211,6 +211,14 @@ class TaskWatcher:
         with self._lock:
             return self._vms.get(ref)
 
+    def vm_records(self) -> dict[str, dict[str, Any]] | None:
+        """Every VM record as the stream keeps them (ref -> record), or None
+        while the stream is not in step with dom0 (then ask dom0)."""
+        with self._lock:
+            if not (self._connected and self._synced.is_set()) or self._need_sync:
+                return None
+            return dict(self._vms)
+
     # -- the stream ------------------------------------------------------------------
     def _run(self) -> None:
         backoff = BACKOFF_MIN
@@ -324,6 +332,12 @@ class TaskWatcher:
     def _apply(self, result: dict[str, Any]) -> None:
         events = result.get("events") or []
         self.stats.events += len(events)
+        if events and LOG.isEnabledFor(logging.DEBUG):
+            kinds: dict[str, int] = {}
+            for ev in events:
+                key = f"{str(ev.get('class', '?')).lower()}.{ev.get('operation', '?')}"
+                kinds[key] = kinds.get(key, 0) + 1
+            LOG.debug("event.from batch: %d events %s", len(events), kinds)
         changes: list[tuple[str, InstanceInfo]] = []
         with self._lock:
             for ev in events:

@@ -1,15 +1,21 @@
-"""Fixtures of the end-to-end tests: real ``xapi-sim`` and ``compute-agent``
-processes, real RabbitMQ, and SQLite, PostgreSQL and MariaDB databases
-migrated by ``compute-agent-manage db sync``. See tests/functional/harness.py
-for the parts.
+"""Fixtures of the end-to-end tests: real ``compute-agent`` processes on
+either driver (XenAPI on real ``xapi-sim`` processes; libvirt on its
+in-process ``test:///<node file>`` hypervisor), real RabbitMQ, and SQLite,
+PostgreSQL and MariaDB databases migrated by ``compute-agent-manage db
+sync``. See tests/functional/harness.py for the parts and hypervisor.py for
+how each driver's hypervisor is read.
 
-``matrix``     (module) one simulator and six agents on it, one per
-               (database, concurrency backend) pair, each on its own new
-               database; ``matrix[("sqlite", "threading")]`` is a Stack.
-``make_stack`` (function) a factory for a simulator and an agent of their
-               own, for tests that stop the simulator.
-``pair``       (module) two simulators, one agent on each, both on one
-               PostgreSQL database (threading and eventlet): what the
+``matrix``     (module) agents per (driver, database, concurrency backend),
+               each on its own new database: one simulator and six XenAPI
+               agents on it, and three libvirt agents, each on a node file
+               of its own; ``matrix[("xenapi", "sqlite", "threading")]`` is
+               a Stack. A driver's agents start together when a test first
+               asks for one of them.
+``make_stack`` (function) a factory for a simulator and an XenAPI agent of
+               their own, for tests that stop the simulator.
+``pair``       (module) two agents of one driver (indirect parameter,
+               XenAPI unless told), each on a hypervisor of its own, both on
+               one PostgreSQL database (threading and eventlet): what the
                client CLI's scheduler chooses between.
 """
 
@@ -35,11 +41,21 @@ from tests.functional.harness import (
     tail,
     write_config,
 )
+from tests.functional.libvirt_node import libvirt_agent_options, node_xml
+
+from .hypervisor import HypervisorView, LibvirtView, XenAPIView
 
 RPC_PREFIX = "ca_e2emod"
 
 DATABASES = ("sqlite", "postgresql", "mysql")
 BACKENDS = ("threading", "eventlet")
+# The agents of the matrix: XenAPI on every pair; libvirt (whose runs are
+# quick) on one agent per database, both backends among them.
+COMBOS = {
+    "xenapi": [(d, b) for d in DATABASES for b in BACKENDS],
+    "libvirt": [("sqlite", "eventlet"), ("postgresql", "threading"), ("mysql", "eventlet")],
+}
+DRIVER_CLASSES = {"xenapi": "XenAPIDriver", "libvirt": "LibvirtDriver"}
 
 
 @dataclass
@@ -47,11 +63,12 @@ class Stack:
     """One agent with everything it talks to."""
 
     name: str
-    sim: SimProcess
+    sim: SimProcess | None  # XenAPI only: the dom0 the agent drives
     agent: AgentProcess
     api: ComputeAPI
     db: Database
     notes: Notifications
+    hypervisor: HypervisorView
 
     @property
     def host(self) -> str:
@@ -94,7 +111,8 @@ def stop_all(agents: list[AgentProcess]) -> None:
         list(pool.map(lambda a: a.stop(), agents))
 
 
-def _start_agents(agents: list[AgentProcess], rpc: Rpc, cleanups: _Cleanups) -> None:
+def _start_agents(agents: list[AgentProcess], rpc: Rpc, cleanups: _Cleanups,
+                  driver: str = "xenapi") -> None:
     """db sync each agent's database, start all agents at once, wait for
     every one to answer ping (in parallel: start-up is the slow part)."""
     with ThreadPoolExecutor(max_workers=len(agents)) as pool:
@@ -104,37 +122,77 @@ def _start_agents(agents: list[AgentProcess], rpc: Rpc, cleanups: _Cleanups) -> 
         agent.start()
     with ThreadPoolExecutor(max_workers=len(agents)) as pool:
         for pong in pool.map(lambda a: a.wait_serving(rpc.api), agents):
-            assert pong["driver"] == "XenAPIDriver", pong
+            assert pong["driver"] == DRIVER_CLASSES[driver], pong
+
+
+def _libvirt_node(workdir: Path, host: str) -> tuple[Path, Path]:
+    """A test:/// node file for ``host``'s agent and its pool directory."""
+    pool_dir = workdir / f"{host}.pool"
+    pool_dir.mkdir()
+    node = workdir / f"{host}.node.xml"
+    node.write_text(node_xml(host, {}, [], pool_dir))
+    return node, pool_dir
+
+
+Combo = tuple[str, str, str]  # (driver, database, backend)
+
+
+class Matrix:
+    """The matrix's stacks by (driver, database, backend); a driver's
+    agents (and its simulator) start on the first request for one."""
+
+    def __init__(self, workdir: Path, cleanups: _Cleanups):
+        self.workdir = workdir
+        self.cleanups = cleanups
+        self.tag = uuidlib.uuid4().hex[:10]
+        self.rpc = Rpc(RPC_PREFIX, self.tag, with_notifications=True)
+        cleanups.add(self.rpc.close)
+        self.stacks: dict[Combo, Stack] = {}
+
+    def __getitem__(self, combo: Combo) -> Stack:
+        driver = combo[0]
+        if not any(key[0] == driver for key in self.stacks):
+            self._start(driver)
+        return self.stacks[combo]
+
+    def _start(self, driver: str) -> None:
+        rpc, tag, workdir = self.rpc, self.tag, self.workdir
+        sim = None
+        if driver == "xenapi":
+            sim = SimProcess(workdir)
+            self.cleanups.add(sim.stop)
+            sim.start()
+        agents, stacks = [], {}
+        for database, backend in COMBOS[driver]:
+            url = _new_database(database, self.cleanups)
+            host = f"e2e-{driver}-{database}-{backend}-{tag}"
+            common = {"host": host, "backend": backend, "db_url": url,
+                      "exchange": rpc.exchange, "topic": rpc.topic,
+                      "notify_topic": rpc.notify_topic}
+            view: HypervisorView
+            if sim is not None:
+                agent = AgentProcess(workdir, sim_url=sim.url, **common)
+                view = XenAPIView(sim, host)
+            else:
+                node, pool_dir = _libvirt_node(workdir, host)
+                agent = AgentProcess(workdir, driver="libvirt",
+                                     options=libvirt_agent_options(node), **common)
+                view = LibvirtView(rpc.api, host, pool_dir)
+            rpc.hosts.append(host)
+            agents.append(agent)
+            db = Database(url)
+            self.cleanups.add(db.dispose)
+            stacks[(driver, database, backend)] = Stack(
+                f"{driver}-{database}-{backend}", sim, agent, rpc.api, db, rpc.notes, view)
+        _start_agents(agents, rpc, self.cleanups, driver)
+        self.stacks.update(stacks)
 
 
 @pytest.fixture(scope="module")
-def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], Stack]]:
-    workdir = tmp_path_factory.mktemp("e2e-matrix")
-    tag = uuidlib.uuid4().hex[:10]
+def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     cleanups = _Cleanups()
     try:
-        sim = SimProcess(workdir)
-        cleanups.add(sim.stop)
-        sim.start()
-        rpc = Rpc(RPC_PREFIX, tag, with_notifications=True)
-        cleanups.add(rpc.close)
-        stacks: dict[tuple[str, str], Stack] = {}
-        agents = []
-        for database in DATABASES:
-            for backend in BACKENDS:
-                url = _new_database(database, cleanups)
-                agent = AgentProcess(
-                    workdir, host=f"e2e-{database}-{backend}-{tag}", backend=backend,
-                    db_url=url, sim_url=sim.url, exchange=rpc.exchange, topic=rpc.topic,
-                    notify_topic=rpc.notify_topic)
-                rpc.hosts.append(agent.host)
-                agents.append(agent)
-                db = Database(url)
-                cleanups.add(db.dispose)
-                stacks[(database, backend)] = Stack(f"{database}-{backend}", sim, agent,
-                                                    rpc.api, db, rpc.notes)
-        _start_agents(agents, rpc, cleanups)
-        yield stacks
+        yield Matrix(tmp_path_factory.mktemp("e2e-matrix"), cleanups)
     finally:
         cleanups.run()
 
@@ -160,7 +218,8 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         db = Database(url)
         cleanups.add(db.dispose)
         _start_agents([agent], rpc, cleanups)
-        return Stack(f"{database}-{backend}", sim, agent, rpc.api, db, rpc.notes)
+        return Stack(f"{database}-{backend}", sim, agent, rpc.api, db, rpc.notes,
+                     XenAPIView(sim, agent.host))
 
     try:
         yield make
@@ -170,14 +229,16 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
 
 @dataclass
 class Pair:
-    """Two agents (two dom0s) sharing one database and one RPC topic."""
+    """Two agents (two hypervisors) sharing one database and one RPC topic."""
 
-    sims: list[SimProcess]
+    driver: str
+    sims: list[SimProcess]  # XenAPI: the agents' dom0s, in order
     agents: list[AgentProcess]
     rpc: Rpc
     db: Database
     db_url: str
     workdir: Path
+    views: list[HypervisorView]  # each agent's hypervisor, in order
 
     def client_config(self) -> Path:
         """A config file for compute-agent-client: transport, exchange,
@@ -190,35 +251,49 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    workdir = tmp_path_factory.mktemp("e2e-pair")
+def pair(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """Parametrize indirectly with the driver ("xenapi" unless told)."""
+    driver = getattr(request, "param", "xenapi")
+    workdir = tmp_path_factory.mktemp(f"e2e-pair-{driver}")
     tag = uuidlib.uuid4().hex[:10]
     cleanups = _Cleanups()
     try:
         rpc = Rpc(RPC_PREFIX, tag)
         cleanups.add(rpc.close)
         url = _new_database("postgresql", cleanups)
-        sims, agents = [], []
+        sims, agents, views = [], [], []
         for i, backend in enumerate(BACKENDS):
-            sim = SimProcess(workdir, name=f"sim{i}")
-            cleanups.add(sim.stop)
-            sim.start()
-            sims.append(sim)
-            agent = AgentProcess(workdir, host=f"e2e-cli{i}-{backend}-{tag}", backend=backend,
-                                 db_url=url, sim_url=sim.url, exchange=rpc.exchange,
-                                 topic=rpc.topic,
-                                 options={"DEFAULT": {"report_interval": 1}})
-            rpc.hosts.append(agent.host)
+            host = f"e2e-cli{i}-{driver}-{backend}-{tag}"
+            common = {"host": host, "backend": backend, "db_url": url,
+                      "exchange": rpc.exchange, "topic": rpc.topic}
+            options: dict = {"DEFAULT": {"report_interval": 1}}
+            view: HypervisorView
+            if driver == "xenapi":
+                sim = SimProcess(workdir, name=f"sim{i}")
+                cleanups.add(sim.stop)
+                sim.start()
+                sims.append(sim)
+                agent = AgentProcess(workdir, sim_url=sim.url, options=options, **common)
+                view = XenAPIView(sim, host)
+            else:
+                node, pool_dir = _libvirt_node(workdir, host)
+                agent = AgentProcess(workdir, driver="libvirt",
+                                     options={**options, **libvirt_agent_options(node)},
+                                     **common)
+                view = LibvirtView(rpc.api, host, pool_dir)
+            rpc.hosts.append(host)
             agents.append(agent)
+            views.append(view)
         # One database: db sync once (the second would be a no-op).
         agents[0].db_sync()
         cleanups.add(lambda: stop_all(agents))
         for agent in agents:
             agent.start()
         for agent in agents:
-            agent.wait_serving(rpc.api)
+            assert agent.wait_serving(rpc.api)["driver"] == DRIVER_CLASSES[driver]
         db = Database(url)
         cleanups.add(db.dispose)
-        yield Pair(sims, agents, rpc, db, url, workdir)
+        yield Pair(driver, sims, agents, rpc, db, url, workdir, views)
     finally:
         cleanups.run()

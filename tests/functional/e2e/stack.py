@@ -30,6 +30,9 @@ from tests.functional.harness import SETTLE_S, SimProcess, wait_until
 INSTANCE_MARK = "compute_agent_instance_uuid"
 HOST_MARK = "compute_agent_host"
 NULL_REF = "OpaqueRef:NULL"
+# The image cache's base VDIs (compute_agent/driver/xenapi/image_cache.py):
+# the agent's, but no instance's.
+IMAGE_CACHE_MARK = "compute_agent_image"
 
 # power_state numbers of the RPC contract and the xapi power state each means.
 XAPI_POWER = {1: "Running", 3: "Paused", 4: "Halted", 7: "Suspended"}
@@ -116,6 +119,7 @@ class Inventory:
     dangling_vbds: list[dict] = field(default_factory=list)  # VBDs of no VM, or of a gone VDI
     dangling_vifs: list[dict] = field(default_factory=list)
     vbds: dict[str, dict] = field(default_factory=dict)
+    cached_images: list[dict] = field(default_factory=list)  # the image cache's VDIs
 
 
 def dom0_inventory(xenapi: Any, agent_host: str) -> Inventory:
@@ -133,6 +137,9 @@ def dom0_inventory(xenapi: Any, agent_host: str) -> Inventory:
     for ref, rec in all_vdis.items():
         other = rec["other_config"]
         if other.get(HOST_MARK) != agent_host:
+            continue
+        if other.get(IMAGE_CACHE_MARK) and not other.get(INSTANCE_MARK):
+            inv.cached_images.append(dict(rec, ref=ref))  # the image cache's base
             continue
         inv.vdis.setdefault(other.get(INSTANCE_MARK, ""), []).append(dict(rec, ref=ref))
     inv.vbds = xenapi.VBD.get_all_records()

@@ -107,8 +107,8 @@ def test_contract_defaults():
     assert conf.reap_orphans is False
     assert conf.compute_driver == "xenapi"
     assert conf.database.connection == "sqlite:////var/lib/compute-agent/compute-agent.sqlite"
-    assert conf.database.connection_debug is False
-    assert conf.database.pool_size is None
+    assert conf.database.connection_debug == 0
+    assert conf.database.max_pool_size == 5 and conf.database.pool_size is None
     assert conf.xenserver.connection_url is None
     assert conf.xenserver.connection_username == "root"
     assert conf.xenserver.connection_password is None

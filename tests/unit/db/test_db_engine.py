@@ -66,25 +66,3 @@ def test_memory_sqlite_database_is_safe_across_threads():
     assert not failures, failures
     assert [i["progress"] for i in db.list_instances()] == [19] * 4
     db.dispose()
-
-
-class _Orig(Exception):
-    def __init__(self, *args, pgcode=None):
-        super().__init__(*args)
-        self.pgcode = pgcode
-
-
-@pytest.mark.parametrize("orig,expected", [
-    (_Orig(1213, "Deadlock found when trying to get lock"), True),
-    (_Orig(1205, "Lock wait timeout exceeded"), True),
-    (_Orig(1062, "Duplicate entry"), False),
-    (_Orig("deadlock detected", pgcode="40P01"), True),
-    (_Orig("could not serialize access", pgcode="40001"), True),
-    (_Orig("duplicate key value", pgcode="23505"), False),
-    (_Orig("database is locked"), False),
-])
-def test_is_deadlock(orig, expected):
-    import sqlalchemy as sa
-
-    assert engine.is_deadlock(sa.exc.OperationalError("stmt", {}, orig)) is expected
-    assert engine.is_deadlock(ValueError("no orig")) is False

@@ -103,6 +103,32 @@ def test_bad_arguments_and_unknown_method(rpc_env):
     with pytest.raises(Exception) as raw:
         cctxt.call(new_context(), "_refused")  # private methods are not exposed
     assert errors.to_typed(raw.value).code == "NO_SUCH_METHOD"
+    # Attributes of the endpoint other than its documented methods neither.
+    for attribute in ("manager", "target", "__init__"):
+        with pytest.raises(Exception) as raw:
+            cctxt.call(new_context(), attribute)
+        assert errors.to_typed(raw.value).code == "NO_SUCH_METHOD"
+    # An argument the method does not declare is
+    # INVALID_INPUT, not a TypeError inside oslo.messaging.
+    for name in ("colour", "instance"):
+        with pytest.raises(errors.RemoteComputeError) as raw:
+            cctxt.call(new_context(), "ping", **{name: 1})
+        assert errors.to_typed(raw.value).params[0] == "arguments"
+
+
+def test_hostile_context_never_reaches_log_lines(rpc_env, caplog):
+    api, *_ = rpc_env
+    cctxt = api.client.prepare(server=HOST)
+    forged = {"request_id": "req-1\nERROR forged", "user_id": "u\nforged",
+              "global_request_id": "x" * 100_000}
+    with caplog.at_level("DEBUG"):
+        assert cctxt.call(forged, "ping")["host"] == HOST
+        with pytest.raises(errors.RemoteComputeError):
+            cctxt.call(forged, "get_instance",
+                       instance_uuid="0B6C2F3E-0A46-4C55-9C8E-3D0C5F1E2A10\nforged")
+    for record in caplog.records:
+        assert "forged" not in record.getMessage()
+        assert "\n" not in record.getMessage()
 
 
 def test_version_cap(rpc_env, agent_conf):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid as uuidlib
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -18,113 +17,24 @@ import pytest
 
 from compute_agent import exceptions
 from compute_agent.compute import states
-from compute_agent.conf import CONF
 from compute_agent.context import get_admin_context
-from compute_agent.db.api import Database
 from compute_agent.driver import power_state
-from compute_agent.driver.base import Operation
-from compute_agent.driver.libvirt.driver import LibvirtDriver
 from compute_agent.manager import ComputeManager
-from compute_agent.rpc import transport as rpc_transport
-from tests.functional.db_fixtures import make_migrated_database_url
 from tests.functional.harness import wait_until
+from tests.functional.libvirt_inprocess import (
+    NS,
+    POOL,
+    has_domain,
+    instance,
+    op,
+    state,
+    volumes,
+)
 
-URI = "test:///default"
-POOL = "default-pool"  # the pool test:///default starts with
-NS = "http://compute-agent.invalid/xmlns/libvirt/instance/1.0"
 EVENT_LIMIT_S = 1.0  # the issue's bound for an outside stop to be seen
 GiB = 1024**3
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Recorder:
-    """A TaskListener that keeps what it is told."""
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-        self.finished: dict[str, tuple[str, list | None]] = {}
-
-    def task_started(self, op, ref, task_uuid, host):
-        self.started.append(ref)
-
-    def task_progress(self, op, ref, progress):
-        pass
-
-    def task_finished(self, op, ref, status, result, error):
-        self.finished[ref] = (status, error)
-
-
-@pytest.fixture
-def conf():
-    rpc_transport.register_opts(CONF)
-    CONF([], project="compute-agent", default_config_files=[])
-    CONF.set_override("connection_uri", URI, "libvirt")
-    CONF.set_override("virt_type", "xen", "libvirt")
-    CONF.set_override("storage_pool", POOL, "libvirt")
-    yield CONF
-    CONF.reset()
-    CONF.clear_override("connection_uri", "libvirt")
-    CONF.clear_override("virt_type", "libvirt")
-    CONF.clear_override("storage_pool", "libvirt")
-
-
-@pytest.fixture
-def make_driver(conf):
-    made = []
-
-    def make(**libvirt_opts) -> tuple[LibvirtDriver, Recorder]:
-        for key, value in libvirt_opts.items():
-            conf.set_override(key, value, "libvirt")
-        recorder = Recorder()
-        driver = LibvirtDriver(conf, recorder)
-        driver.init_host(f"agent-{uuidlib.uuid4().hex[:8]}")
-        made.append(driver)
-        return driver, recorder
-
-    yield make
-    for driver in made:
-        driver.cleanup_host()
-    for key in ("virt_type", "xen_hvm"):
-        conf.clear_override(key, "libvirt")
-
-
-@pytest.fixture
-def outside(make_driver):
-    """The test's own connection to the same in-process hypervisor (opened
-    after a driver registered libvirt's event loop)."""
-    make_driver()
-    conn = libvirt.open(URI)
-    yield conn
-    conn.close()
-
-
-def instance(name: str = "vm", **metadata) -> dict:
-    return {"uuid": str(uuidlib.uuid4()), "name": name,
-            "flavor": {"vcpus": 2, "memory_mb": 384, "root_gb": 2},
-            "image": {"id": None, "url": None, "disk_format": None},
-            "networks": [], "metadata": dict(metadata)}
-
-
-def op(inst: dict, name: str) -> Operation:
-    return Operation(inst["uuid"], name, f"req-{uuidlib.uuid4()}")
-
-
-def state(conn, uuid: str) -> int:
-    return conn.lookupByUUIDString(uuid).state()[0]
-
-
-def volumes(conn, uuid: str) -> list[tuple[str, int]]:
-    pool = conn.storagePoolLookupByName(POOL)
-    return [(v.name(), v.info()[1]) for v in pool.listAllVolumes() if uuid in v.name()]
-
-
-def has_domain(conn, uuid: str) -> bool:
-    try:
-        conn.lookupByUUIDString(uuid)
-        return True
-    except libvirt.libvirtError:
-        return False
 
 
 def test_the_lifecycle_as_libvirt_sees_it(make_driver, outside):
@@ -280,15 +190,6 @@ def test_a_domain_stopped_outside_the_agent_reaches_the_listener(make_driver, ou
     time.sleep(0.2)
     assert seen == []
     driver.destroy(op(inst, "destroy"), inst)
-
-
-@pytest.fixture
-def database():
-    url, drop = make_migrated_database_url("sqlite")
-    db = Database(url)
-    yield db
-    db.dispose()
-    drop()
 
 
 def test_an_outside_stop_reaches_the_database_through_the_manager(make_driver, outside,

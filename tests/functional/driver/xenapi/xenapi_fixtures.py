@@ -28,8 +28,19 @@ class RecordingListener:
         with self.lock:
             self.calls.append((name, args))
 
-    def task_started(self, op, task_ref, task_uuid, dom0_host):
-        self._add("started", op.name, task_ref, task_uuid, dom0_host)
+    def task_intent(self, op, method):
+        intent = f"intent:{method}:{len(self.calls)}"
+        self._add("intent", op.name, intent, method)
+        return intent
+
+    def task_started(self, op, task_ref, task_uuid, dom0_host, intent=None):
+        self._add("started", op.name, task_ref, task_uuid, dom0_host, intent)
+
+    def task_uuid_known(self, op, task_ref, task_uuid):
+        self._add("uuid", op.name, task_ref, task_uuid)
+
+    def task_not_started(self, op, intent, error):
+        self._add("not_started", op.name, intent, error)
 
     def task_progress(self, op, task_ref, progress):
         self._add("progress", op.name, task_ref, progress)
