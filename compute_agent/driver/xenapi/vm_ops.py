@@ -218,7 +218,7 @@ class VMOps:
             self.networking.create_vifs(created_vm, instance.get("networks"))
             if self.host_ref is not None:
                 self.pool.call("VM.set_affinity", created_vm, self.host_ref())
-            self._boot(op, created_vm)
+            self.boot(op, created_vm)
         except BaseException:
             LOG.warning("Build of %s failed; removing what was created", instance["uuid"])
             try:
@@ -294,9 +294,9 @@ class VMOps:
         elif state == "Suspended":
             self.runner.run(op, "VM.resume", ref, False, False)
         else:
-            self._boot(op, ref)
+            self.boot(op, ref)
 
-    def _boot(self, op: Operation, ref: str) -> None:
+    def boot(self, op: Operation, ref: str) -> None:
         """VM.start on this agent's host (VM.start_on), or where xapi
         chooses when the host is not known."""
         if self.host_ref is None:
@@ -340,7 +340,7 @@ class VMOps:
         if state in ("Halted", "Suspended"):
             if state == "Suspended":
                 self.runner.run(op, "VM.hard_shutdown", ref)
-            self._boot(op, ref)
+            self.boot(op, ref)
             return
         if reboot_type != REBOOT_HARD and state == "Running":
             try:
@@ -350,7 +350,7 @@ class VMOps:
                 LOG.info("Soft reboot of %s did not work (%s); rebooting hard",
                          op.instance_uuid, e.code)
             if self._power_state(ref) == "Halted":
-                self._boot(op, ref)
+                self.boot(op, ref)
                 return
         self.runner.run(op, "VM.hard_reboot", ref)
 
