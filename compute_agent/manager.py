@@ -59,8 +59,11 @@ from compute_agent.compute.host_status import HostStatus
 from compute_agent.compute.instance_calls import InstanceCalls
 from compute_agent.compute.lifecycle import Lifecycle
 from compute_agent.compute.locks import InstanceLocks
+from compute_agent.compute.maintenance import HostMaintenance
 from compute_agent.compute.metrics_poll import MetricsPoll
+from compute_agent.compute.migration import COLD, LiveMigrations
 from compute_agent.compute.outcomes import Outcomes
+from compute_agent.compute.pools import PoolMembership
 from compute_agent.compute.power_sync import PowerStateSync
 from compute_agent.compute.recovery import Recovery
 from compute_agent.compute.requests import REBOOT_RULES
@@ -80,7 +83,7 @@ from compute_agent.driver.base import ComputeDriver
 
 LOG = logging.getLogger(__name__)
 
-RPC_API_VERSION = "1.5"
+RPC_API_VERSION = "1.6"
 
 
 class ComputeManager:
@@ -93,6 +96,7 @@ class ComputeManager:
         driver: ComputeDriver | None = None,
         notifier: notif.Notifier | None = None,
         host: str | None = None,
+        peers: Any = None,
     ):
         self.conf = conf
         self.host = host or conf.host
@@ -127,6 +131,15 @@ class ComputeManager:
         self._guest = GuestRequests(self._calls)
         self._builder = Builder(self._runner, self._build_slots,
                                 after_build=self._attachments.record_build)
+        self._peers = peers
+        self._peers_lock = threading.Lock()
+        self.migrations = LiveMigrations(conf, db, driver, self.notifier, self.host,
+                                         self._runner, self.peers)
+        self.maintenance = HostMaintenance(conf, db, driver, self.host, self.migrations)
+        self.pools = PoolMembership(db, driver, self.host, self._host_status)
+        self.recovery.settlers[states.MIGRATING] = self.migrations.recover
+        self.recovery.sweeps += [lambda c: self.migrations.close_finished(),
+                                 self.migrations.adopt_strays]
         self._snapshots = Snapshotter(conf, db, self._runner, driver)
         self.recovery.discard_images = self._snapshots.discard_images
         self._lifecycle = Lifecycle(self._runner)
@@ -243,6 +256,8 @@ class ComputeManager:
         status.update(self._host_status.status())
         status["builds"] = {"max": self.conf.max_concurrent_builds,
                             "running": self._build_slots.running}
+        status["live_migrations"] = self.migrations.status()
+        status["maintenance"] = self.maintenance.status()
         return status
 
     # ------------------------------------------------------------------ RPC: build
@@ -329,6 +344,68 @@ class ComputeManager:
         self.notifier.action(ctxt, "cancel", notif.END, self.db.get_instance(uuid))
         return result
 
+    # ------------------------------------------------------------------ RPC 1.6: migration
+
+    def live_migrate_instance(self, ctxt: RequestContext, instance_uuid: Any,
+                              dest_host: Any) -> dict[str, Any]:
+        """Move the running instance to the agent ``dest_host`` (cast)."""
+        return self.migrations.accept(ctxt, instance_uuid, dest_host)
+
+    def migrate_instance(self, ctxt: RequestContext, instance_uuid: Any, dest_host: Any,
+                         flavor: Any = None) -> dict[str, Any]:
+        """Move the stopped instance (VM and disks) to the agent
+        ``dest_host`` (cast); it stays stopped there. A new ``flavor``
+        (resize to another host) needs the lifecycle issue's resize."""
+        if flavor is not None:
+            exc = NotSupported("migrate_instance with a flavor (resize)",
+                               type(self.driver).__name__)
+            self._runner.outcomes.refused(ctxt, None, "migrate", exc)
+            raise exc
+        return self.migrations.accept(ctxt, instance_uuid, dest_host, kind=COLD)
+
+    def prepare_live_migration(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        """Destination side: get ready to receive the instance's VM."""
+        return self.migrations.prepare(ctxt, instance_uuid)
+
+    def adopt_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
+        """Destination side: the instance's VM runs here now; take it over."""
+        return self.migrations.adopt(ctxt, instance_uuid)
+
+    def abort_live_migration(self, ctxt: RequestContext, instance_uuid: Any) -> None:
+        """Destination side: forget a prepared migration."""
+        self.migrations.abort(ctxt, instance_uuid)
+
+    def set_host_enabled(self, ctxt: RequestContext, enabled: Any) -> dict[str, Any]:
+        """Take this host out of scheduling (False) or back in (True)."""
+        return self.maintenance.set_enabled(ctxt, enabled)
+
+    def set_host_maintenance(self, ctxt: RequestContext, enabled: Any,
+                             dest_hosts: Any = None) -> dict[str, Any]:
+        """Disable the host and live-migrate every instance off it (True),
+        or end maintenance (False). Returns the maintenance status."""
+        return self.maintenance.set_maintenance(ctxt, enabled, dest_hosts)
+
+    def host_power_action(self, ctxt: RequestContext, action: Any) -> dict[str, Any]:
+        """Reboot or shut down this (disabled, empty) host."""
+        return self.maintenance.power_action(ctxt, action)
+
+    def join_pool(self, ctxt: RequestContext, coordinator_address: Any, username: Any,
+                  password: Any) -> dict[str, Any]:
+        """Make this (empty, standalone) host a member of a pool."""
+        return self.pools.join(ctxt, coordinator_address, username, password)
+
+    def leave_pool(self, ctxt: RequestContext) -> dict[str, Any]:
+        """Eject this (empty) host from its pool."""
+        return self.pools.leave(ctxt)
+
+    def peers(self) -> Any:
+        """The RPC client this agent uses to talk to other agents."""
+        with self._peers_lock:
+            if self._peers is None:
+                from compute_agent.rpc.rpcapi import ComputeAPI
+
+                self._peers = ComputeAPI(self.conf)
+            return self._peers
     # ------------------------------------------------------------------ RPC 1.2: lifecycle
 
     def pause_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:

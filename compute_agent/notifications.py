@@ -57,6 +57,8 @@ ACTIONS = {
     "resize": "resize",
     "confirm_resize": "resize_confirm",
     "revert_resize": "resize_revert",
+    "live_migrate": "live_migration",
+    "migrate": "migration",
 }
 
 

@@ -75,6 +75,9 @@ class Dispatcher:
         # Rules on "Async.X" fail the call itself; a rule on the plain name
         # fails a synchronous call, or the task of an Async one.
         sim.faults.before_call(method)
+        if sim.coordinator_address:
+            # this host joined a pool of another simulator process
+            raise XenAPIError("HOST_IS_SLAVE", sim.coordinator_address)
         # xapi's dispatcher refuses any parameter XML could not carry first
         check_params(params)
         params = plain(params)

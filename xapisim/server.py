@@ -121,6 +121,12 @@ class Simulator:
         self.storage_targets = StorageTargets()
         self.xenstores = Xenstores()
         self.guest_agents = GuestAgents()
+        # Pools across simulator processes (api/pool_join.py): the address of
+        # the coordinator this simulator's host joined (it answers
+        # HOST_IS_SLAVE to every call then), and the hosts of other
+        # processes that joined this pool (their disks' data is kept here).
+        self.coordinator_address: str | None = None
+        self.joined_hosts: set[str] = set()
         self.http_counts = HttpCounts()
         handlers.load_all()
         api.load_all()

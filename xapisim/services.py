@@ -60,6 +60,9 @@ class SimServices(Protocol):
     log: logging.Logger
     # hosts that are "down": their listener refuses calls
     failed_hosts: set[str]
+    # pools across simulator processes (api/pool_join.py)
+    coordinator_address: str | None
+    joined_hosts: set[str]
     running: bool
     servers: list[Listener]
     # outside dom0's object model: iSCSI targets, each host's xenstore, guest agents

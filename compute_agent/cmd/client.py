@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from compute_agent.cmd import client_devices, client_images
 from compute_agent.cmd.client_hosts import list_hosts, open_database, pick_host  # noqa: F401
+from compute_agent.cmd.client_migration import MigrationCommands, add_migration_parsers
 from compute_agent.cmd.client_output import (  # noqa: F401 - part of the CLI's API
     COLUMNS,
     POWER_NAMES,
@@ -42,6 +43,7 @@ TARGET_STATE: dict[str, tuple[str, ...]] = {
     "suspend": ("suspended",), "resume": ("active",), "rescue": ("rescued",),
     "unrescue": ("active",), "resize": ("resized",),
     "resize-confirm": ("active", "stopped"), "resize-revert": ("active", "stopped"),
+    "live-migrate": ("active",), "migrate": ("stopped",),
 }
 # command -> (ComputeAPI method, help) of the requests that take only a uuid.
 SIMPLE_REQUESTS = {
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--hard", action="store_true",
                              help="hard power off / hard reboot")
 
+    add_migration_parsers(sub, _add_wait)
     _add_wait(client_images.add_snapshot_parser(sub))
 
     for name, (_, help_text) in SIMPLE_REQUESTS.items():
@@ -154,7 +157,7 @@ def _add_wait(cmd: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- commands
 
-class Client(client_devices.DeviceCommands):
+class Client(client_devices.DeviceCommands, MigrationCommands):
     def __init__(self, conf: Any, api: Any, out: Output, db: Any | None = None):
         self.conf = conf
         self.api = api

@@ -37,6 +37,10 @@ class HostStatus:
         except exceptions.ComputeAgentError as exc:
             LOG.warning("Cannot read host resources: %s", exc.message)
             return
+        pool = self._pool()
+        if pool is not None:
+            # which agents share a pool (host maintenance picks destinations by it)
+            resources = {**resources, "pool_uuid": pool.get("uuid")}
         try:
             self.db.upsert_compute_node(self.host, resources)
         except Exception:
@@ -58,11 +62,23 @@ class HostStatus:
             status["error"] = exc.to_dict()
             nodes = [n for n in self.db.list_compute_nodes() if n["host"] == self.host]
             status["resources"] = nodes[0] if nodes else None
+        status["pool"] = self._pool()
         services = [s for s in self.db.list_services(self.conf.service_down_time)
                     if s["host"] == self.host and s["binary"] == SERVICE_BINARY]
         status["service"] = services[0] if services else None
         status["instances"] = self.db.count_instances(host=self.host)
         return status
+
+    def _pool(self) -> dict[str, Any] | None:
+        """The pool the host is in and the hosts it shares it with; None
+        when the driver has no pools or dom0 cannot be reached."""
+        try:
+            return self.driver.get_pool_status()
+        except NotImplementedError:
+            return None
+        except exceptions.ComputeAgentError as exc:
+            LOG.warning("Cannot read the pool: %s", exc.message)
+            return None
 
     def _hypervisor_instances(self) -> dict[str, int]:
         """uuid -> power state of every instance the hypervisor has a VM

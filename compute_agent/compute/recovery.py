@@ -107,6 +107,12 @@ class Recovery:
         self._mine_lock = threading.Lock()
         self._stop = threading.Event()
         self.last_run: RecoveryRun | None = None
+        # task_state -> settle(ctxt, instance) for operations with rules of
+        # their own (a live migration involves two agents); returns the
+        # vm_state it settled in, or None to apply the plain rules.
+        self.settlers: dict[str, Callable[[RequestContext, dict[str, Any]], str | None]] = {}
+        # Run in the background at every recovery, after the instances.
+        self.sweeps: list[Callable[[RequestContext], Any]] = []
 
     # -- entry points ---------------------------------------------------------------
 
@@ -134,6 +140,9 @@ class Recovery:
             run.tasks.append(task["ref"])
             self._thread(run, f"recover-task-{task['ref']}", self._reattach_loose, ctxt, task)
         self._find_orphans(ctxt, run)
+        for sweep in self.sweeps:
+            self._thread(run, f"recover-sweep-{getattr(sweep, '__name__', 'sweep')}",
+                         self._sweep, ctxt, sweep)
         LOG.info("Recovery (%s): %d instances, %d pending tasks, %d orphan VMs",
                  reason, len(run.instances), len(run.tasks), len(run.orphans))
         self.last_run = run
@@ -181,13 +190,25 @@ class Recovery:
                 return
             if inst["task_state"] is None or inst["host"] != self.host:
                 return  # only tasks to account for; the instance is stable
-            vm_state = self._settle(ctxt, inst, tasks, outcomes)
+            settle = self.settlers.get(inst["task_state"])
+            vm_state = settle(ctxt, inst) if settle is not None else None
+            if vm_state is None:
+                inst = self.db.get_instance(uuid, internal=True)
+                if inst["task_state"] is None or inst["host"] != self.host:
+                    return
+                vm_state = self._settle(ctxt, inst, tasks, outcomes)
             if vm_state is not None:
                 run.settled[uuid] = vm_state
         except Exception:
             LOG.exception("Recovery of instance %s failed", uuid)
         finally:
             self._release(uuid)
+
+    def _sweep(self, ctxt: RequestContext, sweep: Callable[[RequestContext], Any]) -> None:
+        try:
+            sweep(ctxt)
+        except Exception:
+            LOG.exception("Recovery sweep %s failed", getattr(sweep, "__name__", sweep))
 
     def _reattach_loose(self, ctxt: RequestContext, task: dict[str, Any]) -> None:
         try:

@@ -88,6 +88,16 @@ REQUESTS: dict[str, Request] = {
         # The instance keeps running: it settles into what its power state means.
         Request("snapshot", "createImage", "compute_snapshot_instance", "snapshot",
                 "snapshot_timeout", states.IMAGE_SNAPSHOT, "snapshot", None),
+        # RPC 1.6 (issue 12): the source agent's side of a cold and of a live
+        # migration (compute/migration.py runs them and settles them after a
+        # crash; the destination has no row). Both hold task_state migrating
+        # (resize_migrating is the resize's); live last, so that recovery's
+        # plain rules name it for an instance of neither kind.
+        Request("migrate", "migrate", "compute_migrate_instance", "cold_migrate",
+                "cold_migration_timeout", states.MIGRATING, "migrate", states.STOPPED),
+        Request("live_migrate", "live-migration", "compute_live_migrate_instance",
+                "live_migrate", "live_migration_timeout", states.MIGRATING, "live_migrate",
+                states.ACTIVE),
     )
 }
 

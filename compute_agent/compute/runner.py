@@ -88,15 +88,18 @@ class RequestRunner:
         self._stopping = stopping
 
     def accept(self, ctxt: RequestContext, instance_uuid: Any, request: str,
-               call: DriverCall, *, rule: str | None = None,
+               call: DriverCall | None, *, rule: str | None = None,
                task_state: str | None = None,
-               check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+               check: Callable[[dict[str, Any]], None] | None = None,
+               run: Callable[..., None] | None = None) -> dict[str, Any]:
         """Accept ``request`` on the instance and run ``call`` in a worker
         thread. ``rule`` and ``task_state`` override the request's row (a
         HARD reboot); ``check(instance)``, called under the instance's lock
         once its states allow the request, may refuse it by raising a
-        ComputeAgentError (a resize that would shrink the disk). Returns the
-        instance as accepted."""
+        ComputeAgentError (a resize that would shrink the disk).
+        ``run(ctxt, uuid, request, task_state, call)`` replaces the plain run
+        for a request with steps of its own (a migration, which involves
+        another agent). Returns the instance as accepted."""
         row = REQUESTS[request]
         rule = rule or row.rule
         task_state = task_state or row.task_state
@@ -127,7 +130,7 @@ class RequestRunner:
                 raise
             self.outcomes.action_start(ctxt, uuid, request)
         self.notifier.action(ctxt, notif.ACTIONS[request], notif.START, updated)
-        self.workers.spawn(ctxt, uuid, request, self._run, request, task_state, call)
+        self.workers.spawn(ctxt, uuid, request, run or self._run, request, task_state, call)
         return updated
 
     def check_can_start(self, inst: dict[str, Any], rule: str) -> None:

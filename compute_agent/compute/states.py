@@ -67,4 +67,6 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "revert_resize": (RESIZED,),
     "snapshot": (ACTIVE, STOPPED),
     "terminate": (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, RESCUED, RESIZED, ERROR),
+    "live_migrate": (ACTIVE,),
+    "migrate": (STOPPED,),
 }

@@ -43,6 +43,23 @@ DEFAULT_OPTS = [
         "host; further builds wait for a free slot.",
     ),
     cfg.IntOpt(
+        "max_concurrent_live_migrations",
+        default=1,
+        min=1,
+        help="Largest number of live migrations that leave this host at the same "
+        "time (each moves a running VM's memory and, without shared storage, its "
+        "disks); further migrations wait for a free slot.",
+    ),
+    cfg.IntOpt(
+        "live_migration_peer_timeout",
+        default=60,
+        min=1,
+        help="Seconds the agent a live migration leaves waits for the destination "
+        "agent to answer (to prepare, or to take the instance over once it runs "
+        "there). A destination that does not answer in time refuses the migration, "
+        "or, once the VM runs there, takes the instance over when it starts.",
+    ),
+    cfg.IntOpt(
         "report_interval",
         default=10,
         min=1,

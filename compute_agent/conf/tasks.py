@@ -83,6 +83,20 @@ TASKS_OPTS = [
         help="Seconds a snapshot may take: the dom0 snapshot, streaming its root "
         "disk to the image service and removing it from dom0.",
     ),
+    cfg.IntOpt(
+        "live_migration_timeout",
+        default=1800,
+        min=1,
+        help="Seconds a live migration may take (memory and, without shared "
+        "storage, the disks), counted from the destination's preparation.",
+    ),
+    cfg.IntOpt(
+        "cold_migration_timeout",
+        default=3600,
+        min=1,
+        help="Seconds a cold migration (a stopped instance's VM and disks to "
+        "another host) may take.",
+    ),
     cfg.FloatOpt(
         "progress_write_interval",
         default=1.0,

@@ -555,6 +555,17 @@ class Database(GuardedCalls):
         return _plain(row)
 
     @_api
+    def set_service_disabled(self, host: str, binary: str, disabled: bool) -> dict[str, Any]:
+        """Take a service out of scheduling (or back in); it must exist."""
+        where = (_services.c.host == host, _services.c.binary == binary)
+        with self._write() as conn:
+            conn.execute(sa.update(_services).where(*where).values(disabled=bool(disabled)))
+            row = conn.execute(sa.select(_services).where(*where)).mappings().first()
+        if row is None:
+            raise exceptions.InvalidInput("host", f"no service {binary} on {host}")
+        return _plain(row)
+
+    @_api
     def list_services(self, down_time: int = 60) -> list[dict[str, Any]]:
         """Services, each with ``alive``: a heartbeat within ``down_time`` s."""
         now = utcnow()

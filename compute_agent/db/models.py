@@ -190,6 +190,34 @@ class Service(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class InstanceMigration(Base):
+    """One move of an instance between hosts (live or cold), as both agents
+    see it: the source agent writes it before it asks anything of the
+    destination, and each side's recovery reads it to learn where the
+    instance was going and how far it got."""
+
+    __tablename__ = "instance_migrations"
+    __table_args__ = (
+        sa.Index("ix_instance_migrations_instance_uuid_status", "instance_uuid", "status"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    instance_uuid: Mapped[str] = mapped_column(sa.String(36))
+    request_id: Mapped[str | None] = mapped_column(sa.String(255))
+    kind: Mapped[str] = mapped_column(sa.String(32))  # live | cold
+    source_host: Mapped[str] = mapped_column(sa.String(255))
+    dest_host: Mapped[str] = mapped_column(sa.String(255))
+    # preparing -> migrating -> completed | failed
+    status: Mapped[str] = mapped_column(sa.String(32))
+    # What the destination answered (pool, host ref, SR, network; never the
+    # migrate_receive token, which holds a session).
+    dest_info: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument())
+    error: Mapped[list[Any] | None] = mapped_column(JSONDocument())
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class VolumeAttachment(Base):
     """A block-storage volume attached (or being attached or detached) to
     an instance. The target's portal, IQN and LUN are kept (never its CHAP

@@ -47,6 +47,7 @@ from compute_agent.driver.base import (
 from compute_agent.driver.fake_consoles import FakeConsoles
 from compute_agent.driver.fake_devices import FakeDevices
 from compute_agent.driver.fake_lifecycle import FakeLifecycle
+from compute_agent.driver.fake_migration import FakeMigrationMixin
 from compute_agent.driver.fake_tasks import FakeTaskRecord, FakeTaskTable
 
 
@@ -94,7 +95,7 @@ class Gate:
                 return
 
 
-class FakeDriver(FakeDevices, FakeLifecycle, FakeConsoles, ComputeDriver):
+class FakeDriver(FakeDevices, FakeMigrationMixin, FakeLifecycle, FakeConsoles, ComputeDriver):
     """In-memory hypervisor with knobs for failures, delays and guest events."""
 
     def __init__(
@@ -196,6 +197,7 @@ class FakeDriver(FakeDevices, FakeLifecycle, FakeConsoles, ComputeDriver):
 
     def init_host(self, host: str) -> None:
         self.host = host
+        self._join_fleet()
 
     def cleanup_host(self) -> None:
         self.cleaned_up = True

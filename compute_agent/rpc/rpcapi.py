@@ -14,6 +14,10 @@ Versions:
 * 1.4 — attach_volume, detach_volume, attach_interface, detach_interface,
   set_admin_password, inject_file, reset_network (issue 10).
 * 1.5 — get_vnc_console, get_console_output, get_diagnostics (issue 11).
+* 1.6 — live_migrate_instance, migrate_instance (casts), and the calls agents make of each
+  other during one: prepare_live_migration, adopt_instance,
+  abort_live_migration (cast); set_host_enabled, set_host_maintenance,
+  host_power_action, join_pool, leave_pool (calls).
 
 ``version_cap`` pins the highest version this client sends, so a scheduler
 can be upgraded before its agents: a method that needs more than the cap
@@ -283,6 +287,74 @@ class ComputeAPI:
         return self._call(ctxt, host, "reset_network", version="1.4", timeout=timeout,
                           instance_uuid=instance_uuid)
 
+    # ------------------------------------------------------------------ 1.6 migration
+
+    def live_migrate_instance(self, host: str, instance_uuid: str, dest_host: str,
+                              ctxt: Context = None, confirm: bool = False) -> dict | None:
+        """Move the running instance from ``host`` to the agent ``dest_host``,
+        live (inside a pool or to another pool)."""
+        validate_uuid(instance_uuid)
+        return self._cast(ctxt, host, "live_migrate_instance", confirm, version="1.6",
+                          instance_uuid=instance_uuid, dest_host=dest_host)
+
+    def migrate_instance(self, host: str, instance_uuid: str, dest_host: str,
+                         flavor: dict | None = None, ctxt: Context = None,
+                         confirm: bool = False) -> dict | None:
+        """Move the stopped instance (VM and disks) from ``host`` to the
+        agent ``dest_host``; it stays stopped there."""
+        validate_uuid(instance_uuid)
+        return self._cast(ctxt, host, "migrate_instance", confirm, version="1.6",
+                          instance_uuid=instance_uuid, dest_host=dest_host, flavor=flavor)
+
+    def prepare_live_migration(self, host: str, instance_uuid: str, ctxt: Context = None,
+                               timeout: float | None = None) -> dict:
+        """Agent to agent: ``host`` gets ready to receive the instance; the
+        answer holds its migration token (a secret)."""
+        return self._call(ctxt, host, "prepare_live_migration", version="1.6",
+                          timeout=timeout, instance_uuid=instance_uuid)
+
+    def adopt_instance(self, host: str, instance_uuid: str, ctxt: Context = None,
+                       timeout: float | None = None) -> dict:
+        """Agent to agent: ``host`` takes over the instance's VM, which runs
+        there now. -> {vm_ref, power_state}"""
+        return self._call(ctxt, host, "adopt_instance", version="1.6", timeout=timeout,
+                          instance_uuid=instance_uuid)
+
+    def abort_live_migration(self, host: str, instance_uuid: str,
+                             ctxt: Context = None) -> None:
+        """Agent to agent: ``host`` forgets a prepared migration."""
+        self._cast(ctxt, host, "abort_live_migration", False, version="1.6",
+                   instance_uuid=instance_uuid)
+
+    def set_host_enabled(self, host: str, enabled: bool, ctxt: Context = None) -> dict:
+        """-> {host, enabled}"""
+        return self._call(ctxt, host, "set_host_enabled", version="1.6", enabled=enabled)
+
+    def set_host_maintenance(self, host: str, enabled: bool,
+                             dest_hosts: list[str] | None = None,
+                             ctxt: Context = None) -> dict:
+        """-> the maintenance status ({state, total, moved, failed, ...})"""
+        return self._call(ctxt, host, "set_host_maintenance", version="1.6",
+                          enabled=enabled, dest_hosts=dest_hosts)
+
+    def host_power_action(self, host: str, action: str, ctxt: Context = None,
+                          timeout: float | None = None) -> dict:
+        """``action``: reboot | shutdown. -> {host, action}"""
+        return self._call(ctxt, host, "host_power_action", version="1.6", timeout=timeout,
+                          action=action)
+
+    def join_pool(self, host: str, coordinator_address: str, username: str, password: str,
+                  ctxt: Context = None, timeout: float | None = None) -> dict:
+        """``host`` joins the pool whose coordinator is at ``coordinator_address``
+        (``password`` is a secret). -> {host, pool}"""
+        return self._call(ctxt, host, "join_pool", version="1.6", timeout=timeout,
+                          coordinator_address=coordinator_address, username=username,
+                          password=password)
+
+    def leave_pool(self, host: str, ctxt: Context = None,
+                   timeout: float | None = None) -> dict:
+        """``host`` leaves its pool. -> {host, pool}"""
+        return self._call(ctxt, host, "leave_pool", version="1.6", timeout=timeout)
     # ------------------------------------------------------------------ 1.5
 
     def get_vnc_console(self, host: str, instance_uuid: str, ctxt: Context = None) -> dict:

@@ -84,7 +84,7 @@ _endpoint = endpoint
 
 
 class ComputeEndpoint:
-    """RPC API version 1.5. See docs/rpc-api.md for every method."""
+    """RPC API version 1.6. See docs/rpc-api.md for every method."""
 
     target = oslo_messaging.Target(version=transport.RPC_API_VERSION)
 
@@ -216,6 +216,50 @@ class ComputeEndpoint:
     def reset_network(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
         return self.manager.reset_network(ctxt, instance_uuid)
 
+    # -- 1.6 (issue 12): migration ------------------------------------------------------
+    @_endpoint
+    def live_migrate_instance(self, ctxt: Any, instance_uuid: Any,
+                              dest_host: Any) -> dict[str, Any]:
+        return self.manager.live_migrate_instance(ctxt, instance_uuid, dest_host)
+
+    @_endpoint
+    def migrate_instance(self, ctxt: Any, instance_uuid: Any, dest_host: Any,
+                         flavor: Any = None) -> dict[str, Any]:
+        return self.manager.migrate_instance(ctxt, instance_uuid, dest_host, flavor)
+
+    @_endpoint
+    def prepare_live_migration(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.prepare_live_migration(ctxt, instance_uuid)
+
+    @_endpoint
+    def adopt_instance(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:
+        return self.manager.adopt_instance(ctxt, instance_uuid)
+
+    @_endpoint
+    def abort_live_migration(self, ctxt: Any, instance_uuid: Any) -> None:
+        return self.manager.abort_live_migration(ctxt, instance_uuid)
+
+    @_endpoint
+    def set_host_enabled(self, ctxt: Any, enabled: Any) -> dict[str, Any]:
+        return self.manager.set_host_enabled(ctxt, enabled)
+
+    @_endpoint
+    def set_host_maintenance(self, ctxt: Any, enabled: Any,
+                             dest_hosts: Any = None) -> dict[str, Any]:
+        return self.manager.set_host_maintenance(ctxt, enabled, dest_hosts)
+
+    @_endpoint
+    def host_power_action(self, ctxt: Any, action: Any) -> dict[str, Any]:
+        return self.manager.host_power_action(ctxt, action)
+
+    @_endpoint
+    def join_pool(self, ctxt: Any, coordinator_address: Any, username: Any,
+                  password: Any) -> dict[str, Any]:
+        return self.manager.join_pool(ctxt, coordinator_address, username, password)
+
+    @_endpoint
+    def leave_pool(self, ctxt: Any) -> dict[str, Any]:
+        return self.manager.leave_pool(ctxt)
     # -- 1.5 --------------------------------------------------------------------------
     @_endpoint
     def get_vnc_console(self, ctxt: Any, instance_uuid: Any) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from compute_agent.rpc import errors
 # Highest version the agent's endpoint implements (1.1 adds cancel_operation;
 # 1.2 pause, suspend, rescue, resize, get_instance_actions, list paging;
 # 1.3 snapshot_instance; 1.4 volumes, ports and the guest agent;
-# 1.5 get_vnc_console, get_console_output and
-# get_diagnostics).
-RPC_API_VERSION = "1.5"
+# 1.5 get_vnc_console, get_console_output and get_diagnostics;
+# 1.6 migration, host maintenance and pools).
+RPC_API_VERSION = "1.6"
 # Version every client method of the original contract uses.
 BASE_VERSION = "1.0"
 

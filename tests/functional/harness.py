@@ -20,6 +20,7 @@ does not stop.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -166,22 +167,28 @@ def sdk_session(url: str, originator: str, user: str = USER,
 class SimProcess:
     """``xapi-sim`` as a subprocess on a fixed free port."""
 
-    def __init__(self, workdir: Path, name: str = "sim", task_duration: float = TASK_DURATION):
+    def __init__(self, workdir: Path, name: str = "sim", task_duration: float = TASK_DURATION,
+                 hosts: int = 1, address: str = "127.0.0.1", port: int | None = None):
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.task_duration = task_duration
+        self.hosts = hosts
+        self.address = address
+        # one URL per pool host: the coordinator's address, then the next ones
+        base = ipaddress.ip_address(address)
+        self.urls = [f"http://{base + i}:{self.port}" for i in range(hosts)]
         self.state_dir = workdir / f"{name}-state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / f"{name}.log"
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = self.urls[0]
         self.control = SimControl(self.url, timeout=10)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> SimProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(BIN / "xapi-sim"), "--listen", f"127.0.0.1:{self.port}",
-                 "--task-duration", str(self.task_duration),
+                [str(BIN / "xapi-sim"), "--listen", f"{self.address}:{self.port}",
+                 "--task-duration", str(self.task_duration), "--hosts", str(self.hosts),
                  "--user", USER, "--password", PASSWORD,
                  "--state-dir", str(self.state_dir), "--persist"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -166,7 +166,7 @@ def assert_db_and_dom0_agree(env: Env, uuids: list[str]) -> dict[str, int]:
 def starting_vms(env: Env) -> int:
     with env.sim.session() as xenapi:
         vms, _ = dom0_state(xenapi, env.agent.host)
-    return sum("start" in rec["current_operations"].values()
+    return sum("start_on" in rec["current_operations"].values()
                for recs in vms.values() for rec in recs)
 
 
@@ -185,7 +185,7 @@ def test_kill9_mid_build_every_instance_recovers(make_env, backend, dom0_restart
     # Every build accepted (its row written), and dom0 busy with several.
     wait_until(lambda: len(env.db.list_instances(host=host)) == BUILDS, 20,
                "all builds to be accepted")
-    # Kill while VMs are being started: their VM.start tasks run on in dom0
+    # Kill while VMs are being started: their VM.start_on tasks run on in dom0
     # and are re-attached to, while the builds still queued never got there.
     wait_until(lambda: starting_vms(env) >= 3, 30, "VMs starting in dom0", 0.2)
     env.agent.kill9()
@@ -283,10 +283,10 @@ def wait_for_dom0_op(env: Env, uuid: str, op: str) -> None:
 def test_cancel_operation_during_a_long_build_and_a_long_start(make_env):
     env = make_env("sqlite", task_duration=0.1)
     host = env.agent.host
-    env.sim.control.set_duration("VM.start", 60)
+    env.sim.control.set_duration("VM.start_on", 60)
     body = env.build("cancel-me")
     uuid = body["uuid"]
-    wait_for_dom0_op(env, uuid, "start")
+    wait_for_dom0_op(env, uuid, "start_on")
     result = env.api.cancel_operation(host, uuid)
     assert result == {"instance_uuid": uuid, "task_state": "spawning", "cancelled": True}
     inst = env.settled(uuid, timeout=20)
@@ -302,9 +302,9 @@ def test_cancel_operation_during_a_long_build_and_a_long_start(make_env):
     env.settled(other["uuid"], "active")
     env.api.stop_instance(host, other["uuid"], confirm=True)
     env.settled(other["uuid"], "stopped")
-    env.sim.control.set_duration("VM.start", 60)
+    env.sim.control.set_duration("VM.start_on", 60)
     env.api.start_instance(host, other["uuid"], confirm=True)
-    wait_for_dom0_op(env, other["uuid"], "start")
+    wait_for_dom0_op(env, other["uuid"], "start_on")
     assert env.api.cancel_operation(host, other["uuid"])["cancelled"] is True
     inst = env.settled(other["uuid"], timeout=20)
     assert (inst["vm_state"], inst["power_state"]) == ("stopped", 4)
@@ -322,7 +322,7 @@ def test_timeout_cancels_the_task_and_records_a_fault(make_env):
     env.settled(uuid, "active")
     env.api.stop_instance(host, uuid, confirm=True)
     env.settled(uuid, "stopped")
-    env.sim.control.set_duration("VM.start", 60)
+    env.sim.control.set_duration("VM.start_on", 60)
     started = time.monotonic()
     env.api.start_instance(host, uuid, confirm=True)
     inst = env.settled(uuid, timeout=30)

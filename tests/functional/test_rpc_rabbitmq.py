@@ -14,6 +14,7 @@ import pytest
 from compute_agent import exceptions
 from compute_agent.db import migration
 from compute_agent.db.api import Database
+from compute_agent.rpc.transport import RPC_API_VERSION
 from tests.functional.harness import RABBIT, AgentProcess, Rpc
 
 SETTLE_S = 20  # bound for an operation to settle; never a speed assertion
@@ -88,7 +89,7 @@ def wait_for_task(api, host, uuid, task_state):
 def test_ping_and_host_status(env):
     agent, api, notes, db = env
     pong = api.ping(agent.host)
-    assert pong == {"host": agent.host, "version": "1.5", "backend": agent.backend,
+    assert pong == {"host": agent.host, "version": RPC_API_VERSION, "backend": agent.backend,
                     "driver": "FakeDriver"}
     status = api.get_host_status(agent.host)
     assert status["resources"]["hypervisor_type"] == "fake"

@@ -88,7 +88,7 @@ def test_agent_serves_without_dom0_and_recovers_when_it_answers(tmp_path):
         for what, uuid in [("RPC build_instance(instance)", body["uuid"]),
                            ("Driver spawn of", body["uuid"]),
                            ("XenAPI Async.VM.start", body["uuid"]),
-                           ("Task intent VM.start recorded for spawn", body["uuid"]),
+                           ("Task intent VM.start_on recorded for spawn", body["uuid"]),
                            ("of spawn recorded", body["uuid"]),
                            ("of spawn ended: success", body["uuid"]),
                            ("Recovery decision for", stuck["uuid"])]:

@@ -13,6 +13,7 @@ from compute_agent.context import new_context
 from compute_agent.driver import power_state
 from compute_agent.driver.fake import FakeDriver
 from compute_agent.manager import ComputeManager
+from compute_agent.rpc.transport import RPC_API_VERSION
 from tests.unit.conftest import RecordingNotifier
 
 WAIT = 10  # upper bound for background operations; never a speed assertion
@@ -624,10 +625,14 @@ def test_host_status(manager):
         "driver": "FakeDriver",
         "operations": ["spawn", "power_on", "power_off", "reboot", "destroy", "pause",
                        "unpause", "suspend", "resume", "rescue", "unrescue", "resize",
-                       "confirm_resize", "revert_resize", "snapshot"]}
+                       "confirm_resize", "revert_resize", "snapshot", "live_migrate"]}
     assert status["hypervisor_instances"] == {uuid: power_state.RUNNING}
     assert status["instances"] == {"active": 1}
     assert status["service"]["alive"] is True
+    assert status["pool"]["role"] == "coordinator"
+    assert [h["name"] for h in status["pool"]["hosts"]] == ["test-host"]
+    assert status["live_migrations"] == {"max": 1, "running": 0, "queued": 0}
+    assert status["maintenance"] == {"state": "off"}
 
 
 def test_host_status_when_hypervisor_unreachable(manager, fake_driver):
@@ -681,7 +686,7 @@ def test_power_sync_reconciles_and_skips_busy_instances(manager, fake_driver, ag
 
 def test_ping(manager, agent_conf):
     assert manager.ping(new_context()) == {
-        "host": "test-host", "version": "1.5", "backend": agent_conf.concurrency_backend,
+        "host": "test-host", "version": RPC_API_VERSION, "backend": agent_conf.concurrency_backend,
         "driver": "FakeDriver"}
 
 

@@ -1,11 +1,12 @@
 """VM migration within the pool (VM.pool_migrate) and xapi's storage
-migration messages (VM.assert_can_migrate, VM.migrate_send), the
-destination being a host of this pool."""
+migration messages (VM.assert_can_migrate, VM.migrate_send). A token
+naming a host of this pool migrates inside it; any other goes to the pool
+whose coordinator the token names (api/vm_migrate_remote.py)."""
 
 from __future__ import annotations
 
 from xapisim import domains, memory, placement, vm_rules
-from xapisim.api import handler
+from xapisim.api import handler, vm_migrate_remote
 from xapisim.api.vm import expect_power_state, vm_operation
 from xapisim.context import CallContext
 from xapisim.errors import XenAPIError
@@ -63,6 +64,9 @@ def _check_migrate(ctx: CallContext, vm: str, dest: dict[str, str], vdi_map: dic
 def vm_assert_can_migrate(ctx: CallContext, vm: str, dest: dict[str, str], live: bool,
                           vdi_map: dict[str, str], vif_map: dict[str, str],
                           options: dict[str, str], vgpu_map: dict[str, str]) -> None:
+    if vm_migrate_remote.is_cross_pool(ctx, dest):
+        vm_migrate_remote.check(ctx, vm, dest, live, vdi_map, vif_map)
+        return
     with ctx.store.lock:
         _check_migrate(ctx, vm, dest, vdi_map, vif_map)
 
@@ -72,6 +76,13 @@ def vm_migrate_send(ctx: CallContext, vm: str, dest: dict[str, str], live: bool,
                     vdi_map: dict[str, str], vif_map: dict[str, str], options: dict[str, str],
                     vgpu_map: dict[str, str]) -> str:
     sim, store = ctx.sim, ctx.store
+    if vm_migrate_remote.is_cross_pool(ctx, dest):
+        remote = vm_migrate_remote.check(ctx, vm, dest, live, vdi_map, vif_map)
+        with vm_operation(ctx, vm, "migrate_send"):
+            ctx.work()
+            with store.lock:
+                expect_power_state(store, vm, *vm_rules.POWER_STATES_FOR_OP["migrate_send"])
+            return vm_migrate_remote.send(ctx, remote, vm, dest, live, vdi_map, vif_map)
     with store.lock:
         host = _check_migrate(ctx, vm, dest, vdi_map, vif_map)
     with vm_operation(ctx, vm, "migrate_send"):

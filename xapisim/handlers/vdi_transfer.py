@@ -51,7 +51,10 @@ def _host_for_sr(sim, sr: str, here: str) -> str:
     if not hosts or here in hosts:
         return here
     live = [h for h in hosts if h not in sim.failed_hosts]
-    return (live or hosts)[0]
+    chosen = (live or hosts)[0]
+    # a host that joined from another simulator process keeps its disks'
+    # data here, with the pool's database
+    return here if chosen in sim.joined_hosts else chosen
 
 
 def _redirect(req, host: str) -> None:

@@ -27,9 +27,12 @@ from compute_agent.driver.xenapi.image_cache import ImageCache
 from compute_agent.driver.xenapi.image_disks import ImageDisks
 from compute_agent.driver.xenapi.image_dom0 import Dom0ImageImporter
 from compute_agent.driver.xenapi.image_import import ImageImporter, Importer
+from compute_agent.driver.xenapi.migration import LiveMigrations
 from compute_agent.driver.xenapi.network import Networking
 from compute_agent.driver.xenapi.pause_suspend import PauseSuspend
 from compute_agent.driver.xenapi.polling import PollingWaiter
+from compute_agent.driver.xenapi.pool import PoolView
+from compute_agent.driver.xenapi.pool_membership import PoolMembership
 from compute_agent.driver.xenapi.rescue import Rescues
 from compute_agent.driver.xenapi.resize import Resizes
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
@@ -77,6 +80,9 @@ class XenAPIDriver(DeviceMethods, ComputeDriver):
         self.resizes: Resizes | None = None
         self.host_info: HostInfo | None = None
         self.devices: InstanceDevices | None = None
+        self.pool_view: PoolView | None = None
+        self.migrations: LiveMigrations | None = None
+        self.membership: PoolMembership | None = None
         self.host: str | None = None
         self.watcher: TaskWatcher | None = None
         self.image_cache: ImageCache | None = None
@@ -158,6 +164,16 @@ class XenAPIDriver(DeviceMethods, ComputeDriver):
                                clean, cleanup)
         self.resizes = Resizes(pool, self.runner, vmops, storage, clean, cleanup)
         self.host_info = HostInfo(pool, storage)
+        # One agent per pool host: it keeps its VMs and disks to its own host.
+        self.pool_view = PoolView(pool, self.host_info.host_ref)
+        storage.pool_view = self.pool_view
+        vmops.host_ref = self.host_info.host_ref
+        self.migrations = LiveMigrations(pool, self.runner, vmops, storage, networking,
+                                         self.pool_view, host)
+        self.membership = PoolMembership(pool, self.host_info, self.pool_view,
+                                         self._pool_changed)
+        # A token outlives any migration that may still use it.
+        self.migrations.token_lifetime = 2.0 * float(tasks.live_migration_timeout)
         self.snapshots = Snapshots(pool, self.runner, host,
                                    chunk_size=self.conf.glance.chunk_size_kb * 1024,
                                    cleanup_timeout=float(tasks.destroy_timeout))
@@ -406,3 +422,69 @@ class XenAPIDriver(DeviceMethods, ComputeDriver):
         """Follow a task an earlier run of the agent started (recovery); see
         TaskRunner.reattach."""
         return self._ops()[0].reattach(op, task_ref, timeout)
+
+    # -- pools and migration (issue 12) ------------------------------------------------
+    def _migrations(self) -> LiveMigrations:
+        self._ops()
+        assert self.migrations is not None
+        return self.migrations
+
+    def get_pool_status(self) -> dict[str, Any]:
+        self._ops()
+        assert self.pool_view is not None
+        return self.pool_view.status()
+
+    def prepare_live_migration(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return self._migrations().prepare(instance)
+
+    def abort_live_migration(self, instance_uuid: str) -> None:
+        self._migrations().abort(instance_uuid)
+
+    def live_migrate(self, op: Operation, instance: dict[str, Any],
+                     dest: dict[str, Any]) -> str:
+        runner = self._ops()[0]
+        with runner.operation(op, self._timeout(op)):
+            return self._migrations().migrate(op, instance, dest)
+
+    def cold_migrate(self, op: Operation, instance: dict[str, Any],
+                     dest: dict[str, Any]) -> str:
+        runner = self._ops()[0]
+        with runner.operation(op, self._timeout(op)):
+            return self._migrations().cold_migrate(op, instance, dest)
+
+    def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
+        return self._migrations().adopt(instance)
+
+    # -- host maintenance (issue 12) --------------------------------------------------
+    def set_host_enabled(self, enabled: bool) -> None:
+        self._ops()
+        assert self.pool is not None and self.host_info is not None
+        self.pool.call("host.enable" if enabled else "host.disable", self.host_info.host_ref())
+
+    def host_power_action(self, op: Operation, action: str) -> None:
+        runner = self._ops()[0]
+        assert self.host_info is not None
+        method = {"reboot": "host.reboot", "shutdown": "host.shutdown"}.get(action)
+        if method is None:
+            raise exceptions.InvalidInput("action", "must be reboot or shutdown")
+        with runner.operation(op, self._timeout(op)):
+            runner.run(op, method, self.host_info.host_ref())
+
+    # -- pools from aggregates (issue 12) --------------------------------------------------
+    def join_pool(self, coordinator_address: str, username: str, password: str) -> None:
+        self._ops()
+        assert self.membership is not None
+        self.membership.join(coordinator_address, username, password)
+
+    def leave_pool(self) -> None:
+        self._ops()
+        assert self.membership is not None
+        self.membership.leave()
+
+    def _pool_changed(self) -> None:
+        """The host joined or left a pool: the event stream starts over at
+        the coordinator, and the agent's recovery looks again."""
+        if self.watcher is not None:
+            self.watcher.restart()
+        self._on_reconnect("pool membership changed")
+

@@ -74,6 +74,10 @@ class HostInfo:
         self._host_ref = ref
         return ref
 
+    def forget(self) -> None:
+        """The host's ref may have changed (it joined or left a pool)."""
+        self._host_ref = None
+
     def resources(self) -> dict[str, Any]:
         ref = self.host_ref()
         host = self.pool.call("host.get_record", ref)

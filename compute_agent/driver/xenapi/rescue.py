@@ -87,7 +87,7 @@ class Rescues:
             if root is not None:
                 self.pool.call("VBD.create", vbd_record(vm, root, SECOND_USERDEVICE, False))
             self.networking.create_vifs(vm, instance.get("networks"))
-            self.runner.run(op, "VM.start", vm, False, False)
+            self.vmops.boot(op, vm)
         except BaseException:
             LOG.warning("Rescue of %s failed; removing the rescue VM", uuid)
             try:

@@ -84,7 +84,7 @@ class Resizes:
             if root is not None and new_size > size:
                 self.runner.run(op, "VDI.resize", root, str(new_size))
             if rec.get("power_state") == "Running":
-                self.runner.run(op, "VM.start", ref, False, False)
+                self.vmops.boot(op, ref)
         except BaseException:
             LOG.warning("Resize of %s failed; reverting it", uuid)
             try:

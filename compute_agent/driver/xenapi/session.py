@@ -344,6 +344,14 @@ class SessionPool:
         with self.session() as sess:
             return sess.call(method, *args, timeout=timeout)
 
+    def reset_idle(self) -> None:
+        """Log out the idle sessions: the next users log in afresh at the
+        coordinator as now known (the host joined or left a pool)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sess in idle:
+            sess.logout()
+
     def dedicated(self, call_timeout: float | None = None,
                   protocol: str = XMLRPC) -> XenAPISession:
         """A session outside the pool's bound, for a long-lived user (the

@@ -10,6 +10,7 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation
 from compute_agent.driver.xenapi import ownership
+from compute_agent.driver.xenapi.pool import PoolView
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.tasks import TaskRunner
 
@@ -103,14 +104,23 @@ class Storage:
         self.runner = runner
         self.sr_filter = sr_filter
         self.agent_host = agent_host
+        # Set by the driver: the pool, to keep disks on an SR this host sees.
+        self.pool_view: PoolView | None = None
 
     def find_sr(self) -> str:
-        """The SR instance disks go on, per the configured filter."""
+        """The SR instance disks go on, per the configured filter. With
+        ``default-sr``, the pool's default SR if this agent's host sees it
+        (shared storage), else that host's own local SR."""
         if self.sr_filter.kind == "default-sr":
             pool_ref = self.pool.call("pool.get_all")[0]
             sr = self.pool.call("pool.get_default_SR", pool_ref)
-            if sr and sr != NULL_REF:
+            view = self.pool_view
+            if sr and sr != NULL_REF and (view is None
+                                          or view.sr_visible_on(sr, view.host_ref())):
                 return sr
+            local = view.local_sr(view.host_ref()) if view is not None else None
+            if local is not None:
+                return local
         else:
             srs = self.pool.call("SR.get_all_records")
             for ref in sorted(srs):

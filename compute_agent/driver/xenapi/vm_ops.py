@@ -90,6 +90,10 @@ class VMOps:
         self.agent_host = agent_host
         self.template = template
         self.cleanup_timeout = cleanup_timeout
+        # The dom0 host this agent manages (set by the driver): VMs start
+        # there and have it as affinity, so that one agent per pool host
+        # keeps to its own host.
+        self.host_ref: Callable[[], str] | None = None
         # How long a guest gets to reboot itself before a hard reboot.
         self.soft_reboot_timeout = soft_reboot_timeout
         # Set by the driver (devices.py): ports and volumes of a build,
@@ -170,7 +174,15 @@ class VMOps:
 
     def get_info(self, instance: dict[str, Any]) -> InstanceInfo:
         ref, rec = self.require(instance)
-        return instance_info(ref, rec)
+        info = instance_info(ref, rec)
+        if self.host_ref is not None:
+            # Where the VM is in the pool: running on (or, halted, affine
+            # to) this agent's host, or elsewhere (a migration moved it).
+            running = rec.get("power_state") in ("Running", "Paused")
+            where = rec.get("resident_on") if running else rec.get("affinity")
+            info.extra["on_this_host"] = where == self.host_ref() or (
+                not running and where in (NULL_REF, None, ""))
+        return info
 
     def list_instance_infos(self) -> dict[str, InstanceInfo]:
         """Every VM of this agent's instances, from one call to dom0 (the
@@ -213,9 +225,11 @@ class VMOps:
             plain = [n for n in networks if not is_port(n)]
             if plain or len(plain) == len(networks):
                 self.networking.create_vifs(created_vm, plain)
+            if self.host_ref is not None:
+                self.pool.call("VM.set_affinity", created_vm, self.host_ref())
             if self.attach_at_build is not None:
                 self.attach_at_build(op, instance, created_vm)
-            self.runner.run(op, "VM.start", created_vm, False, False)
+            self.boot(op, created_vm)
         except BaseException:
             LOG.warning("Build of %s failed; removing what was created", instance["uuid"])
             try:
@@ -291,7 +305,15 @@ class VMOps:
         elif state == "Suspended":
             self.runner.run(op, "VM.resume", ref, False, False)
         else:
+            self.boot(op, ref)
+
+    def boot(self, op: Operation, ref: str) -> None:
+        """VM.start on this agent's host (VM.start_on), or where xapi
+        chooses when the host is not known."""
+        if self.host_ref is None:
             self.runner.run(op, "VM.start", ref, False, False)
+        else:
+            self.runner.run(op, "VM.start_on", ref, self.host_ref(), False, False)
 
     def power_on(self, op: Operation, instance: dict[str, Any]) -> None:
         ref, rec = self.require(instance)
@@ -329,7 +351,7 @@ class VMOps:
         if state in ("Halted", "Suspended"):
             if state == "Suspended":
                 self.runner.run(op, "VM.hard_shutdown", ref)
-            self.runner.run(op, "VM.start", ref, False, False)
+            self.boot(op, ref)
             return
         if reboot_type != REBOOT_HARD and state == "Running":
             try:
@@ -339,7 +361,7 @@ class VMOps:
                 LOG.info("Soft reboot of %s did not work (%s); rebooting hard",
                          op.instance_uuid, e.code)
             if self._power_state(ref) == "Halted":
-                self.runner.run(op, "VM.start", ref, False, False)
+                self.boot(op, ref)
                 return
         self.runner.run(op, "VM.hard_reboot", ref)
 

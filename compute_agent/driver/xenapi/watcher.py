@@ -100,6 +100,7 @@ class TaskWatcher:
         self._deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._token = ""
         self._need_sync = True
+        self._restart = False  # restart(): a new session at the coordinator
         self._last_count_resync = 0.0
         self._session: XenAPISession | None = None
         self._stop = threading.Event()
@@ -153,6 +154,15 @@ class TaskWatcher:
             self._waiting.clear()
             for wt in waiting:
                 wt._finish(exc=stopped)
+
+    def restart(self) -> None:
+        """Start the stream over with a new session at the coordinator as
+        now known (the host joined or left a pool: the old session's pool
+        is not this host's any more)."""
+        self._restart = True
+        sess = self._session
+        if sess is not None:
+            sess.interrupt()
 
     # -- registering -----------------------------------------------------------------
     def track(self, ref: str) -> WatchedTask:
@@ -217,6 +227,12 @@ class TaskWatcher:
         logins: int | None = None
         while not self._stop.is_set():
             try:
+                if self._restart:
+                    self._restart = False
+                    old, self._session = self._session, None
+                    if old is not None:
+                        self.pool.release_dedicated(old)
+                    self._need_sync = True
                 if self._session is None:
                     self._session = self.pool.dedicated(self.poll_timeout + CALL_MARGIN,
                                                         self.protocol)

@@ -44,6 +44,7 @@ def test_migrated_schema_matches_the_models(empty_database_url):
     assert tables == {
         "alembic_version", "instances", "instance_faults", "instance_actions",
         "instance_action_events", "tracked_tasks", "compute_nodes", "services", "console_tokens",
+        "instance_migrations",
         "volume_attachments", "port_attachments",
     }
 

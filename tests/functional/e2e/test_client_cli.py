@@ -215,7 +215,7 @@ def test_errors_and_exit_status(pair):
 
     # dom0 refuses the start of the VM: --wait reports the error state and
     # its fault, exit status 1.
-    pair.sims[0].control.fail("Async.VM.start", ["HOST_NOT_ENOUGH_FREE_MEMORY", "268435456",
+    pair.sims[0].control.fail("Async.VM.start_on", ["HOST_NOT_ENOUGH_FREE_MEMORY", "268435456",
                                                  "1024"])
     try:
         failed = cli(pair, "boot", "cli-fail", "--host", first.host, "--wait",

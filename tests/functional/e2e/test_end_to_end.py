@@ -327,7 +327,7 @@ def test_busy_is_refused(matrix, combo):
     settle(stack, uuid, "stopped")
 
     # A slow start in dom0: everything else is refused while it runs.
-    stack.sim.control.set_duration("VM.start", 2.0)
+    stack.sim.control.set_duration("VM.start_on", 2.0)
     try:
         accepted = api.start_instance(host, uuid, confirm=True)
         assert accepted["task_state"] == "powering_on"
@@ -362,8 +362,8 @@ def test_dom0_errors_end_with_their_fault(matrix, combo):
     ctl = stack.sim.control
     try:
         # An error injected through the simulator's control API: the next
-        # VM.start (the agent runs it as Async.VM.start) fails.
-        ctl.fail("Async.VM.start", ["HOST_NOT_ENOUGH_FREE_MEMORY", "402653184", "1024"])
+        # VM.start (the agent runs it as Async.VM.start_on, on its own host) fails.
+        ctl.fail("Async.VM.start_on", ["HOST_NOT_ENOUGH_FREE_MEMORY", "402653184", "1024"])
         body, inst, _ = boot(stack, "no-memory")
         assert (inst["vm_state"], inst["power_state"]) == ("error", 0)
         assert inst["fault"]["code"] == "HOST_NOT_ENOUGH_FREE_MEMORY"
@@ -378,7 +378,7 @@ def test_dom0_errors_end_with_their_fault(matrix, combo):
         settle(stack, other["uuid"], "stopped")
         assert isinstance(stack.hypervisor, XenAPIView)
         vm_ref = stack.hypervisor.vm(other["uuid"])["ref"]
-        ctl.fail("Async.VM.start", ["VM_BAD_POWER_STATE", vm_ref, "halted", "running"])
+        ctl.fail("Async.VM.start_on", ["VM_BAD_POWER_STATE", vm_ref, "halted", "running"])
         api.start_instance(host, other["uuid"])
         inst = watch(api, host, other["uuid"], until=lambda i: i["fault"] is not None and
                      i["task_state"] is None)[0]

@@ -134,6 +134,19 @@ def test_usage_errors():
     assert info.value.code == 2
 
 
+def test_live_migrate_to_an_agent_that_does_not_answer(cli, override):
+    override("live_migration_peer_timeout", 1)
+    code, out, _ = cli("--json", "boot", "mover", "--wait", "--poll-interval", "0.05")
+    uuid = json.loads(out)["uuid"]
+    code, out, err = cli("live-migrate", uuid, "nowhere", "--wait", "--poll-interval", "0.05")
+    assert code == client.EXIT_ERROR
+    assert f"instance stayed on {RPC_HOST}" in out
+    code, out, _ = cli("--json", "show", uuid)
+    inst = json.loads(out)
+    assert (inst["vm_state"], inst["host"], inst["fault"]["code"]) == (
+        "active", RPC_HOST, "RPC_TIMEOUT")
+
+
 # --------------------------------------------------------------------------- RPC 1.2 commands
 
 def test_lifecycle_commands_wait_for_their_states(cli):

@@ -23,7 +23,7 @@ def test_safe_url_hides_the_password():
 
 
 def test_migrations_have_a_single_head():
-    assert migration.head() == "0003_attachments"
+    assert migration.head() == "0004_attachments"
 
 
 def test_memory_sqlite_shares_one_database():

@@ -25,7 +25,7 @@ def test_version_on_an_empty_sqlite_file(tmp_path, capsys):
     conf_file = tmp_path / "ca.conf"
     conf_file.write_text(f"[database]\nconnection = sqlite:///{tmp_path}/ca.sqlite\n")
     assert manage.main(["--config-file", str(conf_file), "db", "version"], conf=_conf()) == 0
-    assert capsys.readouterr().out == "current: none\nhead: 0003_attachments\n"
+    assert capsys.readouterr().out == "current: none\nhead: 0004_attachments\n"
 
 
 def test_version_flag(capsys):

@@ -12,6 +12,7 @@ from compute_agent.compute import states
 from compute_agent.context import new_context
 from compute_agent.rpc import errors
 from compute_agent.rpc.rpcapi import ComputeAPI
+from compute_agent.rpc.transport import RPC_API_VERSION
 from tests.unit.conftest import RPC_HOST as HOST
 
 
@@ -25,7 +26,7 @@ def spec(**kw):
 
 def test_ping(rpc_env):
     api, *_ = rpc_env
-    assert api.ping(HOST) == {"host": HOST, "version": "1.5", "backend": "threading",
+    assert api.ping(HOST) == {"host": HOST, "version": RPC_API_VERSION, "backend": "threading",
                               "driver": "FakeDriver"}
 
 

@@ -295,12 +295,12 @@ def test_operation_timeout_cancels_the_task(ctl, driver, xapi, listener):
     inst = make_instance()
     driver.spawn(op_for(inst, "spawn"), inst)
     driver.power_off(op_for(inst, "power_off"), inst, clean=False)
-    ctl.set_duration("VM.start", 30.0)
+    ctl.set_duration("VM.start_on", 30.0)
     with pytest.raises(exceptions.OperationTimedOut):
         driver.power_on(op_for(inst, "power_on", timeout=0.5), inst)
     assert vm_of(xapi, inst)[1]["power_state"] == "Halted"
     assert listener.of("finished")[-1][2] == "cancelled"
-    ctl.set_duration("VM.start", 0.05)
+    ctl.set_duration("VM.start_on", 0.05)
     driver.destroy(op_for(inst, "destroy"), inst)
 
 
@@ -308,7 +308,7 @@ def test_cancel_in_flight_operation(ctl, driver, xapi):
     inst = make_instance()
     driver.spawn(op_for(inst, "spawn"), inst)
     driver.power_off(op_for(inst, "power_off"), inst, clean=False)
-    ctl.set_duration("VM.start", 30.0)
+    ctl.set_duration("VM.start_on", 30.0)
     errors: list[BaseException] = []
 
     def power_on() -> None:
@@ -328,7 +328,7 @@ def test_cancel_in_flight_operation(ctl, driver, xapi):
     assert len(errors) == 1 and isinstance(errors[0], exceptions.OperationCancelled)
     assert vm_of(xapi, inst)[1]["power_state"] == "Halted"
     assert driver.cancel(inst["uuid"]) is False
-    ctl.set_duration("VM.start", 0.05)
+    ctl.set_duration("VM.start_on", 0.05)
     driver.destroy(op_for(inst, "destroy"), inst)
 
 
@@ -349,7 +349,7 @@ def test_cleanup_host_logs_out(sim, make_driver, xapi):
 
 def test_cancelled_or_timed_out_build_leaves_nothing(ctl, driver, xapi):
     before = counts(xapi)
-    ctl.set_duration("VM.start", 30.0)
+    ctl.set_duration("VM.start_on", 30.0)
     inst = make_instance()
     errors: list[BaseException] = []
 
@@ -362,7 +362,7 @@ def test_cancelled_or_timed_out_build_leaves_nothing(ctl, driver, xapi):
     t = threading.Thread(target=spawn)
     t.start()
     deadline = time.monotonic() + 5
-    while not any(r["name_label"] == "Async.VM.start"
+    while not any(r["name_label"] == "Async.VM.start_on"
                   for r in xapi.xenapi.task.get_all_records().values()):
         assert time.monotonic() < deadline
         time.sleep(0.02)

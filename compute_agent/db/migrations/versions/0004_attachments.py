@@ -1,7 +1,7 @@
 """Volume and port attachments (issue 10).
 
-Revision ID: 0003_attachments
-Revises: 0002_console_tokens
+Revision ID: 0004_attachments
+Revises: 0003_instance_migrations
 Create Date: 2026-11-30 07:30:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from compute_agent.db.types import UTCDateTime
 
-revision: str = "0003_attachments"
-down_revision: str | None = "0002_console_tokens"
+revision: str = "0004_attachments"
+down_revision: str | None = "0003_instance_migrations"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
