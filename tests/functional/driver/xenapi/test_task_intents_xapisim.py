@@ -176,7 +176,8 @@ def test_a_config_drive_import_that_cannot_be_recorded_never_starts(sim, make_dr
     with pytest.raises(exceptions.TaskNotRecorded):
         driver.spawn(op_for(inst, "spawn"), inst)
     # The unrecorded task was cancelled, not left pending; the build's VM and
-    # disks (the half-made config drive VDI too) were removed.
-    wait_until(lambda: all(xapi.xenapi.task.get_status(t) != "pending"
-                           for t in xapi.xenapi.task.get_all()), timeout=10)
+    # disks (the half-made config drive VDI too) were removed. (One read of
+    # all records: a task may be destroyed between get_all and a get_status.)
+    wait_until(lambda: all(r["status"] != "pending"
+                           for r in xapi.xenapi.task.get_all_records().values()), timeout=10)
     assert config_drive_vdis(xapi) == []
