@@ -48,22 +48,14 @@ from compute_agent.compute.validation import (
     validate_rescue_image,
     validate_uuid,
 )
-from compute_agent.compute.validation_devices import (
-    validate_connection_info,
-    validate_contents,
-    validate_device,
-    validate_item_id,
-    validate_password,
-    validate_path,
-    validate_port,
-)
 from compute_agent.rpc import errors, transport
+from compute_agent.rpc.rpcapi_devices import DeviceCalls
 from compute_agent.rpc.serializer import JsonPayloadSerializer
 
 Context = ca_context.RequestContext | None
 
 
-class ComputeAPI:
+class ComputeAPI(DeviceCalls):
     """Client side of the compute agent RPC API."""
 
     BASE_VERSION = transport.BASE_VERSION
@@ -228,64 +220,6 @@ class ComputeAPI:
             raise exceptions.InvalidInput("image", "must be an object with a name")
         return self._call(ctxt, host, "snapshot_instance", version="1.3",
                           instance_uuid=instance_uuid, image=image)
-
-    # ------------------------------------------------------------------ 1.4 (calls)
-
-    def attach_volume(self, host: str, instance_uuid: str, volume_id: str,
-                      connection_info: dict, device: str | None = None,
-                      ctxt: Context = None, timeout: float | None = None) -> dict:
-        """-> the attachment {instance_uuid, volume_id, status, device, sr_uuid,
-        vdi_uuid, vbd_uuid, target_portal, target_iqn, target_lun, ...}"""
-        validate_uuid(instance_uuid)
-        validate_item_id(volume_id, "volume_id", "volume_id")
-        validate_connection_info(connection_info)
-        validate_device(device)
-        return self._call(ctxt, host, "attach_volume", version="1.4", timeout=timeout,
-                          instance_uuid=instance_uuid, volume_id=volume_id,
-                          connection_info=connection_info, device=device)
-
-    def detach_volume(self, host: str, instance_uuid: str, volume_id: str,
-                      ctxt: Context = None, timeout: float | None = None) -> dict:
-        validate_uuid(instance_uuid)
-        validate_item_id(volume_id, "volume_id", "volume_id")
-        return self._call(ctxt, host, "detach_volume", version="1.4", timeout=timeout,
-                          instance_uuid=instance_uuid, volume_id=volume_id)
-
-    def attach_interface(self, host: str, instance_uuid: str, port: dict,
-                         ctxt: Context = None, timeout: float | None = None) -> dict:
-        """``port``: {id, mac_address, network} -> the attachment."""
-        validate_uuid(instance_uuid)
-        validate_port(port)
-        return self._call(ctxt, host, "attach_interface", version="1.4", timeout=timeout,
-                          instance_uuid=instance_uuid, port=port)
-
-    def detach_interface(self, host: str, instance_uuid: str, port_id: str,
-                         ctxt: Context = None, timeout: float | None = None) -> dict:
-        validate_uuid(instance_uuid)
-        validate_item_id(port_id, "port_id", "port_id")
-        return self._call(ctxt, host, "detach_interface", version="1.4", timeout=timeout,
-                          instance_uuid=instance_uuid, port_id=port_id)
-
-    def set_admin_password(self, host: str, instance_uuid: str, password: str,
-                           ctxt: Context = None, timeout: float | None = None) -> dict:
-        validate_uuid(instance_uuid)
-        validate_password(password)
-        return self._call(ctxt, host, "set_admin_password", version="1.4", timeout=timeout,
-                          instance_uuid=instance_uuid, password=password)
-
-    def inject_file(self, host: str, instance_uuid: str, path: str, contents: str,
-                    ctxt: Context = None, timeout: float | None = None) -> dict:
-        validate_uuid(instance_uuid)
-        validate_path(path)
-        validate_contents(contents)
-        return self._call(ctxt, host, "inject_file", version="1.4", timeout=timeout,
-                          instance_uuid=instance_uuid, path=path, contents=contents)
-
-    def reset_network(self, host: str, instance_uuid: str, ctxt: Context = None,
-                      timeout: float | None = None) -> dict:
-        validate_uuid(instance_uuid)
-        return self._call(ctxt, host, "reset_network", version="1.4", timeout=timeout,
-                          instance_uuid=instance_uuid)
 
     # ------------------------------------------------------------------ 1.6 migration
 
