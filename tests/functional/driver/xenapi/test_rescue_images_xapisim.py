@@ -89,7 +89,7 @@ def test_rescue_disk_holds_the_image_and_unrescue_removes_only_it(
     no_tasks_left(xapi)
 
 
-def test_rescue_without_an_image_is_blank(xapi, images_driver):
+def test_rescue_without_an_image_is_blank(xapi, images_driver):  # noqa: F811
     driver = images_driver()
     inst = spawn_blank(driver)
     driver.rescue(op_for(inst, "rescue"), inst, {"id": None, "url": None,
