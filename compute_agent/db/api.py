@@ -14,8 +14,7 @@ racing writers exactly one wins and the other gets ``UnexpectedTaskState``.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,8 +24,12 @@ from sqlalchemy.engine import Connection, Engine
 from compute_agent import exceptions
 from compute_agent.db import engine as db_engine
 from compute_agent.db import errors, migration, models
+from compute_agent.db.action_records import ACTION_RESULTS, ActionRecords
 from compute_agent.db.guard import GuardedCalls, RetryPolicy, _api, reason_of
-from compute_agent.db.types import format_time, parse_time, utcnow
+from compute_agent.db.host_records import HostRecords
+from compute_agent.db.rows import DUPLICATE, check_fields, is_alive, plain
+from compute_agent.db.task_records import TrackedTaskRecords
+from compute_agent.db.types import format_time, utcnow
 
 
 class _AnyState:
@@ -44,35 +47,25 @@ class _AnyState:
 
 
 ANY: Any = _AnyState()
+_plain = plain  # the name instance_migrations.py and attachments use
+__all__ = ["ACTION_RESULTS", "ANY", "DUPLICATE", "Database", "instance_to_dict", "is_alive",
+           "plain"]
 
 # The instance dict of the RPC contract, in this order (DESIGN.md).
 RPC_INSTANCE_KEYS = (
     "uuid", "name", "host", "vm_state", "task_state", "power_state", "progress", "fault",
     "created_at", "updated_at", "launched_at", "flavor", "image",
 )
-ACTION_RESULTS = ("success", "error")
 
 _instances = models.Instance.__table__
 _faults = models.InstanceFault.__table__
-_actions = models.InstanceAction.__table__
-_events = models.InstanceActionEvent.__table__
-_tasks = models.TrackedTask.__table__
-_nodes = models.ComputeNode.__table__
-_services = models.Service.__table__
 
 # Columns a caller may set; ids and bookkeeping columns are the API's job.
 _INSTANCE_FIELDS = frozenset(_instances.c.keys())
-_TASK_FIELDS = frozenset(_tasks.c.keys()) - {"id"}
-_NODE_FIELDS = frozenset(_nodes.c.keys()) - {"id", "host", "extra", "created_at", "updated_at"}
 _JSON_DEFAULTS = {"flavor": dict, "image": dict, "networks": list, "metadata": dict}
 
 
 # --------------------------------------------------------------------------- dict shapes
-
-def _plain(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Row mapping -> dict with datetimes rendered as ISO-8601 'Z' strings."""
-    return {k: format_time(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}
-
 
 def _fault_dict(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
@@ -122,30 +115,13 @@ def _state_matches(column: sa.Column[Any], expected: Any) -> sa.ColumnElement[bo
     return sa.or_(*conditions)
 
 
-def is_alive(updated_at: dt.datetime | str | None, down_time: float,
-             now: dt.datetime | None = None) -> bool:
-    """Whether a service whose last heartbeat was at ``updated_at`` is up."""
-    if updated_at is None:
-        return False
-    now = now or utcnow()
-    return (now - parse_time(updated_at)).total_seconds() <= down_time
-
-
-def _check_fields(values: Mapping[str, Any], allowed: Iterable[str], what: str) -> None:
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise exceptions.InvalidInput(unknown[0], f"not a field of {what}")
-
-
-# What a duplicate key raises: oslo.db's translation, or SQLAlchemy's own
-# where the translation does not apply (a savepoint's release).
-DUPLICATE = (sa.exc.IntegrityError, db_exc.DBDuplicateEntry, db_exc.DBReferenceError)
-
-
 # --------------------------------------------------------------------------- the API
 
-class Database(GuardedCalls):
-    """Thread-safe access to the agent's database; see the module docstring."""
+class Database(GuardedCalls, ActionRecords, TrackedTaskRecords, HostRecords):
+    """Thread-safe access to the agent's database; see the module docstring.
+    Instances and faults are here; actions (action_records.py), tracked
+    tasks (task_records.py) and compute nodes and services (host_records.py)
+    come in as mixins."""
 
     def __init__(self, url: str, debug: bool | int = False, pool_size: int | None = None,
                  retry: RetryPolicy | None = None, **engine_options: Any):
@@ -211,12 +187,12 @@ class Database(GuardedCalls):
 
     @staticmethod
     def _shape(row: dict[str, Any], internal: bool) -> dict[str, Any]:
-        return _plain(row) if internal else instance_to_dict(row)
+        return plain(row) if internal else instance_to_dict(row)
 
     @_api
     def create_instance(self, values: dict[str, Any], internal: bool = False) -> dict[str, Any]:
         """Insert an instance; ``uuid`` is required. Raises InstanceExists."""
-        _check_fields(values, _INSTANCE_FIELDS, "an instance")
+        check_fields(values, _INSTANCE_FIELDS, "an instance")
         if not values.get("uuid"):
             raise exceptions.InvalidInput("uuid", "required")
         now = utcnow()
@@ -303,7 +279,7 @@ class Database(GuardedCalls):
 
         Raises InstanceNotFound, InstanceInvalidState(uuid, 'vm_state',
         actual, expected) or UnexpectedTaskState(uuid, expected, actual)."""
-        _check_fields(values, _INSTANCE_FIELDS - {"uuid", "created_at"}, "an instance")
+        check_fields(values, _INSTANCE_FIELDS - {"uuid", "created_at"}, "an instance")
         values = dict(values)
         values.setdefault("updated_at", utcnow())
         if values.get("vm_state") == "deleted" and "deleted_at" not in values:
@@ -338,7 +314,7 @@ class Database(GuardedCalls):
                 message=message, created_at=utcnow()))
             fault_id = result.inserted_primary_key[0]
             row = conn.execute(sa.select(_faults).where(_faults.c.id == fault_id)).mappings().one()
-        return _plain(row)
+        return plain(row)
 
     @_api
     def get_instance_faults(self, uuid: str) -> list[dict[str, Any]]:
@@ -346,262 +322,4 @@ class Database(GuardedCalls):
         with self._read() as conn:
             rows = conn.execute(sa.select(_faults).where(_faults.c.instance_uuid == uuid)
                                 .order_by(_faults.c.id.desc())).mappings()
-            return [_plain(r) for r in rows]
-
-    # -- actions and events -----------------------------------------------------------
-
-    def _action_row(self, conn: Connection, uuid: str, request_id: str) -> dict[str, Any]:
-        query = sa.select(_actions).where(
-            _actions.c.instance_uuid == uuid, _actions.c.request_id == request_id)
-        row = conn.execute(query).mappings().first()
-        if row is None:
-            raise errors.InstanceActionNotFound(uuid, request_id)
-        return dict(row)
-
-    def _action_with_events(self, conn: Connection, action: dict[str, Any]) -> dict[str, Any]:
-        events = conn.execute(sa.select(_events).where(_events.c.action_id == action["id"])
-                              .order_by(_events.c.id)).mappings()
-        out = _plain(action)
-        out["events"] = [_plain({k: v for k, v in e.items() if k != "action_id"})
-                         for e in events]
-        return out
-
-    @_api
-    def action_start(self, uuid: str, action: str, request_id: str) -> dict[str, Any]:
-        """Record the start of a request's action. Starting the same request
-        again returns the existing record (a retried request is one action)."""
-        with self._write() as conn:
-            self._instance_row(conn, uuid)
-            try:
-                with conn.begin_nested():
-                    conn.execute(sa.insert(_actions).values(
-                        instance_uuid=uuid, action=action, request_id=request_id,
-                        start_time=utcnow()))
-            except DUPLICATE:
-                pass  # already recorded by an earlier delivery of the same request
-            return self._action_with_events(conn, self._action_row(conn, uuid, request_id))
-
-    @_api
-    def action_finish(self, uuid: str, request_id: str, result: str,
-                      message: str | None = None) -> dict[str, Any]:
-        if result not in ACTION_RESULTS:
-            raise exceptions.InvalidInput("result", f"must be one of {ACTION_RESULTS}")
-        with self._write() as conn:
-            action = self._action_row(conn, uuid, request_id)
-            conn.execute(sa.update(_actions).where(_actions.c.id == action["id"]).values(
-                finish_time=utcnow(), result=result, message=message))
-            return self._action_with_events(conn, self._action_row(conn, uuid, request_id))
-
-    @_api
-    def action_event_start(self, uuid: str, request_id: str, event: str) -> dict[str, Any]:
-        with self._write() as conn:
-            action = self._action_row(conn, uuid, request_id)
-            result = conn.execute(sa.insert(_events).values(
-                action_id=action["id"], event=event, start_time=utcnow()))
-            return self._event(conn, result.inserted_primary_key[0])
-
-    @_api
-    def action_event_finish(self, uuid: str, request_id: str, event: str, result: str,
-                            traceback: str | None = None) -> dict[str, Any]:
-        """Finish the latest unfinished event of that name (recording one
-        that starts and finishes now if it was never started)."""
-        if result not in ACTION_RESULTS:
-            raise exceptions.InvalidInput("result", f"must be one of {ACTION_RESULTS}")
-        now = utcnow()
-        with self._write() as conn:
-            action = self._action_row(conn, uuid, request_id)
-            event_id = conn.execute(
-                sa.select(_events.c.id).where(
-                    _events.c.action_id == action["id"], _events.c.event == event,
-                    _events.c.finish_time.is_(None)).order_by(_events.c.id.desc()).limit(1)
-            ).scalar()
-            if event_id is None:
-                event_id = conn.execute(sa.insert(_events).values(
-                    action_id=action["id"], event=event, start_time=now)).inserted_primary_key[0]
-            conn.execute(sa.update(_events).where(_events.c.id == event_id).values(
-                finish_time=now, result=result, traceback=traceback))
-            return self._event(conn, event_id)
-
-    @staticmethod
-    def _event(conn: Connection, event_id: int) -> dict[str, Any]:
-        row = conn.execute(sa.select(_events).where(_events.c.id == event_id)).mappings().one()
-        return _plain({k: v for k, v in row.items() if k != "action_id"})
-
-    @_api
-    def list_actions(self, uuid: str) -> list[dict[str, Any]]:
-        """Actions of the instance, oldest first, each with its ``events``."""
-        with self._read() as conn:
-            rows = conn.execute(sa.select(_actions).where(_actions.c.instance_uuid == uuid)
-                                .order_by(_actions.c.id)).mappings()
-            return [self._action_with_events(conn, dict(r)) for r in rows]
-
-    # -- tracked dom0 tasks -----------------------------------------------------------
-
-    @_api
-    def add_tracked_task(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Record a dom0 task before waiting on it; ``ref`` is required.
-        Raises TrackedTaskExists for a ref that is already tracked."""
-        _check_fields(values, _TASK_FIELDS, "a tracked task")
-        if not values.get("ref"):
-            raise exceptions.InvalidInput("ref", "required")
-        now = utcnow()
-        row = {"status": "pending", "progress": 0.0, "created_at": now, "updated_at": now,
-               **values}
-        try:
-            with self._write() as conn:
-                conn.execute(sa.insert(_tasks).values(**row))
-                return self._task(conn, values["ref"])  # type: ignore[return-value]
-        except DUPLICATE as exc:
-            raise errors.TrackedTaskExists(values["ref"]) from exc
-
-    @staticmethod
-    def _task(conn: Connection, ref: str) -> dict[str, Any] | None:
-        row = conn.execute(sa.select(_tasks).where(_tasks.c.ref == ref)).mappings().first()
-        return None if row is None else _plain(row)
-
-    @_api
-    def update_tracked_task(self, ref: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Update a tracked task. Raises TrackedTaskNotFound."""
-        _check_fields(values, _TASK_FIELDS - {"ref", "created_at"}, "a tracked task")
-        values = {"updated_at": utcnow(), **values}
-        with self._write() as conn:
-            conn.execute(sa.update(_tasks).where(_tasks.c.ref == ref).values(**values))
-            task = self._task(conn, ref)
-        if task is None:
-            raise errors.TrackedTaskNotFound(ref)
-        return task
-
-    @_api
-    def bind_tracked_task(self, intent_ref: str, ref: str,
-                          values: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Give a recorded intent (a row under a placeholder ref, written
-        before its Async call) the ref of the task the call started.
-        Raises TrackedTaskNotFound if no row has ``intent_ref``."""
-        values = {**(values or {}), "ref": ref, "updated_at": utcnow()}
-        _check_fields(values, _TASK_FIELDS - {"created_at"}, "a tracked task")
-        with self._write() as conn:
-            conn.execute(sa.update(_tasks).where(_tasks.c.ref == intent_ref).values(**values))
-            task = self._task(conn, ref)
-        if task is None:
-            raise errors.TrackedTaskNotFound(intent_ref)
-        return task
-
-    @_api
-    def get_tracked_task(self, ref: str) -> dict[str, Any] | None:
-        with self._read() as conn:
-            return self._task(conn, ref)
-
-    @_api
-    def list_tracked_tasks(self, agent_host: str | None = None, status: str | None = "pending",
-                           instance_uuid: str | None = None) -> list[dict[str, Any]]:
-        """Tracked tasks, oldest first; each filter given as None is not applied."""
-        query = sa.select(_tasks).order_by(_tasks.c.created_at, _tasks.c.id)
-        if agent_host is not None:
-            query = query.where(_tasks.c.agent_host == agent_host)
-        if status is not None:
-            query = query.where(_tasks.c.status == status)
-        if instance_uuid is not None:
-            query = query.where(_tasks.c.instance_uuid == instance_uuid)
-        with self._read() as conn:
-            return [_plain(r) for r in conn.execute(query).mappings()]
-
-    # -- compute nodes and services ---------------------------------------------------
-
-    @_api
-    def upsert_compute_node(self, host: str, resources: dict[str, Any]) -> dict[str, Any]:
-        """Create or replace the host's resource report. Keys beyond the
-        known columns are kept too (in ``extra``) and returned flat."""
-        columns: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        for key, value in resources.items():
-            if key in _NODE_FIELDS:
-                columns[key] = _coerce(_nodes.c[key], value)
-            else:
-                extra[key] = value
-        now = utcnow()
-        columns["updated_at"] = now
-        if extra:  # a report without extra keys leaves earlier ones alone
-            columns["extra"] = extra
-        with self._write() as conn:
-            _update_or_insert(
-                conn,
-                sa.update(_nodes).where(_nodes.c.host == host).values(**columns),
-                sa.insert(_nodes).values(host=host, created_at=now, **columns),
-            )
-            row = conn.execute(sa.select(_nodes).where(_nodes.c.host == host)).mappings().one()
-        return _node_dict(row)
-
-    @_api
-    def list_compute_nodes(self) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            rows = conn.execute(sa.select(_nodes).order_by(_nodes.c.host)).mappings()
-            return [_node_dict(r) for r in rows]
-
-    @_api
-    def service_heartbeat(self, host: str, binary: str, topic: str) -> dict[str, Any]:
-        """Create the service record or bump its updated_at and report_count."""
-        now = utcnow()
-        where = (_services.c.host == host, _services.c.binary == binary)
-        with self._write() as conn:
-            _update_or_insert(
-                conn,
-                sa.update(_services).where(*where).values(
-                    topic=topic, updated_at=now, report_count=_services.c.report_count + 1),
-                sa.insert(_services).values(host=host, binary=binary, topic=topic,
-                                            report_count=1, disabled=False,
-                                            created_at=now, updated_at=now),
-            )
-            row = conn.execute(sa.select(_services).where(*where)).mappings().one()
-        return _plain(row)
-
-    @_api
-    def set_service_disabled(self, host: str, binary: str, disabled: bool) -> dict[str, Any]:
-        """Take a service out of scheduling (or back in); it must exist."""
-        where = (_services.c.host == host, _services.c.binary == binary)
-        with self._write() as conn:
-            conn.execute(sa.update(_services).where(*where).values(disabled=bool(disabled)))
-            row = conn.execute(sa.select(_services).where(*where)).mappings().first()
-        if row is None:
-            raise exceptions.InvalidInput("host", f"no service {binary} on {host}")
-        return _plain(row)
-
-    @_api
-    def list_services(self, down_time: int = 60) -> list[dict[str, Any]]:
-        """Services, each with ``alive``: a heartbeat within ``down_time`` s."""
-        now = utcnow()
-        with self._read() as conn:
-            rows = conn.execute(sa.select(_services)
-                                .order_by(_services.c.host, _services.c.binary)).mappings()
-            return [{**_plain(r), "alive": is_alive(r["updated_at"], down_time, now)}
-                    for r in rows]
-
-
-# --------------------------------------------------------------------------- helpers
-
-def _coerce(column: sa.Column[Any], value: Any) -> Any:
-    """Drivers report numbers and versions loosely; PostgreSQL will not cast."""
-    if value is None:
-        return None
-    if isinstance(column.type, sa.Integer):
-        return int(value)
-    if isinstance(column.type, sa.String):
-        return str(value)
-    return value
-
-
-def _node_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    extra = row["extra"] or {}
-    out = {**extra, **_plain({k: v for k, v in row.items() if k != "extra"})}
-    return out
-
-
-def _update_or_insert(conn: Connection, update: sa.Update, insert: sa.Insert) -> None:
-    """Portable upsert keyed on a unique constraint: UPDATE, and INSERT if no
-    row matched; a concurrent INSERT that won makes us UPDATE again."""
-    if conn.execute(update).rowcount:
-        return
-    try:
-        with conn.begin_nested():
-            conn.execute(insert)
-    except DUPLICATE:
-        conn.execute(update)
+            return [plain(r) for r in rows]

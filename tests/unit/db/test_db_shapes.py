@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from compute_agent.db import api, models
+from compute_agent.db import api, host_records, models, rows
 from compute_agent.db.types import UTCDateTime, format_time, parse_time
 
 UTC = dt.UTC
@@ -98,19 +98,19 @@ def test_describe_expected_states():
 
 def test_is_alive():
     now = dt.datetime(2025, 1, 1, 0, 1, 0, tzinfo=UTC)
-    assert api.is_alive("2025-01-01T00:00:00Z", 60, now)
-    assert not api.is_alive("2025-01-01T00:00:00Z", 59, now)
-    assert not api.is_alive(None, 60, now)
+    assert rows.is_alive("2025-01-01T00:00:00Z", 60, now)
+    assert not rows.is_alive("2025-01-01T00:00:00Z", 59, now)
+    assert not rows.is_alive(None, 60, now)
 
 
 def test_unknown_fields_are_refused():
     with pytest.raises(api.exceptions.InvalidInput) as err:
-        api._check_fields({"uuid": 1, "colour": 2}, {"uuid"}, "an instance")
+        rows.check_fields({"uuid": 1, "colour": 2}, {"uuid"}, "an instance")
     assert err.value.params == ["colour", "not a field of an instance"]
 
 
 def test_coerce_loose_driver_values():
     nodes = models.ComputeNode.__table__
-    assert api._coerce(nodes.c.memory_mb, "2048") == 2048
-    assert api._coerce(nodes.c.hypervisor_version, 8002001) == "8002001"
-    assert api._coerce(nodes.c.hypervisor_type, None) is None
+    assert host_records._coerce(nodes.c.memory_mb, "2048") == 2048
+    assert host_records._coerce(nodes.c.hypervisor_version, 8002001) == "8002001"
+    assert host_records._coerce(nodes.c.hypervisor_type, None) is None
