@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ from compute_agent import exceptions
 from compute_agent.compute import states
 from compute_agent.compute.lifecycle import Lifecycle, flavor_check
 from compute_agent.compute.migration import COLD, RESIZE, LiveMigrations
+from compute_agent.compute.requests import timeout_of
 from compute_agent.compute.runner import RequestRunner
 from compute_agent.compute.validation import validate_flavor, validate_uuid
 from compute_agent.context import RequestContext, new_context
@@ -46,6 +48,7 @@ from compute_agent.db import instance_migrations as im
 LOG = logging.getLogger(__name__)
 
 ASKED, CONFIRMED, REVERTING = "resize_asked", "confirmed", "reverting"
+SETTLE_POLL = 0.2  # seconds between looks at an instance recovery is settling
 
 
 class CrossHostResizes:
@@ -146,8 +149,10 @@ class CrossHostResizes:
             uuid = row["instance_uuid"]
             if self.records.list_for(uuid)[-1]["id"] != row["id"]:
                 continue  # a later migration superseded it
+            if uuid in self.runner.workers.busy():
+                continue  # a request of this process is on it and takes the next step
             try:
-                inst = self.db.get_instance(uuid, internal=True)
+                inst = self._settled(uuid)
             except exceptions.InstanceNotFound:
                 continue
             if inst["task_state"] is not None or inst["vm_state"] != states.STOPPED:
@@ -167,6 +172,17 @@ class CrossHostResizes:
                 self.move_back(c, uuid, row)
                 done.append(uuid)
         return done
+
+    def _settled(self, uuid: str) -> dict[str, Any]:
+        """The instance, once recovery settled a revert a crash cut off
+        (recovery settles instances while the sweeps run, side by side)."""
+        deadline = time.monotonic() + timeout_of(self.runner.conf, "revert_resize")
+        while True:
+            inst = self.db.get_instance(uuid, internal=True)
+            if inst["task_state"] != states.RESIZE_REVERTING or inst["host"] != self.host \
+                    or time.monotonic() > deadline:
+                return inst
+            time.sleep(SETTLE_POLL)
 
     def _mark(self, row: dict[str, Any], key: str) -> None:
         info = dict(row.get("dest_info") or {})

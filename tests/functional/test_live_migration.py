@@ -489,6 +489,11 @@ def test_resize_to_another_pool_then_revert(fleet):
     fleet.api.migrate_instance("pool-a", uuid, "other", flavor=NEW_FLAVOR, confirm=True)
     _assert_resized_at_other(fleet, uuid, data)
     fleet.api.revert_resize("other", uuid, confirm=True)
+    _assert_back_home(fleet, uuid, data)
+
+
+def _assert_back_home(fleet: Fleet, uuid: str, data: bytes) -> None:
+    """Reverted: on pool-a again, as it was before the resize."""
 
     def home() -> dict | None:
         inst = fleet.db.get_instance(uuid)
@@ -507,6 +512,22 @@ def test_resize_to_another_pool_then_revert(fleet):
         ("resize", im.COMPLETED, "pool-a", "other"), ("cold", im.COMPLETED, "other", "pool-a")]
     fleet.api.start_instance("pool-a", uuid, confirm=True)
     assert fleet.settled(uuid)["vm_state"] == "active"
+
+
+def test_destination_agent_killed_mid_revert(fleet):
+    uuid, data = _stopped_with_data(fleet)
+    fleet.api.migrate_instance("pool-a", uuid, "other", flavor=NEW_FLAVOR, confirm=True)
+    _assert_resized_at_other(fleet, uuid, data)
+    fleet.other.control.set_duration("VDI.destroy", 3)  # the grown disk, removed by the revert
+    try:
+        fleet.api.revert_resize("other", uuid, confirm=True)
+        _wait_task_recorded(fleet, uuid, "revert_resize")
+        fleet.agents["other"].kill9()
+        fleet.restart("other")
+        # recovery completes the revert there, then moves the instance back
+        _assert_back_home(fleet, uuid, data)
+    finally:
+        fleet.other.control.clear()
 
 
 def test_source_agent_killed_mid_resize_move(fleet):
