@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     rescue.add_argument("--host", default=None, help="agent host (default: asked)")
     rescue.add_argument("--image-id", default=None)
     rescue.add_argument("--image-url", default=None,
-                        help="rescue image (until images are supported: a blank disk)")
+                        help="rescue image URL (with neither id nor url: a blank disk)")
     rescue.add_argument("--disk-format", default=None)
     _add_wait(rescue)
     resize = sub.add_parser("resize", help="new vCPUs, memory, a bigger root disk (1.2)")

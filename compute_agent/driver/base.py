@@ -245,7 +245,8 @@ class ComputeDriver:
         """Halt the instance's VM (kept as it is) and boot a rescue VM for it:
         named after the instance, marked as this agent's and as the rescue
         of the instance, booting from a rescue disk made from
-        ``rescue_image`` (None, or until images are supported: a blank disk)
+        ``rescue_image`` through the image path of a build (None, or an
+        image with neither id nor url: a blank disk)
         with the instance's root disk attached as its second disk. On
         failure whatever the rescue created is removed and the VM is left
         as it was found. While a rescue VM exists, :meth:`get_info` of an

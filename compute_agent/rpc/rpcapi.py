@@ -172,8 +172,8 @@ class ComputeAPI:
     def rescue_instance(self, host: str, instance_uuid: str,
                         rescue_image: dict | None = None, ctxt: Context = None,
                         confirm: bool = False) -> dict | None:
-        """``rescue_image``: {id, url, disk_format} or None (a blank rescue
-        disk; until images are supported every rescue disk is blank)."""
+        """``rescue_image``: {id, url, disk_format}, the rescue disk's image
+        (Glance id or URL, as a build's), or None (a blank rescue disk)."""
         return self._cast(ctxt, host, "rescue_instance", confirm, version="1.2",
                           instance_uuid=instance_uuid,
                           rescue_image=validate_rescue_image(rescue_image))

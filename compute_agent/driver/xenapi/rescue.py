@@ -9,8 +9,13 @@ while recovery, orphan reaping and destroy find it. Its rescue disk is
 marked as the instance's ``rescue`` disk, so that removing the rescue takes
 exactly the disks it created and never the root disk it borrowed.
 
-Until images are supported (the images issue) the rescue disk is blank,
-whatever ``rescue_image`` names.
+The rescue disk comes from ``rescue_image`` through the image path of a
+build (image_disks.ImageDisks: Glance id or URL, checksum-verified, a
+clone of the per-SR cache base when the cache is on, the same IMAGE_*
+errors), at the image's own size. The image is looked up before the
+instance's VM is touched, so a missing or unbootable image fails the
+rescue with the VM as it was. A rescue without an image (null, or null
+``id`` and ``url``) gets a blank disk of RESCUE_DISK_GB.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.storage import NULL_REF, GiB, Storage, vbd_record
 from compute_agent.driver.xenapi.tasks import TaskRunner
 from compute_agent.driver.xenapi.vm_ops import VMOps, instance_info, scratch_vm_record
+from compute_agent.image.meta import ImageMeta
+from compute_agent.image.service import wants_image
 
 LOG = logging.getLogger(__name__)
 
@@ -73,16 +80,14 @@ class Rescues:
                rescue_image: dict[str, Any] | None) -> None:
         uuid = instance["uuid"]
         ref, rec = self.vmops.require(instance)
-        if (rescue_image or {}).get("url"):
-            LOG.warning("Rescue of %s names an image; images are not supported yet, the "
-                        "rescue disk will be blank", uuid)
+        meta = self._image_meta(rescue_image)  # before the VM is touched
         self.remove(op, uuid)  # a rescue left from an earlier attempt
         was_running = rec.get("power_state") == "Running"
         self.vmops.halt(op, ref, rec, self.clean_shutdown_timeout)
         root = self.storage.root_vdi(ref)
         try:
             vm = self.pool.call("VM.create", self._vm_record(instance))
-            disk = self.runner.run(op, "VDI.create", self._disk_record(instance))
+            disk = self._rescue_disk(op, instance, meta)
             self.pool.call("VBD.create", vbd_record(vm, disk, ROOT_USERDEVICE, True))
             if root is not None:
                 self.pool.call("VBD.create", vbd_record(vm, root, SECOND_USERDEVICE, False))
@@ -105,6 +110,26 @@ class Rescues:
         record["name_description"] = f"rescue VM of instance {instance['uuid']}"
         record["other_config"] = {**record["other_config"], ownership.RESCUE_KEY: "true"}
         return record
+
+    def _image_meta(self, rescue_image: dict[str, Any] | None) -> ImageMeta | None:
+        if not wants_image(rescue_image):
+            return None
+        if self.vmops.image_disks is None:
+            raise exceptions.ImageUnavailable((rescue_image or {}).get("id") or "rescue_image",
+                                              "no image service configured")
+        return self.vmops.image_disks.meta(rescue_image or {})
+
+    def _rescue_disk(self, op: Operation, instance: dict[str, Any],
+                     meta: ImageMeta | None) -> str:
+        """The rescue disk: the image's (marked as the instance's rescue
+        disk from the moment it exists, so clean-up finds it), or blank."""
+        if meta is None or self.vmops.image_disks is None:
+            return self.runner.run(op, "VDI.create", self._disk_record(instance))
+        disk = self.vmops.image_disks.disk_from_image(
+            op, meta, instance["uuid"], ownership.RESCUE_DISK,
+            f"{rescue_name(instance)} disk")
+        LOG.info("Rescue disk of %s made from image %s", instance["uuid"], meta.image_id)
+        return disk
 
     def _disk_record(self, instance: dict[str, Any]) -> dict[str, Any]:
         return {
