@@ -54,6 +54,7 @@ from compute_agent.compute.attachments import Attachments
 from compute_agent.compute.build import Builder
 from compute_agent.compute.build_slots import BuildSlots
 from compute_agent.compute.consoles import ConsoleQueries
+from compute_agent.compute.cross_resize import CrossHostResizes
 from compute_agent.compute.guest_requests import GuestRequests
 from compute_agent.compute.host_status import HostStatus
 from compute_agent.compute.instance_calls import InstanceCalls
@@ -143,6 +144,9 @@ class ComputeManager:
         self._snapshots = Snapshotter(conf, db, self._runner, driver)
         self.recovery.discard_images = self._snapshots.discard_images
         self._lifecycle = Lifecycle(self._runner)
+        self._cross_resizes = CrossHostResizes(self._runner, self.migrations, self._lifecycle,
+                                               self.peers)
+        self.recovery.sweeps.append(self._cross_resizes.sweep)
         self._consoles = ConsoleQueries(conf, db, driver, self.host)
         self.metrics = MetricsPoll(db, driver, self.host, float(conf.metrics.rrd_interval))
 
@@ -354,13 +358,11 @@ class ComputeManager:
     def migrate_instance(self, ctxt: RequestContext, instance_uuid: Any, dest_host: Any,
                          flavor: Any = None) -> dict[str, Any]:
         """Move the stopped instance (VM and disks) to the agent
-        ``dest_host`` (cast); it stays stopped there. A new ``flavor``
-        (resize to another host) needs the lifecycle issue's resize."""
+        ``dest_host`` (cast); it stays stopped there. With a ``flavor`` the
+        destination then resizes it: ``resized``, to confirm or revert
+        there (compute/cross_resize.py)."""
         if flavor is not None:
-            exc = NotSupported("migrate_instance with a flavor (resize)",
-                               type(self.driver).__name__)
-            self._runner.outcomes.refused(ctxt, None, "migrate", exc)
-            raise exc
+            return self._cross_resizes.accept(ctxt, instance_uuid, dest_host, flavor)
         return self.migrations.accept(ctxt, instance_uuid, dest_host, kind=COLD)
 
     def prepare_live_migration(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
@@ -432,10 +434,13 @@ class ComputeManager:
         return self._lifecycle.resize(ctxt, instance_uuid, flavor)
 
     def confirm_resize(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._lifecycle.confirm_resize(ctxt, instance_uuid)
+        return self._cross_resizes.confirm(ctxt, instance_uuid)
 
     def revert_resize(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._lifecycle.revert_resize(ctxt, instance_uuid)
+        """After a resize to this host, the instance also goes back to its
+        original host (compute/cross_resize.py)."""
+        return self._cross_resizes.revert(ctxt, instance_uuid)
+
     # ------------------------------------------------------------------ RPC 1.4: devices, guest
 
     def attach_volume(self, ctxt: RequestContext, instance_uuid: Any, volume_id: Any,

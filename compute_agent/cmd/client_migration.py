@@ -26,6 +26,13 @@ def add_migration_parsers(sub: Any, add_wait: Callable[[argparse.ArgumentParser]
         cmd.add_argument("--host", default=None,
                          help="the instance's agent host (default: asked from any agent)")
         add_wait(cmd)
+        if name == "migrate":
+            # all three, or none: a resize to another host (1.6)
+            for flag in ("--vcpus", "--memory-mb", "--root-gb"):
+                cmd.add_argument(flag, type=int, default=None,
+                                 help="with the other two: resize at the destination "
+                                      "(--wait waits for the move; then resize-confirm or "
+                                      "resize-revert on the destination)")
     maint = sub.add_parser("maintenance", help="empty a host for maintenance, or end it")
     maint.add_argument("host")
     maint.add_argument("mode", choices=("on", "off"))
@@ -77,8 +84,11 @@ class MigrationCommands:
 
     def cmd_migrate(self, args: argparse.Namespace) -> int:
         host = self._host_of(args)
+        sizes = (args.vcpus, args.memory_mb, args.root_gb)
+        flavor = None if sizes == (None, None, None) else {
+            "vcpus": args.vcpus, "memory_mb": args.memory_mb, "root_gb": args.root_gb}
         return self._moved(args, "migrate", self.api.migrate_instance(
-            host, args.uuid, args.dest_host, confirm=True), host)
+            host, args.uuid, args.dest_host, flavor, confirm=True), host)
 
     def cmd_maintenance(self, args: argparse.Namespace) -> int:
         status = self.api.set_host_maintenance(args.host, args.mode == "on", args.dest)

@@ -19,6 +19,7 @@ before it is accepted, and the driver call it makes. The states:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from compute_agent import exceptions
@@ -29,6 +30,20 @@ from compute_agent.compute.validation import (
     validate_uuid,
 )
 from compute_agent.context import RequestContext
+
+
+def flavor_check(uuid: str, new: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A resize's checks of the new flavor against the instance's (also a
+    resize to another host's, compute/cross_resize.py)."""
+
+    def check(inst: dict[str, Any]) -> None:
+        old = inst.get("flavor") or {}
+        if {k: old.get(k) for k in new} == new:
+            raise exceptions.FlavorUnchanged(uuid)
+        if new["root_gb"] < int(old.get("root_gb") or 0):
+            raise exceptions.ResizeDiskTooSmall(uuid, old.get("root_gb"), new["root_gb"])
+
+    return check
 
 
 class Lifecycle:
@@ -85,12 +100,7 @@ class Lifecycle:
             r.outcomes.refused(ctxt, None, "resize", exc)
             raise
 
-        def check(inst: dict[str, Any]) -> None:
-            old = inst.get("flavor") or {}
-            if {k: old.get(k) for k in new} == new:
-                raise exceptions.FlavorUnchanged(uuid)
-            if new["root_gb"] < int(old.get("root_gb") or 0):
-                raise exceptions.ResizeDiskTooSmall(uuid, old.get("root_gb"), new["root_gb"])
+        check = flavor_check(uuid, new)
 
         def call(op: Any, inst: dict[str, Any]) -> dict[str, Any]:
             self.driver.resize(op, inst, new)

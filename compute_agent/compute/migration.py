@@ -65,12 +65,20 @@ class Kind:
     def move(self, driver: Any) -> Callable[..., str]:
         return driver.live_migrate if self.record == "live" else driver.cold_migrate
 
+    @property
+    def driver_name(self) -> str:
+        return "live_migrate" if self.record == "live" else "cold_migrate"
+
 
 LIVE = Kind("live_migrate", "live", states.MIGRATING, states.ACTIVE, power_state.RUNNING,
             "live_migrate_instance")
 COLD = Kind("migrate", "cold", states.MIGRATING, states.STOPPED, power_state.SHUTDOWN,
             "migrate_instance")
-BY_RECORD = {k.record: k for k in (LIVE, COLD)}
+# A cold migration whose destination then resizes the instance
+# (compute/cross_resize.py): the same move, its own record kind.
+RESIZE = Kind("migrate", "resize", states.MIGRATING, states.STOPPED, power_state.SHUTDOWN,
+              "migrate_instance")
+BY_RECORD = {k.record: k for k in (LIVE, COLD, RESIZE)}
 # the instance action each kind records (requests.REQUESTS) -> the kind
 BY_ACTION = {"live-migration": LIVE, "migrate": COLD}
 # kept for callers that name the live request
@@ -100,30 +108,36 @@ class LiveMigrations:
         self.records = im.InstanceMigrations(db)
         self.limit = int(conf.max_concurrent_live_migrations)
         self._slots = threading.BoundedSemaphore(self.limit)
+        # Called (ctxt, uuid, migration row) once a RESIZE move landed:
+        # the destination is asked to apply the new flavor (cross_resize.py).
+        self.after_resize_move: Callable[[RequestContext, str, dict[str, Any]], None] | None \
+            = None
         self._count_lock = threading.Lock()
         self.running = 0
         self.queued = 0
 
     # -- source: the request ------------------------------------------------------------
     def accept(self, ctxt: RequestContext, instance_uuid: Any, dest_host: Any,
-               kind: Kind = LIVE) -> dict[str, Any]:
+               kind: Kind = LIVE, flavor: dict[str, Any] | None = None,
+               check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         if not isinstance(dest_host, str) or not dest_host.strip():
             self.runner.invalid(ctxt, kind.request, "dest_host", "must be an agent host name")
         if dest_host == self.host:
             self.runner.invalid(ctxt, kind.request, "dest_host", "is the instance's own host")
-        name = "live_migrate" if kind is LIVE else "cold_migrate"
+        name = kind.driver_name
         if getattr(type(self.driver), name) is getattr(ComputeDriver, name):
             exc = NotSupported(kind.rpc_method, type(self.driver).__name__)
             self.runner.outcomes.refused(ctxt, None, kind.request, exc)
             raise exc
-        return self.runner.accept(ctxt, instance_uuid, kind.request, None,
-                                  run=lambda c, u, *_: self._run(c, u, dest_host, kind))
+        return self.runner.accept(ctxt, instance_uuid, kind.request, None, check=check,
+                                  run=lambda c, u, *_: self._run(c, u, dest_host, kind, flavor))
 
     def status(self) -> dict[str, int]:
         with self._count_lock:
             return {"max": self.limit, "running": self.running, "queued": self.queued}
 
-    def _run(self, ctxt: RequestContext, uuid: str, dest_host: str, kind: Kind) -> None:
+    def _run(self, ctxt: RequestContext, uuid: str, dest_host: str, kind: Kind,
+             flavor: dict[str, Any] | None = None) -> None:
         outcomes = self.runner.outcomes
         with self._count_lock:
             self.queued += 1
@@ -134,7 +148,7 @@ class LiveMigrations:
         try:
             outcomes.event_start(ctxt, uuid, kind.request)
             try:
-                self._migrate(ctxt, uuid, dest_host, kind)
+                self._migrate(ctxt, uuid, dest_host, kind, flavor)
             except BaseException as exc:
                 self._after_failure(ctxt, uuid, dest_host, exc, kind)
         finally:
@@ -142,13 +156,20 @@ class LiveMigrations:
                 self.running -= 1
             self._slots.release()
 
-    def _migrate(self, ctxt: RequestContext, uuid: str, dest_host: str, kind: Kind) -> None:
+    def _migrate(self, ctxt: RequestContext, uuid: str, dest_host: str, kind: Kind,
+                 flavor: dict[str, Any] | None = None) -> None:
         row = self.records.create(uuid, kind.record, self.host, dest_host, ctxt.request_id)
         peers = self.peers()
         timeout = float(self.conf.live_migration_peer_timeout)
         dest = peers.prepare_live_migration(dest_host, uuid, ctxt=ctxt, timeout=timeout)
-        self.records.update(row["id"], {"status": im.MIGRATING, "dest_info": {
-            k: dest.get(k) for k in PLACEMENT_KEYS}}, expected_status=im.PREPARING)
+        info: dict[str, Any] = {k: dest.get(k) for k in PLACEMENT_KEYS}
+        if flavor is not None:
+            # what the destination applies once the VM is there; written
+            # before the move so that a recovery knows it too
+            inst = self.db.get_instance(uuid, internal=True)
+            info.update(flavor=flavor, old_flavor=inst.get("flavor"))
+        self.records.update(row["id"], {"status": im.MIGRATING, "dest_info": info},
+                            expected_status=im.PREPARING)
         inst = self.db.get_instance(uuid, internal=True)
         op = self.runner.operation(ctxt, uuid, kind.request)
         kind.move(self.driver)(op, driver_view(inst), dest)
@@ -179,6 +200,8 @@ class LiveMigrations:
         self.runner.outcomes.succeed(ctxt, uuid, kind.request, kind.task_state, values)
         self._close(row_id, im.COMPLETED)
         LOG.info("Instance %s now runs on %s", uuid, dest_host)
+        if kind is RESIZE and self.after_resize_move is not None:
+            self.after_resize_move(ctxt, uuid, self.records.get(row_id))
 
     def _close(self, row_id: int, status: str, error: list[Any] | None = None) -> None:
         try:

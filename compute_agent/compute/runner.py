@@ -168,6 +168,12 @@ class RequestRunner:
         return DriverOperation(instance_uuid=uuid, name=driver_op, request_id=ctxt.request_id,
                                timeout=float(timeout) if timeout else None)
 
+    def run_request(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
+                    call: DriverCall) -> None:
+        """The plain run of an accepted request, for a ``run`` that adds
+        steps after it (a revert across hosts moves the instance back)."""
+        self._run(ctxt, uuid, request, task_state, call)
+
     def _run(self, ctxt: RequestContext, uuid: str, request: str, task_state: str,
              call: DriverCall) -> None:
         row = REQUESTS[request]

@@ -24,7 +24,7 @@ MIGRATING = "migrating"
 COMPLETED = "completed"
 FAILED = "failed"
 ACTIVE = (PREPARING, MIGRATING)
-KINDS = ("live", "cold")
+KINDS = ("live", "cold", "resize")
 
 _table = models.InstanceMigration.__table__
 _WRITABLE = frozenset({"status", "dest_info", "error"})
@@ -98,6 +98,15 @@ class InstanceMigrations:
         """Unfinished migrations from or to ``host``."""
         query = (sa.select(_table)
                  .where(_table.c.status.in_(ACTIVE),
+                        sa.or_(_table.c.source_host == host, _table.c.dest_host == host))
+                 .order_by(_table.c.id))
+        with self.db._read() as conn:
+            return [_plain(r) for r in conn.execute(query).mappings()]
+
+    def list_of_kind(self, kind: str, host: str) -> list[dict[str, Any]]:
+        """Completed migrations of ``kind`` from or to ``host``."""
+        query = (sa.select(_table)
+                 .where(_table.c.kind == kind, _table.c.status == COMPLETED,
                         sa.or_(_table.c.source_host == host, _table.c.dest_host == host))
                  .order_by(_table.c.id))
         with self.db._read() as conn:

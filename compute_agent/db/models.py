@@ -205,7 +205,7 @@ class InstanceMigration(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     instance_uuid: Mapped[str] = mapped_column(sa.String(36))
     request_id: Mapped[str | None] = mapped_column(sa.String(255))
-    kind: Mapped[str] = mapped_column(sa.String(32))  # live | cold
+    kind: Mapped[str] = mapped_column(sa.String(32))  # live | cold | resize
     source_host: Mapped[str] = mapped_column(sa.String(255))
     dest_host: Mapped[str] = mapped_column(sa.String(255))
     # preparing -> migrating -> completed | failed

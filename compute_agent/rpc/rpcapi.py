@@ -14,7 +14,8 @@ Versions:
 * 1.4 — attach_volume, detach_volume, attach_interface, detach_interface,
   set_admin_password, inject_file, reset_network (issue 10).
 * 1.5 — get_vnc_console, get_console_output, get_diagnostics (issue 11).
-* 1.6 — live_migrate_instance, migrate_instance (casts), and the calls agents make of each
+* 1.6 — live_migrate_instance, migrate_instance (casts; migrate_instance's
+  ``flavor`` resizes at the destination), and the calls agents make of each
   other during one: prepare_live_migration, adopt_instance,
   abort_live_migration (cast); set_host_enabled, set_host_maintenance,
   host_power_action, join_pool, leave_pool (calls).
@@ -235,8 +236,12 @@ class ComputeAPI(DeviceCalls):
                          flavor: dict | None = None, ctxt: Context = None,
                          confirm: bool = False) -> dict | None:
         """Move the stopped instance (VM and disks) from ``host`` to the
-        agent ``dest_host``; it stays stopped there."""
+        agent ``dest_host``; it stays stopped there. With a ``flavor``
+        ({vcpus, memory_mb, root_gb}, checked here first) the destination
+        then resizes it (``resized``; confirm or revert it there)."""
         validate_uuid(instance_uuid)
+        if flavor is not None:
+            flavor = validate_flavor(flavor)
         return self._cast(ctxt, host, "migrate_instance", confirm, version="1.6",
                           instance_uuid=instance_uuid, dest_host=dest_host, flavor=flavor)
 

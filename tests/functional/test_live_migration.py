@@ -296,8 +296,8 @@ def test_migration_task_failed_by_the_simulator(fleet):
     assert rows[-1]["status"] == im.FAILED and rows[-1]["error"][0] == "VM_MIGRATE_FAILED"
 
 
-def _wait_task_recorded(fleet: Fleet, uuid: str) -> None:
-    wait_until(lambda: any(t["operation"] == "live_migrate" and t["status"] == "pending"
+def _wait_task_recorded(fleet: Fleet, uuid: str, operation: str = "live_migrate") -> None:
+    wait_until(lambda: any(t["operation"] == operation and t["status"] == "pending"
                            for t in fleet.db.list_tracked_tasks(status=None,
                                                                 instance_uuid=uuid)),
                SETTLE_S, "the migration task to be recorded", 0.05)
@@ -417,3 +417,134 @@ def test_join_the_pool_and_leave_it(fleet):
     uuid = fleet.build("joiner")
     assert len(vms_of(fleet.joiner, uuid)) == 1 and vms_of(fleet.pool, uuid) == {}
     assert wrong not in fleet.agents["joiner"].log_tail(10**7)
+
+
+# -- resize to another host (cold migration + the destination's resize) ------------------
+
+OLD_FLAVOR = {"vcpus": 1, "memory_mb": 256, "root_gb": 1}
+NEW_FLAVOR = {"vcpus": 2, "memory_mb": 512, "root_gb": 2}
+
+
+def _stopped_with_data(fleet: Fleet) -> tuple[str, bytes]:
+    uuid = fleet.build("pool-a")
+    _, vm = one_vm_in_fleet(fleet, uuid, fleet.pool)
+    data = os.urandom(1024 * 1024) + b"resized"
+    put_data(fleet.pool, root_vdi(fleet.pool, vm), data)
+    fleet.api.stop_instance("pool-a", uuid, confirm=True)
+    assert fleet.settled(uuid)["vm_state"] == "stopped"
+    return uuid, data
+
+
+def _resized(fleet: Fleet, uuid: str) -> dict:
+    def done() -> dict | None:
+        inst = fleet.db.get_instance(uuid)
+        return inst if inst["vm_state"] == "resized" and inst["task_state"] is None else None
+
+    return wait_until(done, SETTLE_S, f"instance {uuid} to be resized", 0.1)
+
+
+def _vm_flavor(sim: SimProcess, vm: dict) -> dict:
+    with sim.session() as x:
+        size = int(x.VDI.get_virtual_size(root_vdi(sim, vm)))
+    return {"vcpus": int(vm["VCPUs_max"]), "memory_mb": int(vm["memory_static_max"]) >> 20,
+            "root_gb": size // GiB}
+
+
+def _assert_resized_at_other(fleet: Fleet, uuid: str, data: bytes) -> None:
+    inst = _resized(fleet, uuid)
+    assert (inst["host"], inst["flavor"], inst["fault"]) == ("other", NEW_FLAVOR, None)
+    _, vm = one_vm_in_fleet(fleet, uuid, fleet.other)
+    assert vm["power_state"] == "Halted" and ownership.owned_by(vm, "other")
+    assert _vm_flavor(fleet.other, vm) == NEW_FLAVOR
+    assert read_data(fleet.other, root_vdi(fleet.other, vm), len(data)) == data
+    # the root disk and its backup clone (what a revert needs), nothing at the source
+    assert len(vdis_of(fleet.other, uuid)) == 2
+    no_disks_left(fleet, uuid, fleet.other)
+    rows = im.InstanceMigrations(fleet.db).list_for(uuid)
+    assert [(r["kind"], r["status"], r["source_host"], r["dest_host"]) for r in rows] == [
+        ("resize", im.COMPLETED, "pool-a", "other")]
+
+
+def test_resize_to_another_pool_then_confirm(fleet):
+    uuid, data = _stopped_with_data(fleet)
+    fleet.api.migrate_instance("pool-a", uuid, "other", flavor=NEW_FLAVOR, confirm=True)
+    _assert_resized_at_other(fleet, uuid, data)
+    # confirmed on the agent that owns it now
+    with pytest.raises(exceptions.ComputeAgentError):
+        fleet.api.confirm_resize("pool-a", uuid, confirm=True)
+    fleet.api.confirm_resize("other", uuid, confirm=True)
+    inst = fleet.settled(uuid)
+    assert (inst["host"], inst["vm_state"], inst["flavor"], inst["fault"]) == (
+        "other", "stopped", NEW_FLAVOR, None)
+    _, vm = one_vm_in_fleet(fleet, uuid, fleet.other)
+    assert len(vdis_of(fleet.other, uuid)) == 1  # the backup is gone
+    no_disks_left(fleet, uuid, fleet.other)
+    assert read_data(fleet.other, root_vdi(fleet.other, vm), len(data)) == data
+    fleet.api.start_instance("other", uuid, confirm=True)
+    assert fleet.settled(uuid)["vm_state"] == "active"
+
+
+def test_resize_to_another_pool_then_revert(fleet):
+    uuid, data = _stopped_with_data(fleet)
+    fleet.api.migrate_instance("pool-a", uuid, "other", flavor=NEW_FLAVOR, confirm=True)
+    _assert_resized_at_other(fleet, uuid, data)
+    fleet.api.revert_resize("other", uuid, confirm=True)
+    _assert_back_home(fleet, uuid, data)
+
+
+def _assert_back_home(fleet: Fleet, uuid: str, data: bytes) -> None:
+    """Reverted: on pool-a again, as it was before the resize."""
+
+    def home() -> dict | None:
+        inst = fleet.db.get_instance(uuid)
+        return inst if inst["host"] == "pool-a" and inst["task_state"] is None else None
+
+    inst = wait_until(home, SETTLE_S, "the instance back on pool-a", 0.1)
+    assert (inst["vm_state"], inst["flavor"], inst["fault"]) == ("stopped", OLD_FLAVOR, None)
+    _, vm = one_vm_in_fleet(fleet, uuid, fleet.pool)
+    assert ownership.owned_by(vm, "pool-a") and vm["power_state"] == "Halted"
+    assert _vm_flavor(fleet.pool, vm) == OLD_FLAVOR
+    assert read_data(fleet.pool, root_vdi(fleet.pool, vm), len(data)) == data
+    assert len(vdis_of(fleet.pool, uuid)) == 1
+    no_disks_left(fleet, uuid, fleet.pool)
+    rows = im.InstanceMigrations(fleet.db).list_for(uuid)
+    assert [(r["kind"], r["status"], r["source_host"], r["dest_host"]) for r in rows] == [
+        ("resize", im.COMPLETED, "pool-a", "other"), ("cold", im.COMPLETED, "other", "pool-a")]
+    fleet.api.start_instance("pool-a", uuid, confirm=True)
+    assert fleet.settled(uuid)["vm_state"] == "active"
+
+
+def test_destination_agent_killed_mid_revert(fleet):
+    uuid, data = _stopped_with_data(fleet)
+    fleet.api.migrate_instance("pool-a", uuid, "other", flavor=NEW_FLAVOR, confirm=True)
+    _assert_resized_at_other(fleet, uuid, data)
+    fleet.other.control.set_duration("VDI.destroy", 3)  # the grown disk, removed by the revert
+    try:
+        fleet.api.revert_resize("other", uuid, confirm=True)
+        _wait_task_recorded(fleet, uuid, "revert_resize")
+        fleet.agents["other"].kill9()
+        fleet.restart("other")
+        # recovery completes the revert there, then moves the instance back
+        _assert_back_home(fleet, uuid, data)
+    finally:
+        fleet.other.control.clear()
+
+
+def test_source_agent_killed_mid_resize_move(fleet):
+    uuid, data = _stopped_with_data(fleet)
+    fleet.pool.control.set_duration("VM.migrate_send", 3)
+    try:
+        fleet.api.migrate_instance("pool-a", uuid, "other", flavor=NEW_FLAVOR, confirm=True)
+        _wait_task_recorded(fleet, uuid, "migrate")
+        fleet.agents["pool-a"].kill9()
+        fleet.restart("pool-a")
+        # the restarted source finds the VM moved, hands the instance over
+        # and asks the destination to resize it
+        _assert_resized_at_other(fleet, uuid, data)
+    finally:
+        fleet.pool.control.clear()
+    fleet.api.confirm_resize("other", uuid, confirm=True)
+    inst = fleet.settled(uuid)
+    assert (inst["host"], inst["vm_state"], inst["flavor"]) == ("other", "stopped", NEW_FLAVOR)
+    assert len(vdis_of(fleet.other, uuid)) == 1
+    no_disks_left(fleet, uuid, fleet.other)

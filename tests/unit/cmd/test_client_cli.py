@@ -147,6 +147,27 @@ def test_live_migrate_to_an_agent_that_does_not_answer(cli, override):
         "active", RPC_HOST, "RPC_TIMEOUT")
 
 
+def test_migrate_with_a_flavor_is_a_resize(cli, override):
+    override("live_migration_peer_timeout", 1)
+    code, out, _ = cli("--json", "boot", "resizer", "--wait", "--poll-interval", "0.05")
+    inst = json.loads(out)
+    uuid, flavor = inst["uuid"], inst["flavor"]
+    assert cli("stop", uuid, "--wait", "--poll-interval", "0.05")[0] == 0
+    same = ["--vcpus", str(flavor["vcpus"]), "--memory-mb", str(flavor["memory_mb"]),
+            "--root-gb", str(flavor["root_gb"])]
+    code, out, err = cli("migrate", uuid, "nowhere", *same)
+    assert code == client.EXIT_ERROR and "FLAVOR_UNCHANGED" in out + err
+    code, out, err = cli("migrate", uuid, "nowhere", "--vcpus", "2")  # not all three
+    assert code == client.EXIT_ERROR and "INVALID_INPUT" in out + err
+    bigger = ["--vcpus", "2", "--memory-mb", "512", "--root-gb", str(flavor["root_gb"] + 1)]
+    code, out, _ = cli("migrate", uuid, "nowhere", *bigger, "--wait", "--poll-interval", "0.05")
+    assert code == client.EXIT_ERROR and f"instance stayed on {RPC_HOST}" in out
+    code, out, _ = cli("--json", "show", uuid)
+    inst = json.loads(out)
+    assert (inst["vm_state"], inst["host"], inst["flavor"], inst["fault"]["code"]) == (
+        "stopped", RPC_HOST, flavor, "RPC_TIMEOUT")
+
+
 # --------------------------------------------------------------------------- RPC 1.2 commands
 
 def test_lifecycle_commands_wait_for_their_states(cli):

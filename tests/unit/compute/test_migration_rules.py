@@ -6,6 +6,7 @@ RabbitMQ path is covered by tests/functional/e2e)."""
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 
 import pytest
@@ -44,6 +45,9 @@ class LocalPeers:
 
     def abort_live_migration(self, host, instance_uuid, ctxt=None):
         self._to(host).abort_live_migration(ctxt or new_context(), instance_uuid)
+
+    def resize_instance(self, host, instance_uuid, flavor, ctxt=None, confirm=False):
+        return self._to(host).resize_instance(ctxt or new_context(), instance_uuid, flavor)
 
 
 @pytest.fixture
@@ -265,10 +269,6 @@ def test_cold_migration_moves_a_stopped_instance(pair, agent_db):
         src.migrate_instance(new_context(), uuid, "dst-host")  # running: live-migrate it
     src.stop_instance(new_context(), uuid)
     assert src.wait_for_operations(WAIT)
-    with pytest.raises(exceptions.ComputeAgentError) as err:
-        src.migrate_instance(new_context(), uuid, "dst-host",
-                             {"vcpus": 2, "memory_mb": 512, "root_gb": 1})
-    assert err.value.code == "OPERATION_NOT_SUPPORTED"
     accepted = src.migrate_instance(new_context(), uuid, "dst-host")
     assert accepted["task_state"] == states.MIGRATING
     assert src.wait_for_operations(WAIT)
@@ -299,3 +299,107 @@ def test_recovery_of_an_interrupted_cold_migration(pair, agent_db):
     inst = agent_db.get_instance(uuid)
     assert (inst["host"], inst["vm_state"], inst["task_state"]) == (
         "dst-host", states.STOPPED, None)
+
+
+# -- resize to another host -------------------------------------------------------------
+
+OLD = {"vcpus": 1, "memory_mb": 256, "root_gb": 1}
+NEW = {"vcpus": 2, "memory_mb": 512, "root_gb": 2}
+
+
+def _settled(agent_db, uuid: str, host: str, vm_state: str) -> dict:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        inst = agent_db.get_instance(uuid)
+        if (inst["host"], inst["vm_state"], inst["task_state"]) == (host, vm_state, None):
+            return inst
+        time.sleep(0.02)
+    raise AssertionError(f"{uuid} is {agent_db.get_instance(uuid)}, not {host}/{vm_state}")
+
+
+def _stopped(src) -> str:
+    uuid = _build(src)
+    src.stop_instance(new_context(), uuid)
+    assert src.wait_for_operations(WAIT)
+    return uuid
+
+
+def test_resize_to_another_host_refusals(pair, agent_db):
+    (src, _), _, _ = pair
+    uuid = _stopped(src)
+    for flavor, code in ((OLD, "FLAVOR_UNCHANGED"), ({**NEW, "root_gb": 0},
+                                                     "RESIZE_DISK_TOO_SMALL"),
+                         ({"vcpus": 0}, "INVALID_INPUT")):
+        with pytest.raises(exceptions.ComputeAgentError) as err:
+            src.migrate_instance(new_context(), uuid, "dst-host", flavor)
+        assert err.value.code == code, flavor
+    inst = agent_db.get_instance(uuid)
+    assert (inst["host"], inst["task_state"], inst["flavor"]) == ("src-host", None, OLD)
+    assert im.InstanceMigrations(agent_db).list_for(uuid) == []
+
+
+def test_resize_to_another_host_then_revert_goes_back(pair, agent_db):
+    (src, src_drv), (dst, dst_drv), _ = pair
+    uuid = _stopped(src)
+    accepted = src.migrate_instance(new_context(), uuid, "dst-host", NEW)
+    assert accepted["task_state"] == states.MIGRATING
+    inst = _settled(agent_db, uuid, "dst-host", states.RESIZED)
+    assert inst["flavor"] == NEW and dst_drv.vms[uuid].vcpus == 2
+    assert uuid not in src_drv.vms
+    with pytest.raises(exceptions.ComputeAgentError):  # the source no longer owns it
+        src.revert_resize(new_context(), uuid)
+    dst.revert_resize(new_context(), uuid)
+    inst = _settled(agent_db, uuid, "src-host", states.STOPPED)
+    assert inst["flavor"] == OLD and inst["fault"] is None
+    assert uuid in src_drv.vms and uuid not in dst_drv.vms
+    assert (src_drv.vms[uuid].vcpus, src_drv.vms[uuid].root_gb) == (1, 1)
+    rows = im.InstanceMigrations(agent_db).list_for(uuid)
+    assert [(r["kind"], r["source_host"], r["status"]) for r in rows] == [
+        ("resize", "src-host", im.COMPLETED), ("cold", "dst-host", im.COMPLETED)]
+
+
+def test_resize_to_another_host_then_confirm_stays(pair, agent_db):
+    (src, src_drv), (dst, dst_drv), _ = pair
+    uuid = _stopped(src)
+    src.migrate_instance(new_context(), uuid, "dst-host", NEW)
+    _settled(agent_db, uuid, "dst-host", states.RESIZED)
+    dst.confirm_resize(new_context(), uuid)
+    inst = _settled(agent_db, uuid, "dst-host", states.STOPPED)
+    assert inst["flavor"] == NEW
+    assert im.InstanceMigrations(agent_db).list_for(uuid)[-1]["dest_info"]["confirmed"]
+    # a later resize on the destination itself reverts there, not back
+    dst.resize_instance(new_context(), uuid, {**NEW, "vcpus": 4})
+    _settled(agent_db, uuid, "dst-host", states.RESIZED)
+    dst.revert_resize(new_context(), uuid)
+    assert _settled(agent_db, uuid, "dst-host", states.STOPPED)["flavor"] == NEW
+
+
+def test_recovery_asks_the_destination_a_crash_left_unasked(pair, agent_db):
+    (src, src_drv), (dst, dst_drv), _ = pair
+    uuid = _stopped(src)
+    rows = im.InstanceMigrations(agent_db)
+    row = rows.create(uuid, "resize", "src-host", "dst-host", "req-r")
+    rows.update(row["id"], {"status": im.COMPLETED,
+                            "dest_info": {"flavor": NEW, "old_flavor": OLD}})
+    # the move happened and the row moved; the source died before asking
+    dst_drv.vms[uuid] = src_drv.vms.pop(uuid)
+    agent_db.update_instance(uuid, {"host": "dst-host"})
+    assert src.recovery.start(new_context()).wait(WAIT)
+    inst = _settled(agent_db, uuid, "dst-host", states.RESIZED)
+    assert inst["flavor"] == NEW
+    assert rows.get(row["id"])["dest_info"]["resize_asked"]
+
+
+def test_recovery_moves_back_a_revert_a_crash_cut_short(pair, agent_db):
+    (src, src_drv), (dst, dst_drv), _ = pair
+    uuid = _stopped(src)
+    rows = im.InstanceMigrations(agent_db)
+    row = rows.create(uuid, "resize", "src-host", "dst-host", "req-r")
+    rows.update(row["id"], {"status": im.COMPLETED, "dest_info": {
+        "flavor": NEW, "old_flavor": OLD, "resize_asked": True, "reverting": True}})
+    # reverted at the destination, the agent died before moving it back
+    dst_drv.vms[uuid] = src_drv.vms.pop(uuid)
+    agent_db.update_instance(uuid, {"host": "dst-host"})
+    assert dst.recovery.start(new_context()).wait(WAIT)
+    _settled(agent_db, uuid, "src-host", states.STOPPED)
+    assert uuid in src_drv.vms and uuid not in dst_drv.vms
