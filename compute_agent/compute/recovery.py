@@ -31,7 +31,6 @@ requests for it are refused as busy until it is settled).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -44,11 +43,12 @@ from compute_agent import notifications as notif
 from compute_agent.compute import states
 from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.recovery_redo import driver_op_of, redo
-from compute_agent.compute.recovery_rules import KINDS, Decision, cause, decide
+from compute_agent.compute.recovery_rules import KINDS, Decision, cause, decide, orphans
 from compute_agent.compute.requests import Request, driver_view, timeout_of
 from compute_agent.compute.snapshots import discard_interrupted
+from compute_agent.compute.task_reattach import TaskReattacher
 from compute_agent.context import RequestContext, new_context
-from compute_agent.db.types import parse_time, utcnow
+from compute_agent.db.types import utcnow
 from compute_agent.driver import power_state
 from compute_agent.driver import task_status as ts
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation
@@ -106,6 +106,7 @@ class Recovery:
         self._mine: set[str] = set()  # instances a recovery thread works on
         self._mine_lock = threading.Lock()
         self._stop = threading.Event()
+        self._reattacher = TaskReattacher(conf, db, driver, self._stop)
         self.last_run: RecoveryRun | None = None
         # task_state -> settle(ctxt, instance) for operations with rules of
         # their own (a live migration involves two agents); returns the
@@ -216,63 +217,8 @@ class Recovery:
         except Exception:
             LOG.exception("Recovery of task %s failed", task["ref"])
 
-    def _remaining(self, task: dict[str, Any]) -> float:
-        """Seconds left of the task's operation deadline (0 when past)."""
-        if task.get("deadline"):
-            deadline = parse_time(task["deadline"])
-        else:
-            deadline = parse_time(task["created_at"]) + dt.timedelta(
-                seconds=timeout_of(self.conf, task.get("operation") or ""))
-        return max(0.0, (deadline - utcnow()).total_seconds())
-
     def _reattach(self, task: dict[str, Any]) -> ts.TaskState | None:
-        """Wait for a tracked task through the driver; None if dom0 stayed
-        unreachable. The driver records the end through the TaskListener;
-        if it could not (or cannot re-attach at all), it is recorded here."""
-        ref = task["ref"]
-        op = Operation(instance_uuid=task.get("instance_uuid") or "",
-                       name=task.get("operation") or "unknown",
-                       request_id=task.get("request_id") or "",
-                       timeout=self._remaining(task))
-        give_up = time.monotonic() + UNAVAILABLE_RETRY_S
-        delay = 0.5
-        while True:
-            try:
-                reattach = getattr(self.driver, "reattach_task", None)
-                if reattach is None:
-                    raise NotImplementedError
-                st = reattach(op, ref, op.timeout or 0.0)
-                break
-            except NotImplementedError:
-                st = ts.TaskState(ts.LOST, error=["TASK_LOST", ref])
-                break
-            except exceptions.HypervisorUnavailable as exc:
-                if self._stop.is_set() or time.monotonic() >= give_up:
-                    LOG.warning("Cannot re-attach task %s: %s", ref, exc.message)
-                    return None
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-        LOG.info("Re-attached task %s (%s of %s): %s%s", ref, op.name, op.instance_uuid,
-                 st.status, " after its timeout" if st.timed_out else "")
-        if st.ended:
-            self._record_task_end(ref, st)
-        return st
-
-    def _record_task_end(self, ref: str, st: ts.TaskState) -> None:
-        row = self.db.get_tracked_task(ref)
-        if row is None or row["status"] != ts.PENDING:
-            return  # the driver's listener recorded it
-        values: dict[str, Any] = {"status": st.status, "finished_at": utcnow()}
-        if st.error:
-            values["error"] = list(st.error)
-        if st.result is not None:
-            values["result"] = st.result
-        if st.status == ts.SUCCESS:
-            values["progress"] = 1.0
-        try:
-            self.db.update_tracked_task(ref, values)
-        except Exception:
-            LOG.exception("Could not record the end of task %s", ref)
+        return self._reattacher.reattach(task, UNAVAILABLE_RETRY_S)
 
     def _info(self, inst: dict[str, Any]) -> InstanceInfo | None:
         """The VM's info, None if there is no VM; retries while dom0 is
@@ -442,18 +388,10 @@ class Recovery:
         except exceptions.ComputeAgentError as exc:
             LOG.warning("Cannot look for orphan VMs: %s", exc.message)
             return
-        busy = self.busy()
         # One read of the database for every VM, not one query per VM.
         known = {i["uuid"]: i for i in self.db.list_instances(include_deleted=True)}
-        for uuid in vm_uuids:
-            if uuid in busy:
-                continue
-            inst = known.get(uuid)
-            if inst is not None and not (inst["vm_state"] == states.DELETED
-                                         and inst["task_state"] is None):
-                continue
+        for uuid, why in orphans(vm_uuids, known, self.busy()):
             run.orphans.append(uuid)
-            why = "no instance record" if inst is None else "its instance is deleted"
             if not self.conf.reap_orphans:
                 LOG.warning("Orphan VM of instance %s in dom0 (%s); set [DEFAULT] "
                             "reap_orphans to remove such VMs", uuid, why)

@@ -8,6 +8,7 @@ their inputs; the runner that gathers those inputs is recovery.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from compute_agent import exceptions
 from compute_agent.compute import states
@@ -127,3 +128,20 @@ def cause(uuid: str, task_state: str, op_name: str, outcomes: list[ts.TaskState]
         if st.status == ts.FAILURE and st.error and st.error[0] != "TASK_LOST":
             return exceptions.hypervisor_error(st.error)
     return OperationInterrupted(uuid, task_state)
+
+
+def orphans(vm_uuids: list[str], known: dict[str, dict[str, Any]],
+            busy: set[str]) -> list[tuple[str, str]]:
+    """(uuid, why) of every VM in dom0 whose instance the database does not
+    know or knows as deleted, leaving out instances an operation of this
+    process is working on."""
+    found = []
+    for uuid in vm_uuids:
+        if uuid in busy:
+            continue
+        inst = known.get(uuid)
+        if inst is None:
+            found.append((uuid, "no instance record"))
+        elif inst["vm_state"] == states.DELETED and inst["task_state"] is None:
+            found.append((uuid, "its instance is deleted"))
+    return found

@@ -45,10 +45,10 @@ from typing import Any
 
 from compute_agent import exceptions
 from compute_agent.driver.base import InstanceInfo
-from compute_agent.driver.xenapi import errors, ownership
+from compute_agent.driver.xenapi import errors
+from compute_agent.driver.xenapi.power_events import deliver, power_change
 from compute_agent.driver.xenapi.session import JSONRPC, SessionPool, XenAPISession
 from compute_agent.driver.xenapi.task_result import TaskOutcome
-from compute_agent.driver.xenapi.vm_ops import instance_info
 from compute_agent.driver.xenapi.watched_task import (
     BACKOFF_MAX,
     BACKOFF_MIN,
@@ -392,46 +392,16 @@ class TaskWatcher:
             except Exception:
                 LOG.exception("reconnect listener failed")
 
-    # -- VM power changes ------------------------------------------------------------
-    @staticmethod
-    def _power_key(rec: dict[str, Any]) -> tuple[Any, ...]:
-        other = rec.get("other_config") or {}
-        return (
-            rec.get("power_state"),
-            other.get("last_shutdown_reason"),
-            other.get("last_shutdown_time"),
-            str(rec.get("domid")),
-        )
-
     def _power_change(
         self, ref: str, old: dict[str, Any] | None, new: dict[str, Any]
     ) -> tuple[str, InstanceInfo] | None:
-        if old is None or self.on_power_change is None or self.agent_host is None:
+        if self.on_power_change is None:
             return None
-        # A rescue VM speaks for its instance only through get_info (the
-        # periodic sync): its ref must never become the instance's VM.
-        if new.get("is_a_template") or new.get("is_a_snapshot") or ownership.is_rescue(new):
-            return None
-        if not ownership.owned_by(new, self.agent_host):
-            return None
-        instance = ownership.instance_of(new)
-        if not instance or self._power_key(old) == self._power_key(new):
-            return None
-        return instance, instance_info(ref, new)
+        return power_change(ref, old, new, self.agent_host)
 
     def _queue_power_changes(self, changes: list[tuple[str, InstanceInfo]]) -> None:
         for change in changes:
             self._deliveries.put(change)
 
     def _deliver(self) -> None:
-        while True:
-            item = self._deliveries.get()
-            if item is None:
-                return
-            cb = self.on_power_change
-            if cb is None:
-                continue
-            try:
-                cb(*item)
-            except Exception:
-                LOG.exception("power state listener failed for %s", item[0])
+        deliver(self._deliveries, lambda: self.on_power_change)

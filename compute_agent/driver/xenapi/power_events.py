@@ -1,0 +1,65 @@
+"""Which changes of a VM record are power events for the manager, and
+their delivery on a thread of their own (so a slow listener never delays
+the event stream). The TaskWatcher (watcher.py) feeds both."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Callable
+from typing import Any
+
+from compute_agent.driver.base import InstanceInfo
+from compute_agent.driver.xenapi import ownership
+from compute_agent.driver.xenapi.vm_ops import instance_info
+
+LOG = logging.getLogger(__name__)
+
+PowerChange = Callable[[str, InstanceInfo], None]
+
+
+def power_key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    """What a power event is about: state, last shutdown reason and time,
+    and the domain (a reboot changes only the last two)."""
+    other = rec.get("other_config") or {}
+    return (
+        rec.get("power_state"),
+        other.get("last_shutdown_reason"),
+        other.get("last_shutdown_time"),
+        str(rec.get("domid")),
+    )
+
+
+def power_change(ref: str, old: dict[str, Any] | None, new: dict[str, Any],
+                 agent_host: str | None) -> tuple[str, InstanceInfo] | None:
+    """(instance uuid, info) when ``new`` is a power event of a VM this
+    agent owns; None for a first sight, another agent's VM, a template, a
+    snapshot or a rescue VM, or a change that is not about power."""
+    if old is None or agent_host is None:
+        return None
+    # A rescue VM speaks for its instance only through get_info (the
+    # periodic sync): its ref must never become the instance's VM.
+    if new.get("is_a_template") or new.get("is_a_snapshot") or ownership.is_rescue(new):
+        return None
+    if not ownership.owned_by(new, agent_host):
+        return None
+    instance = ownership.instance_of(new)
+    if not instance or power_key(old) == power_key(new):
+        return None
+    return instance, instance_info(ref, new)
+
+
+def deliver(deliveries: queue.SimpleQueue[tuple[str, InstanceInfo] | None],
+            listener: Callable[[], PowerChange | None]) -> None:
+    """Hand queued power events to the current listener until a None."""
+    while True:
+        item = deliveries.get()
+        if item is None:
+            return
+        cb = listener()
+        if cb is None:
+            continue
+        try:
+            cb(*item)
+        except Exception:
+            LOG.exception("power state listener failed for %s", item[0])
