@@ -14,7 +14,7 @@ from xenapi_fixtures import make_instance, op_for
 
 from compute_agent import exceptions
 from compute_agent.driver.xenapi import ownership
-from tests.functional.harness import running_simulator, sdk_session
+from tests.functional.harness import running_simulator, sdk_session, wait_until
 
 GiB = 1024**3
 
@@ -97,7 +97,9 @@ def test_shared_storage_moves_only_the_vm(pool, x, make_driver):
     assert info.vm_ref == ref
     _, rec = _vm(x, inst["uuid"])
     assert ownership.owned_by(rec, "agent-b") and rec["affinity"] == h2
-    assert inst["uuid"] in b.list_instance_uuids()
+    # The list comes from b's event stream, which sees the adoption's marks
+    # a moment after dom0 wrote them.
+    wait_until(lambda: inst["uuid"] in b.list_instance_uuids(), 5.0, "b to list the VM")
 
 
 def test_local_disks_go_with_migrate_send_inside_the_pool(pool, x, make_driver):
@@ -134,7 +136,7 @@ def test_to_another_pool(pool, other, x, make_driver):
         a.get_info(inst)
     info = c.adopt_instance(inst)
     assert info.vm_ref == new_ref and info.power_state == 1
-    assert c.list_instance_uuids() == [inst["uuid"]]
+    wait_until(lambda: c.list_instance_uuids() == [inst["uuid"]], 5.0, "c to list the VM")
     with sdk_session(other.url, "migration-tests") as s:
         _, rec = _vm(s.xenapi, inst["uuid"])
         assert ownership.owned_by(rec, "agent-c")
