@@ -19,6 +19,8 @@ What the manager is built from lives in ``compute_agent/compute/``:
 - instance_calls.py  requests the caller waits for, with no task_state
 - attachments.py     volumes and ports: attach, detach, rows, reconciliation
 - guest_requests.py  the guest agent's commands
+- methods_*.py   the RPC methods of 1.2 (lifecycle), 1.4 (devices), 1.5
+                 (consoles) and 1.6 (migration), as mixins of the facade
 
 State transitions (task_state is None in every stable state):
 
@@ -61,8 +63,12 @@ from compute_agent.compute.instance_calls import InstanceCalls
 from compute_agent.compute.lifecycle import Lifecycle
 from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.maintenance import HostMaintenance
+from compute_agent.compute.methods_consoles import ConsoleMethods
+from compute_agent.compute.methods_devices import DeviceMethods
+from compute_agent.compute.methods_lifecycle import LifecycleMethods
+from compute_agent.compute.methods_migration import MigrationMethods
 from compute_agent.compute.metrics_poll import MetricsPoll
-from compute_agent.compute.migration import COLD, LiveMigrations
+from compute_agent.compute.migration import LiveMigrations
 from compute_agent.compute.outcomes import Outcomes
 from compute_agent.compute.pools import PoolMembership
 from compute_agent.compute.power_sync import PowerStateSync
@@ -87,7 +93,7 @@ LOG = logging.getLogger(__name__)
 RPC_API_VERSION = "1.6"
 
 
-class ComputeManager:
+class ComputeManager(LifecycleMethods, DeviceMethods, ConsoleMethods, MigrationMethods):
     """See the module docstring. Thread-safe; one per agent process."""
 
     def __init__(
@@ -347,142 +353,6 @@ class ComputeManager:
                  "sent" if sent else "nothing to cancel")
         self.notifier.action(ctxt, "cancel", notif.END, self.db.get_instance(uuid))
         return result
-
-    # ------------------------------------------------------------------ RPC 1.6: migration
-
-    def live_migrate_instance(self, ctxt: RequestContext, instance_uuid: Any,
-                              dest_host: Any) -> dict[str, Any]:
-        """Move the running instance to the agent ``dest_host`` (cast)."""
-        return self.migrations.accept(ctxt, instance_uuid, dest_host)
-
-    def migrate_instance(self, ctxt: RequestContext, instance_uuid: Any, dest_host: Any,
-                         flavor: Any = None) -> dict[str, Any]:
-        """Move the stopped instance (VM and disks) to the agent
-        ``dest_host`` (cast); it stays stopped there. With a ``flavor`` the
-        destination then resizes it: ``resized``, to confirm or revert
-        there (compute/cross_resize.py)."""
-        if flavor is not None:
-            return self._cross_resizes.accept(ctxt, instance_uuid, dest_host, flavor)
-        return self.migrations.accept(ctxt, instance_uuid, dest_host, kind=COLD)
-
-    def prepare_live_migration(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        """Destination side: get ready to receive the instance's VM."""
-        return self.migrations.prepare(ctxt, instance_uuid)
-
-    def adopt_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        """Destination side: the instance's VM runs here now; take it over."""
-        return self.migrations.adopt(ctxt, instance_uuid)
-
-    def abort_live_migration(self, ctxt: RequestContext, instance_uuid: Any) -> None:
-        """Destination side: forget a prepared migration."""
-        self.migrations.abort(ctxt, instance_uuid)
-
-    def set_host_enabled(self, ctxt: RequestContext, enabled: Any) -> dict[str, Any]:
-        """Take this host out of scheduling (False) or back in (True)."""
-        return self.maintenance.set_enabled(ctxt, enabled)
-
-    def set_host_maintenance(self, ctxt: RequestContext, enabled: Any,
-                             dest_hosts: Any = None) -> dict[str, Any]:
-        """Disable the host and live-migrate every instance off it (True),
-        or end maintenance (False). Returns the maintenance status."""
-        return self.maintenance.set_maintenance(ctxt, enabled, dest_hosts)
-
-    def host_power_action(self, ctxt: RequestContext, action: Any) -> dict[str, Any]:
-        """Reboot or shut down this (disabled, empty) host."""
-        return self.maintenance.power_action(ctxt, action)
-
-    def join_pool(self, ctxt: RequestContext, coordinator_address: Any, username: Any,
-                  password: Any) -> dict[str, Any]:
-        """Make this (empty, standalone) host a member of a pool."""
-        return self.pools.join(ctxt, coordinator_address, username, password)
-
-    def leave_pool(self, ctxt: RequestContext) -> dict[str, Any]:
-        """Eject this (empty) host from its pool."""
-        return self.pools.leave(ctxt)
-
-    def peers(self) -> Any:
-        """The RPC client this agent uses to talk to other agents."""
-        with self._peers_lock:
-            if self._peers is None:
-                from compute_agent.rpc.rpcapi import ComputeAPI
-
-                self._peers = ComputeAPI(self.conf)
-            return self._peers
-    # ------------------------------------------------------------------ RPC 1.2: lifecycle
-
-    def pause_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._lifecycle.pause(ctxt, instance_uuid)
-
-    def unpause_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._lifecycle.unpause(ctxt, instance_uuid)
-
-    def suspend_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._lifecycle.suspend(ctxt, instance_uuid)
-
-    def resume_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._lifecycle.resume(ctxt, instance_uuid)
-
-    def rescue_instance(self, ctxt: RequestContext, instance_uuid: Any,
-                        rescue_image: Any = None) -> dict[str, Any]:
-        return self._lifecycle.rescue(ctxt, instance_uuid, rescue_image)
-
-    def unrescue_instance(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._lifecycle.unrescue(ctxt, instance_uuid)
-
-    def resize_instance(self, ctxt: RequestContext, instance_uuid: Any,
-                        flavor: Any) -> dict[str, Any]:
-        return self._lifecycle.resize(ctxt, instance_uuid, flavor)
-
-    def confirm_resize(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._cross_resizes.confirm(ctxt, instance_uuid)
-
-    def revert_resize(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        """After a resize to this host, the instance also goes back to its
-        original host (compute/cross_resize.py)."""
-        return self._cross_resizes.revert(ctxt, instance_uuid)
-
-    # ------------------------------------------------------------------ RPC 1.4: devices, guest
-
-    def attach_volume(self, ctxt: RequestContext, instance_uuid: Any, volume_id: Any,
-                      connection_info: Any, device: Any = None) -> dict[str, Any]:
-        return self._attachments.attach_volume(ctxt, instance_uuid, volume_id,
-                                               connection_info, device)
-
-    def detach_volume(self, ctxt: RequestContext, instance_uuid: Any,
-                      volume_id: Any) -> dict[str, Any]:
-        return self._attachments.detach_volume(ctxt, instance_uuid, volume_id)
-
-    def attach_interface(self, ctxt: RequestContext, instance_uuid: Any,
-                         port: Any) -> dict[str, Any]:
-        return self._attachments.attach_interface(ctxt, instance_uuid, port)
-
-    def detach_interface(self, ctxt: RequestContext, instance_uuid: Any,
-                         port_id: Any) -> dict[str, Any]:
-        return self._attachments.detach_interface(ctxt, instance_uuid, port_id)
-
-    def set_admin_password(self, ctxt: RequestContext, instance_uuid: Any,
-                           password: Any) -> dict[str, Any]:
-        return self._guest.set_admin_password(ctxt, instance_uuid, password)
-
-    def inject_file(self, ctxt: RequestContext, instance_uuid: Any, path: Any,
-                    contents: Any) -> dict[str, Any]:
-        return self._guest.inject_file(ctxt, instance_uuid, path, contents)
-
-    def reset_network(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._guest.reset_network(ctxt, instance_uuid)
-    # ------------------------------------------------------------------ RPC 1.5: consoles
-
-    def get_vnc_console(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        """A one-time noVNC URL and token for the running instance's console
-        (compute/consoles.py)."""
-        return self._consoles.vnc_console(instance_uuid)
-
-    def get_console_output(self, ctxt: RequestContext, instance_uuid: Any,
-                           tail_length: Any = None) -> dict[str, Any]:
-        return self._consoles.console_output(instance_uuid, tail_length)
-
-    def get_diagnostics(self, ctxt: RequestContext, instance_uuid: Any) -> dict[str, Any]:
-        return self._consoles.diagnostics(instance_uuid)
 
     # ------------------------------------------------------------------ periodic jobs
 
