@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from compute_agent import exceptions
+from compute_agent.driver.base_consoles import ConsoleOperations
 from compute_agent.driver.base_devices import DeviceOperations
+from compute_agent.driver.base_migration import MigrationOperations
 from compute_agent.driver.task_status import TaskState
 
 # Reboot types accepted by ComputeDriver.reboot.
@@ -128,7 +130,7 @@ class TaskListener(Protocol):
 PowerStateListener = Callable[[str, InstanceInfo], None]
 
 
-class ComputeDriver(DeviceOperations):
+class ComputeDriver(DeviceOperations, MigrationOperations, ConsoleOperations):
     """Base class of every compute driver.
 
     Instance dicts passed in carry at least: ``uuid``, ``name``,
@@ -397,126 +399,3 @@ class ComputeDriver(DeviceOperations):
         lost meanwhile, and recovery runs again. Drivers without such a
         notion never call it."""
         self.reconnect_listener = cb
-
-    # -- issue 12: pools and live migration -------------------------------------------
-
-    def get_pool_status(self) -> dict[str, Any]:
-        """The pool the agent's host belongs to: ``{uuid, name, role
-        ('coordinator' | 'member'), hosts: [{name, address, uuid, enabled,
-        live, coordinator, this_host}]}``. A driver without pools raises
-        NotImplementedError (the status then has no pool)."""
-        raise NotImplementedError
-
-    def prepare_live_migration(self, instance: dict[str, Any]) -> dict[str, Any]:
-        """On the DESTINATION agent: get ready to receive ``instance``'s VM
-        on this host. Returns ``{pool_uuid, host_ref, host_uuid, sr, network,
-        agent_host, token}``: where the VM goes, the SR its disks and the
-        network its VIFs map to, and the hypervisor's migration token (a
-        secret: it carries a session; never log or store it). The token
-        stays valid until :meth:`adopt_instance` or
-        :meth:`abort_live_migration`. Raises HypervisorError (e.g.
-        HOST_DISABLED) when this host cannot take it."""
-        raise NotImplementedError
-
-    def abort_live_migration(self, instance_uuid: str) -> None:
-        """On the DESTINATION agent: forget a prepared migration (its token
-        stops working). Idempotent."""
-        raise NotImplementedError
-
-    def live_migrate(self, op: Operation, instance: dict[str, Any],
-                     dest: dict[str, Any]) -> str:
-        """On the SOURCE agent: move the running VM to ``dest`` (what the
-        destination's prepare_live_migration answered), live. Inside a pool
-        with shared storage only the VM moves; otherwise its disks go to
-        ``dest['sr']`` (and, across pools, its VIFs to ``dest['network']``).
-        Returns the VM's handle at the destination. On failure the VM is
-        still running here (the hypervisor's refusal as HypervisorError:
-        VM_MIGRATE_FAILED, HOST_NOT_ENOUGH_FREE_MEMORY, VDI_NOT_IN_MAP,
-        VM_HOST_INCOMPATIBLE_VERSION_MIGRATE, ...)."""
-        raise NotImplementedError
-
-    def cold_migrate(self, op: Operation, instance: dict[str, Any],
-                     dest: dict[str, Any]) -> str:
-        """On the SOURCE agent: move the HALTED VM to ``dest`` (what the
-        destination's prepare_live_migration answered). Inside a pool with
-        shared storage only its placement changes (affinity); otherwise
-        its disks go to ``dest['sr']`` (and, across pools, its VIFs to
-        ``dest['network']``), and it is placed on the destination host.
-        Returns the VM's handle at the destination. On failure the VM is
-        still here (the hypervisor's refusal as HypervisorError)."""
-        raise NotImplementedError
-
-    def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
-        """On the DESTINATION agent, after a migration: the instance's VM,
-        which must be on this host, becomes this agent's own (its marks and
-        its disks' name this agent). Returns its info. Raises
-        InstanceNotFound when there is no VM, HypervisorError
-        VM_NOT_ON_THIS_HOST when it runs elsewhere."""
-        raise NotImplementedError
-
-    # -- issue 12: host maintenance ---------------------------------------------------
-
-    def set_host_enabled(self, enabled: bool) -> None:
-        """Let the hypervisor place new VMs on this agent's host (True) or
-        not (False: xapi's host.disable). Running VMs are not touched."""
-        raise NotImplementedError
-
-    def host_power_action(self, op: Operation, action: str) -> None:
-        """Reboot ('reboot') or power off ('shutdown') this agent's host, as
-        a tracked hypervisor task. Only a disabled host without guests:
-        HypervisorError HOST_NOT_DISABLED, HOST_IN_USE [host, 'VM', vm]."""
-        raise NotImplementedError
-
-    # -- issue 12: pools from aggregates ------------------------------------------------
-
-    def join_pool(self, coordinator_address: str, username: str, password: str) -> None:
-        """Make this agent's (standalone) host a member of the pool whose
-        coordinator is at ``coordinator_address``, logging in there with
-        ``username`` / ``password`` (a secret: never logged, scrubbed from
-        errors). Returns once the driver follows the host's new role.
-        Raises the hypervisor's refusals (e.g.
-        JOINING_HOST_CANNOT_HAVE_RUNNING_OR_SUSPENDED_VMS,
-        POOL_JOINING_HOST_MUST_HAVE_SAME_PRODUCT_VERSION)."""
-        raise NotImplementedError
-
-    def leave_pool(self) -> None:
-        """Eject this agent's host from its pool; it comes back standalone
-        (its local disks are lost, as on xapi). Returns once the driver
-        talks to the standalone host again."""
-        raise NotImplementedError
-    # -- issue 11: consoles, console log, metrics ---------------------------------
-
-    def get_vnc_console(self, instance: dict[str, Any]) -> dict[str, Any]:
-        """Where the hypervisor serves the running VM's VNC (RFB) console:
-        ``{"location": URL, "vm_uuid": str}``; the location is what a
-        console proxy opens (for XenAPI: the console record's location, a
-        dom0 ``/console`` URL to ``CONNECT`` to with a session of its own).
-        Raises InstanceNotFound when there is no VM, CONSOLE_NOT_AVAILABLE
-        [uuid, power state] when it is not running or has no RFB console."""
-        raise NotImplementedError
-
-    def get_console_output(self, instance: dict[str, Any], max_bytes: int) -> bytes:
-        """At most the last ``max_bytes`` bytes of the guest's console log
-        (what it printed on its serial console since its domain started);
-        empty when it printed nothing yet. Raises InstanceNotFound,
-        CONSOLE_NOT_AVAILABLE [uuid, power state] when it is not running."""
-        raise NotImplementedError
-
-    def poll_metrics(self) -> dict[str, Any]:
-        """Read the hypervisor's metrics once for the whole host (for XenAPI
-        one ``/rrd_updates`` request, whatever the number of VMs) and return
-        ``{"host": host figures, "host_uuid": str, "sampled_at": epoch
-        seconds, "step": seconds, "instances": {instance uuid: figures}}``;
-        figures as in docs/metrics.md (cpu, memory, disks, nics; the host
-        also load_average). Instances running without an agent mark are
-        left out. Raises HypervisorUnavailable."""
-        raise NotImplementedError
-
-    def get_diagnostics(self, instance: dict[str, Any]) -> dict[str, Any]:
-        """The instance's figures from the latest poll_metrics (polling
-        first when there was none within an interval): ``{"vm_uuid",
-        "sampled_at", "step", "cpu", "memory", "disks", "nics"}``. Raises
-        InstanceNotFound, or INSTANCE_NOT_RUNNING [uuid, power state] when
-        the VM has no running domain (so no metrics)."""
-        raise NotImplementedError
-
