@@ -20,6 +20,8 @@ from compute_agent.driver.task_status import TaskState
 from compute_agent.driver.xenapi.consoles import Consoles
 from compute_agent.driver.xenapi.devices import InstanceDevices
 from compute_agent.driver.xenapi.driver_devices import DeviceMethods
+from compute_agent.driver.xenapi.driver_lifecycle import LifecycleMethods
+from compute_agent.driver.xenapi.driver_migration import MigrationMethods
 from compute_agent.driver.xenapi.first_connect import FirstConnect
 from compute_agent.driver.xenapi.host import HostInfo
 from compute_agent.driver.xenapi.host_metrics import HostMetrics
@@ -65,7 +67,7 @@ def settings_from_conf(conf: Any) -> ConnectionSettings:
     )
 
 
-class XenAPIDriver(DeviceMethods, ComputeDriver):
+class XenAPIDriver(LifecycleMethods, DeviceMethods, MigrationMethods, ComputeDriver):
     """The XenAPI driver, configured by the ``conf`` it is given (its
     ``[xenserver]`` and ``[tasks]`` groups); it never reads a global."""
 
@@ -295,44 +297,9 @@ class XenAPIDriver(DeviceMethods, ComputeDriver):
             self._part(self.rescues).remove(op, instance["uuid"])
             vmops.destroy(op, instance)
 
-    # -- RPC 1.2: pause, suspend, rescue, resize (pause_suspend, rescue, resize.py) ---
     def _part(self, part: Any) -> Any:
         self._ops()
         return part
-
-    def _scoped(self, op: Operation, call: Any, *args: Any) -> Any:
-        runner, _ = self._ops()
-        with runner.operation(op, self._timeout(op)):
-            return call(op, *args)
-
-    def pause(self, op: Operation, instance: dict[str, Any]) -> None:
-        self._scoped(op, self._part(self.pause_suspend).change, instance, "pause")
-
-    def unpause(self, op: Operation, instance: dict[str, Any]) -> None:
-        self._scoped(op, self._part(self.pause_suspend).change, instance, "unpause")
-
-    def suspend(self, op: Operation, instance: dict[str, Any]) -> None:
-        self._scoped(op, self._part(self.pause_suspend).change, instance, "suspend")
-
-    def resume(self, op: Operation, instance: dict[str, Any]) -> None:
-        self._scoped(op, self._part(self.pause_suspend).change, instance, "resume")
-
-    def rescue(self, op: Operation, instance: dict[str, Any],
-               rescue_image: dict[str, Any] | None) -> None:
-        self._scoped(op, self._part(self.rescues).rescue, instance, rescue_image)
-
-    def unrescue(self, op: Operation, instance: dict[str, Any],
-                 restore_power: bool = False) -> None:
-        self._scoped(op, self._part(self.rescues).unrescue, instance, restore_power)
-
-    def resize(self, op: Operation, instance: dict[str, Any], flavor: dict[str, Any]) -> None:
-        self._scoped(op, self._part(self.resizes).resize, instance, flavor)
-
-    def confirm_resize(self, op: Operation, instance: dict[str, Any]) -> None:
-        self._scoped(op, self._part(self.resizes).confirm, instance)
-
-    def revert_resize(self, op: Operation, instance: dict[str, Any]) -> dict[str, Any] | None:
-        return self._scoped(op, self._part(self.resizes).revert, instance)
 
     def snapshot(self, op: Operation, instance: dict[str, Any], upload: Upload) -> None:
         runner, vmops = self._ops()
@@ -422,64 +389,6 @@ class XenAPIDriver(DeviceMethods, ComputeDriver):
         """Follow a task an earlier run of the agent started (recovery); see
         TaskRunner.reattach."""
         return self._ops()[0].reattach(op, task_ref, timeout)
-
-    # -- pools and migration (issue 12) ------------------------------------------------
-    def _migrations(self) -> LiveMigrations:
-        self._ops()
-        assert self.migrations is not None
-        return self.migrations
-
-    def get_pool_status(self) -> dict[str, Any]:
-        self._ops()
-        assert self.pool_view is not None
-        return self.pool_view.status()
-
-    def prepare_live_migration(self, instance: dict[str, Any]) -> dict[str, Any]:
-        return self._migrations().prepare(instance)
-
-    def abort_live_migration(self, instance_uuid: str) -> None:
-        self._migrations().abort(instance_uuid)
-
-    def live_migrate(self, op: Operation, instance: dict[str, Any],
-                     dest: dict[str, Any]) -> str:
-        runner = self._ops()[0]
-        with runner.operation(op, self._timeout(op)):
-            return self._migrations().migrate(op, instance, dest)
-
-    def cold_migrate(self, op: Operation, instance: dict[str, Any],
-                     dest: dict[str, Any]) -> str:
-        runner = self._ops()[0]
-        with runner.operation(op, self._timeout(op)):
-            return self._migrations().cold_migrate(op, instance, dest)
-
-    def adopt_instance(self, instance: dict[str, Any]) -> InstanceInfo:
-        return self._migrations().adopt(instance)
-
-    # -- host maintenance (issue 12) --------------------------------------------------
-    def set_host_enabled(self, enabled: bool) -> None:
-        self._ops()
-        assert self.pool is not None and self.host_info is not None
-        self.pool.call("host.enable" if enabled else "host.disable", self.host_info.host_ref())
-
-    def host_power_action(self, op: Operation, action: str) -> None:
-        runner = self._ops()[0]
-        assert self.host_info is not None
-        method = {"reboot": "host.reboot", "shutdown": "host.shutdown"}.get(action)
-        if method is None:
-            raise exceptions.InvalidInput("action", "must be reboot or shutdown")
-        with runner.operation(op, self._timeout(op)):
-            runner.run(op, method, self.host_info.host_ref())
-
-    # -- pools from aggregates (issue 12) --------------------------------------------------
-    def join_pool(self, coordinator_address: str, username: str, password: str) -> None:
-        self._ops()
-        assert self.membership is not None
-        self.membership.join(coordinator_address, username, password)
-
-    def leave_pool(self) -> None:
-        self._ops()
-        assert self.membership is not None
-        self.membership.leave()
 
     def _pool_changed(self) -> None:
         """The host joined or left a pool: the event stream starts over at
