@@ -10,7 +10,8 @@ through stop, start, soft and hard reboot and delete, printing every state
 change; it also boots twice from an image served over in-process HTTP, the
 second time from the per-SR image cache (demo_images.py), and walks two
 instances through pause, suspend, rescue, resize + confirm and resize +
-revert, then shows an action history, console output and diagnostics
+revert, then shows an action history, console output, diagnostics and a
+port attached and detached
 (demo_lifecycle.py). At the end the
 simulator's VMs and disks are checked against the database. Exit status 0
 when everything matched.
@@ -41,6 +42,7 @@ from compute_agent.demo_lifecycle import (  # noqa: E402
     lifecycle_steps,
     show_actions,
     show_console_and_diagnostics,
+    show_port,
 )
 from compute_agent.driver import power_state  # noqa: E402
 from compute_agent.process.log_setup import register_options, setup_logging  # noqa: E402
@@ -285,6 +287,7 @@ def run(driver_name: str) -> int:
                               lambda: check_dom0(demo, printer, state), a, b)
         ok &= show_actions(api, HOST, printer, a, "demo-1")
         show_console_and_diagnostics(api, HOST, printer, c, "demo-3")
+        ok &= show_port(api, HOST, printer, c, "demo-3")
 
         printer.step("refusals are structured errors")
         for label, call in (

@@ -4,8 +4,8 @@ running instances.
 Through the same ComputeAPI the rest of the demo uses, one instance is
 paused and unpaused, suspended and resumed, rescued and unrescued; another
 is resized and the resize confirmed, then resized again and reverted. Then
-one instance's action history (get_instance_actions), its console output
-and its diagnostics are shown. Every step waits until the instances
+one instance's action history (get_instance_actions), another's console
+output and diagnostics are shown, and a port is attached to it and detached. Every step waits until the instances
 settled, printing their state changes; ``check_dom0`` compares the
 simulator with the database once nothing is half-way (a rescue or an
 unconfirmed resize keeps a second VM on purpose).
@@ -93,3 +93,21 @@ def show_console_and_diagnostics(api: Any, host: str, printer: Any, uuid: str,
             f"{k}={v}" for k, v in diag.items() if not isinstance(v, (dict, list)))[:300])
     except exceptions.ComputeAgentError as exc:
         printer.note(f"diagnostics: {exc.code} {exc.params}")
+
+
+def show_port(api: Any, host: str, printer: Any, uuid: str, name: str) -> bool:
+    """attach_interface then detach_interface of one port on the simulator's
+    management bridge, xenbr0 (the configured integration bridge, br-int,
+    does not exist in a bare simulator)."""
+    printer.step(f"attach a port to {name}, then detach it")
+    port = {"id": "demo-port-1", "mac_address": "fa:16:3e:00:00:01", "network": "xenbr0"}
+    try:
+        attached = api.attach_interface(host, uuid, port)
+        printer.note("attached: " + ", ".join(
+            f"{k}={attached.get(k)}" for k in ("port_id", "status", "device", "vif_uuid")))
+        detached = api.detach_interface(host, uuid, port["id"])
+        printer.note(f"detached: {detached.get('detached')}")
+    except exceptions.ComputeAgentError as exc:
+        printer.note(f"attach_interface: {exc.code} {exc.params}")
+        return False
+    return attached.get("status") == "attached" and detached.get("detached") is True

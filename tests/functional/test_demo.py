@@ -33,3 +33,4 @@ def test_demo_runs_and_dom0_matches_database():
     assert "demo-2 after the revert: {'vcpus': 3, 'memory_mb': 1536, 'root_gb': 3}" in out
     assert "pause, unpause, suspend, resume, rescue, unrescue" in out
     assert "console: 3 lines" in out and "diagnostics: instance_uuid=" in out
+    assert "attached: port_id=demo-port-1, status=attached" in out and "detached: True" in out
