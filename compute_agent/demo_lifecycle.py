@@ -5,8 +5,9 @@ Through the same ComputeAPI the rest of the demo uses, one instance is
 paused and unpaused, suspended and resumed, rescued and unrescued; another
 is resized and the resize confirmed, then resized again and reverted. Then
 one instance's action history (get_instance_actions), another's console
-output and diagnostics are shown, and a port is attached to it and detached. Every step waits until the instances
-settled, printing their state changes; ``check_dom0`` compares the
+output and diagnostics are shown, and a port is attached to it and
+detached. Every step waits until the instances settled, printing their
+state changes; ``check_dom0`` compares the
 simulator with the database once nothing is half-way (a rescue or an
 unconfirmed resize keeps a second VM on purpose).
 """
