@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.builds} builds per batch, simulator tasks of {args.duration} s "
           f"(PostgreSQL, xapi-sim, RabbitMQ)")
     rows = [
-        ("", "(a) empty agent", f"(b) {total - args.builds} instances before", "target"),
+        ("", "(a) empty agent", f"(b) after {total - args.builds} instances", "target"),
         ("builds/s", f"{rate_a:.2f} ({a:.1f} s)", f"{rate_b:.2f} ({b:.1f} s)",
          f"(b)/(a) = {ratio:.2f}, target >= {RATE_RATIO_TARGET}"),
         ("builds in error", str(a_err), str(b_err), "0"),
