@@ -8,7 +8,11 @@ manager, XenAPI driver, periodic jobs) runs in this process. A client using
 the same ComputeAPI a scheduler would boots three instances and walks them
 through stop, start, soft and hard reboot and delete, printing every state
 change; it also boots twice from an image served over in-process HTTP, the
-second time from the per-SR image cache (demo_images.py). At the end the
+second time from the per-SR image cache (demo_images.py), and walks two
+instances through pause, suspend, rescue, resize + confirm and resize +
+revert, then shows an action history, console output, diagnostics and a
+port attached and detached
+(demo_lifecycle.py). At the end the
 simulator's VMs and disks are checked against the database. Exit status 0
 when everything matched.
 """
@@ -34,6 +38,12 @@ from compute_agent.conf import CONF  # noqa: E402
 from compute_agent.db import migration  # noqa: E402
 from compute_agent.db.api import Database  # noqa: E402
 from compute_agent.demo_images import image_builds  # noqa: E402
+from compute_agent.demo_lifecycle import (  # noqa: E402
+    lifecycle_steps,
+    show_actions,
+    show_console_and_diagnostics,
+    show_port,
+)
 from compute_agent.driver import power_state  # noqa: E402
 from compute_agent.process.log_setup import register_options, setup_logging  # noqa: E402
 from compute_agent.rpc import transport as rpc_transport  # noqa: E402
@@ -268,6 +278,16 @@ def run(driver_name: str) -> int:
             state.update(targets)
             wait_settled(api, printer, uuids, state)
         ok &= check_dom0(demo, printer, state)
+
+        def settle(targets: dict[str, str]) -> None:
+            state.update(targets)
+            wait_settled(api, printer, uuids, state)
+
+        ok &= lifecycle_steps(api, HOST, printer, settle,
+                              lambda: check_dom0(demo, printer, state), a, b)
+        ok &= show_actions(api, HOST, printer, a, "demo-1")
+        show_console_and_diagnostics(api, HOST, printer, c, "demo-3")
+        ok &= show_port(api, HOST, printer, c, "demo-3")
 
         printer.step("refusals are structured errors")
         for label, call in (

@@ -15,9 +15,8 @@ import pytest
 from compute_agent import exceptions
 from compute_agent.db.api import Database
 from compute_agent.driver.xenapi import image_cache
-from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.glance_fixture import glance  # noqa: F401  (a fixture)
-from tests.functional.harness import AgentProcess, Rpc, SimProcess, wait_until
+from tests.functional.glance_fixture import glance, glance_agent  # noqa: F401  (a fixture)
+from tests.functional.harness import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,19 +42,8 @@ def settled(db: Database, uuid: str, timeout: float = 60) -> dict:
 
 def test_kill9_mid_import_settles_clean(tmp_path, glance):  # noqa: F811
     image = glance.create_image(bytes(512) + os.urandom(4 * 1024 * 1024))
-    db_url, drop_db = make_migrated_database_url("sqlite")
-    sim = SimProcess(tmp_path, task_duration=0.05).start()
-    rpc = Rpc("ca_imgcrash")
-    host = f"ca-imgcrash-{uuidlib.uuid4().hex[:8]}"
-    rpc.hosts.append(host)
-    agent = AgentProcess(
-        tmp_path, host=host, db_url=db_url, sim_url=sim.url, exchange=rpc.exchange,
-        topic=rpc.topic, options={"glance": {"auth_type": "none",
-                                             "endpoint_override": glance.url}})
-    db = Database(db_url)
-    try:
-        agent.start()
-        agent.wait_serving(rpc.api)
+    with glance_agent(tmp_path, glance, "imgcrash") as stack:
+        sim, rpc, host, agent, db = stack.sim, stack.rpc, stack.host, stack.agent, stack.db
         # dom0 holds the import request before taking any data: the agent is
         # waiting on a recorded task with a half-made cache VDI when it dies
         sim.control.set_latency("PUT /import_raw_vdi", 3.0)
@@ -92,9 +80,3 @@ def test_kill9_mid_import_settles_clean(tmp_path, glance):  # noqa: F811
                      for r in x.VDI.get_all_records().values()
                      if r["other_config"].get(image_cache.STATE) == "ready"]
         assert sorted(ready, key=str) == [str(1024**3), None]  # image-sized and 1 GiB
-    finally:
-        agent.kill9() if agent.alive else None
-        sim.stop()
-        rpc.close()
-        db.dispose()
-        drop_db()

@@ -17,9 +17,8 @@ import pytest
 from compute_agent import exceptions
 from compute_agent.db.api import Database
 from compute_agent.driver.xenapi import image_cache, ownership
-from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.glance_fixture import glance  # noqa: F401  (a fixture)
-from tests.functional.harness import AgentProcess, Rpc, SimProcess, sdk_session, wait_until
+from tests.functional.glance_fixture import glance, glance_agent  # noqa: F401  (a fixture)
+from tests.functional.harness import SimProcess, sdk_session, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 MiB = 1024 * 1024
@@ -52,19 +51,8 @@ def test_rescue_from_glance_image_then_unrescue_and_a_missing_image(
         tmp_path, glance):  # noqa: F811
     data = bytes(512) + os.urandom(2 * MiB - 512)
     image = glance.create_image(data)
-    db_url, drop_db = make_migrated_database_url("sqlite")
-    sim = SimProcess(tmp_path, task_duration=0.05).start()
-    rpc = Rpc("ca_rescueimg")
-    host = f"ca-rescueimg-{uuidlib.uuid4().hex[:8]}"
-    rpc.hosts.append(host)
-    agent = AgentProcess(
-        tmp_path, host=host, db_url=db_url, sim_url=sim.url, exchange=rpc.exchange,
-        topic=rpc.topic, options={"glance": {"auth_type": "none",
-                                             "endpoint_override": glance.url}})
-    db = Database(db_url)
-    try:
-        agent.start()
-        agent.wait_serving(rpc.api)
+    with glance_agent(tmp_path, glance, "rescueimg") as stack:
+        sim, rpc, host, db = stack.sim, stack.rpc, stack.host, stack.db
         uuid = str(uuidlib.uuid4())
         rpc.api.build_instance(host, {
             "uuid": uuid, "name": f"resc-{uuid[:6]}",
@@ -110,9 +98,3 @@ def test_rescue_from_glance_image_then_unrescue_and_a_missing_image(
         assert set(after_vms) == set(vms) and set(after_vdis) == set(vdis)
         assert after_vms[own]["power_state"] == "Running"
         assert glance.downloads(image["id"]) == 1
-    finally:
-        agent.kill9() if agent.alive else None
-        sim.stop()
-        rpc.close()
-        db.dispose()
-        drop_db()

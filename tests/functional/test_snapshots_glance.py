@@ -21,10 +21,10 @@ import pytest
 
 from compute_agent import exceptions
 from compute_agent.db.api import Database
-from tests.functional.db_fixtures import make_migrated_database_url
 from tests.functional.glance_fixture import (
     GlanceProcess,
     glance,  # noqa: F401  (a fixture)
+    glance_agent,
 )
 from tests.functional.harness import AgentProcess, Rpc, SimProcess, sdk_session, wait_until
 
@@ -88,28 +88,9 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, glance) -> Iterator[Stack]:  # noqa: F811
     workdir = tmp_path_factory.mktemp("snapshots")
-    db_url, drop_db = make_migrated_database_url("sqlite")
-    sim = SimProcess(workdir, task_duration=0.05).start()
-    rpc = Rpc("ca_snap")
-    host = f"ca-snap-{uuidlib.uuid4().hex[:8]}"
-    rpc.hosts.append(host)
-    agent = AgentProcess(
-        workdir, host=host, db_url=db_url, sim_url=sim.url, exchange=rpc.exchange,
-        topic=rpc.topic, options={"glance": {"auth_type": "none",
-                                             "endpoint_override": glance.url},
-                                  "tasks": {"progress_write_interval": 0.05}})
-    agent.start()
-    agent.wait_serving(rpc.api)
-    db = Database(db_url)
-    try:
-        yield Stack(sim, agent, rpc, db, glance)
-    finally:
-        if agent.alive:
-            agent.kill9()
-        sim.stop()
-        rpc.close()
-        db.dispose()
-        drop_db()
+    with glance_agent(workdir, glance, "snap",
+                      {"tasks": {"progress_write_interval": 0.05}}) as s:
+        yield Stack(s.sim, s.agent, s.rpc, s.db, glance)
 
 
 def test_snapshot_of_a_running_instance_boots_again_with_the_same_disk(stack):
