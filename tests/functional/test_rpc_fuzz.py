@@ -89,16 +89,25 @@ instances = st.fixed_dictionaries(
 
 
 def rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and its children (the launcher and its worker)."""
-    total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
+    """RSS of ``pid`` and all its descendants (the launcher and its worker).
+
+    A process's children are listed per thread (``task/<tid>/children``):
+    the launcher forks its worker from a thread other than its main one, so
+    every thread's list is read, not only ``task/<pid>``'s."""
+    total, pids, seen = 0, [pid], set()
+    while pids:
+        p = pids.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            for children in Path(f"/proc/{p}/task").glob("*/children"):
+                pids += [int(c) for c in children.read_text().split()]
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited between listing and reading
     return total / 1024
 
 
