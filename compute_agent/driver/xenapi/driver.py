@@ -170,6 +170,8 @@ class XenAPIDriver(LifecycleMethods, DeviceMethods, MigrationMethods, ComputeDri
         self.pool_view = PoolView(pool, self.host_info.host_ref)
         storage.pool_view = self.pool_view
         vmops.host_ref = self.host_info.host_ref
+        if self.watcher is not None:
+            vmops.vm_cache = self.watcher.vm_records
         self.migrations = LiveMigrations(pool, self.runner, vmops, storage, networking,
                                          self.pool_view, host)
         self.membership = PoolMembership(pool, self.host_info, self.pool_view,

@@ -94,6 +94,10 @@ class VMOps:
         # there and have it as affinity, so that one agent per pool host
         # keeps to its own host.
         self.host_ref: Callable[[], str] | None = None
+        # The event stream's VM records (ref -> record), or None while it is
+        # not in step with dom0 (set by the driver): a search for a VM that
+        # is not there then costs no call to dom0, whatever the number of VMs.
+        self.vm_cache: Callable[[], dict[str, dict[str, Any]] | None] | None = None
         # How long a guest gets to reboot itself before a hard reboot.
         self.soft_reboot_timeout = soft_reboot_timeout
         # Set by the driver (devices.py): ports and volumes of a build,
@@ -143,10 +147,19 @@ class VMOps:
                     return ref, rec
         # Templates included: a clone interrupted before it was made an
         # ordinary VM is still the instance's.
-        recs = self.pool.call("VM.get_all_records_where", 'field "is_control_domain" = "false"')
+        cached = self.vm_cache() if self.vm_cache is not None else None
+        if cached is None:
+            recs = self.pool.call("VM.get_all_records_where",
+                                  'field "is_control_domain" = "false"')
+        else:
+            recs = {ref: rec for ref, rec in cached.items() if not rec.get("is_control_domain")}
         for ref, rec in sorted(recs.items()):
             if self._is_instance_vm(rec, uuid):
-                return ref, rec
+                if cached is None:
+                    return ref, rec
+                fresh = self._record(ref)  # the stream's copy may be a moment old
+                if fresh is not None and self._is_instance_vm(fresh, uuid):
+                    return ref, fresh
         return None
 
     @staticmethod
