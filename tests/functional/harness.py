@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -424,3 +425,15 @@ class Rpc:
                     channel.exchange_delete(self.exchange)
         except Exception:  # housekeeping only: never fail a test over it
             pass
+
+
+class ErrorLog(logging.Handler):
+    """Collects ERROR records of a logger it is added to (the simulator logs
+    an internal error with its traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.functional.harness import ErrorLog
 from xapisim import schema
 from xapisim.errors import declared_param_counts
 from xapisim.httpserver import MAX_RPC_BODY
@@ -39,18 +40,6 @@ METHODS = sorted(
     for m in c.messages.values()
     if m.needs_session and len(m.params) > 1 and not m.wire_name.startswith(UNSAFE_PREFIXES)
 )
-
-
-class ErrorLog(logging.Handler):
-    """Collects ERROR records of the simulator's loggers (an internal error
-    is logged with its traceback)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture(scope="module")

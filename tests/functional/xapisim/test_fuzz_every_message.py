@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from tests.functional.harness import ErrorLog
 from xapisim import rpc_answer
 from xapisim.errors import declared_param_counts
 from xapisim.schema import Message, Type
@@ -135,15 +136,6 @@ def plausible(t: Type, refs: dict[str, str], model) -> Any:
     if kind in ("map", "record"):
         return {}
     return ""
-
-
-class ErrorLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture(scope="module")
