@@ -22,10 +22,13 @@ Printed, each with its target:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
 import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,27 +126,54 @@ def periodic_round(sim_url: str, db_url: str, host: str) -> tuple[int, dict[str,
     return sum(calls.values()), calls, sql
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench scale_1000")
-    p.add_argument("--instances", type=int, default=1000)
-    args = p.parse_args(argv)
+@dataclass
+class AgentStack:
+    sim: Any
+    rpc: Any
+    host: str
+    agent: Any
+    db: Any
+    db_url: str
 
+
+@contextlib.contextmanager
+def agent_stack(name: str, task_duration: float) -> Iterator[AgentStack]:
+    """A simulator process and an agent process on a new PostgreSQL
+    database, serving RPC on an exchange of their own; stopped after."""
     from compute_agent.db.api import Database
     from tests.functional.db_fixtures import make_migrated_database_url
     from tests.functional.harness import AgentProcess, Rpc, SimProcess
 
-    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     db_url, drop_db = make_migrated_database_url("postgresql")
-    sim = SimProcess(work, task_duration=0.05).start()
-    rpc = Rpc("bench_scale", timeout=30)
-    host = f"bench-scale-{uuidlib.uuid4().hex[:8]}"
+    sim = SimProcess(work, task_duration=task_duration).start()
+    rpc = Rpc(f"bench_{name}", timeout=30)
+    host = f"bench-{name}-{uuidlib.uuid4().hex[:8]}"
     rpc.hosts.append(host)
     agent = AgentProcess(work, host=host, db_url=db_url, sim_url=sim.url,
                          exchange=rpc.exchange, topic=rpc.topic,
                          options={"DEFAULT": {"debug": "false", "reap_orphans": "false"}})
     db = Database(db_url)
-    rows: list[tuple[str, str, str]] = []
     try:
+        yield AgentStack(sim, rpc, host, agent, db, db_url)
+    finally:
+        if agent.alive:
+            agent.kill9()
+        sim.stop()
+        rpc.close()
+        db.dispose()
+        drop_db()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench scale_1000")
+    p.add_argument("--instances", type=int, default=1000)
+    args = p.parse_args(argv)
+
+    rows: list[tuple[str, str, str]] = []
+    with agent_stack("scale", 0.05) as stack:
+        sim, rpc, host, agent, db = stack.sim, stack.rpc, stack.host, stack.agent, stack.db
+        db_url = stack.db_url
         t = time.monotonic()
         populate(sim, db, host, args.instances)
         print(f"populated {args.instances} VMs and instances in {time.monotonic() - t:.1f} s")
@@ -177,13 +207,6 @@ def main(argv: list[str] | None = None) -> int:
              f"O(1) (<= {TARGETS['dom0_calls_per_round']})"),
             ("SQL statements, one periodic round", str(sql), "-"),
         ]
-    finally:
-        if agent.alive:
-            agent.kill9()
-        sim.stop()
-        rpc.close()
-        db.dispose()
-        drop_db()
     width = max(len(r[0]) for r in rows) if rows else 0
     print(f"\n{args.instances} instances on one agent (PostgreSQL, xapi-sim, RabbitMQ)")
     for name, value, target in rows:

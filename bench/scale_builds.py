@@ -19,11 +19,8 @@ Target printed: (b)'s builds per second at least 0.8 of (a)'s.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import threading
 import time
-import uuid as uuidlib
-from pathlib import Path
 from typing import Any
 
 RATE_RATIO_TARGET = 0.8
@@ -88,23 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=0.05, help="simulator task seconds")
     args = p.parse_args(argv)
 
-    from bench.scale_1000 import first_ping, populate
-    from compute_agent.db.api import Database
-    from tests.functional.db_fixtures import make_migrated_database_url
-    from tests.functional.harness import AgentProcess, Rpc, SimProcess
+    from bench.scale_1000 import agent_stack, first_ping, populate
     from tests.functional.test_rpc_fuzz import rss_mb
 
-    work = Path(tempfile.mkdtemp(prefix="bench-scale-builds-"))
-    db_url, drop_db = make_migrated_database_url("postgresql")
-    sim = SimProcess(work, task_duration=args.duration).start()
-    rpc = Rpc("bench_scale_builds", timeout=30)
-    host = f"bench-sbuilds-{uuidlib.uuid4().hex[:8]}"
-    rpc.hosts.append(host)
-    agent = AgentProcess(work, host=host, db_url=db_url, sim_url=sim.url,
-                         exchange=rpc.exchange, topic=rpc.topic,
-                         options={"DEFAULT": {"debug": "false", "reap_orphans": "false"}})
-    db = Database(db_url)
-    try:
+    with agent_stack("sbuilds", args.duration) as stack:
+        sim, rpc, host, agent, db = stack.sim, stack.rpc, stack.host, stack.agent, stack.db
         agent.start()
         first_ping(agent, rpc.api, time.monotonic())
         empty_rss = rss_mb(agent.proc.pid)
@@ -121,13 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         full_rss = rss_mb(agent.proc.pid)
         b, b_err, b_peak = batch(rpc, db, agent, host, args.builds)
         total = sum(db.count_instances(host=host).values())
-    finally:
-        if agent.alive:
-            agent.kill9()
-        sim.stop()
-        rpc.close()
-        db.dispose()
-        drop_db()
 
     rate_a, rate_b = args.builds / a, args.builds / b
     ratio = rate_b / rate_a
