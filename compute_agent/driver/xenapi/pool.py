@@ -22,10 +22,16 @@ class PoolView:
     def __init__(self, pool: SessionPool, host_ref: Callable[[], str]):
         self.pool = pool
         self.host_ref = host_ref
+        self._pool_ref: str | None = None
         self._pool_uuid: str | None = None
 
     def pool_ref(self) -> str:
-        return self.pool.call("pool.get_all")[0]
+        """The pool's ref, read once: it changes only with a join, an eject
+        or a reconnect, which call :meth:`forget`. Read every periodic
+        round it would cost a dom0 call for nothing."""
+        if self._pool_ref is None:
+            self._pool_ref = self.pool.call("pool.get_all")[0]
+        return self._pool_ref
 
     def pool_uuid(self) -> str:
         """The pool's uuid (read again after a reset: a join or an eject
@@ -36,6 +42,7 @@ class PoolView:
 
     def forget(self) -> None:
         """The pool may have changed (join, eject): read it again."""
+        self._pool_ref = None
         self._pool_uuid = None
 
     def status(self) -> dict[str, Any]:

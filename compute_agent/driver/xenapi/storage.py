@@ -112,9 +112,10 @@ class Storage:
         ``default-sr``, the pool's default SR if this agent's host sees it
         (shared storage), else that host's own local SR."""
         if self.sr_filter.kind == "default-sr":
-            pool_ref = self.pool.call("pool.get_all")[0]
-            sr = self.pool.call("pool.get_default_SR", pool_ref)
             view = self.pool_view
+            pool_ref = view.pool_ref() if view is not None else \
+                self.pool.call("pool.get_all")[0]
+            sr = self.pool.call("pool.get_default_SR", pool_ref)
             if sr and sr != NULL_REF and (view is None
                                           or view.sr_visible_on(sr, view.host_ref())):
                 return sr
