@@ -129,7 +129,8 @@ class ComputeManager(LifecycleMethods, DeviceMethods, ConsoleMethods, MigrationM
         self._stopping = threading.Event()
         self._build_slots = BuildSlots(conf.max_concurrent_builds, self._stopping, self.host)
         self._outcomes = Outcomes(db, self.notifier, release=self._workers.release,
-                                  stopping=self._stopping.is_set)
+                                  stopping=self._stopping.is_set,
+                                  retry_for=float(conf.tasks.outcome_record_timeout))
         self._host_status = HostStatus(conf, db, driver, self.host)
         self._runner = RequestRunner(conf, db, driver, self.notifier, self.host, self._locks,
                                      self._workers, self._outcomes, self._stopping)

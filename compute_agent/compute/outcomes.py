@@ -30,10 +30,10 @@ from compute_agent.driver import power_state
 LOG = logging.getLogger(__name__)
 
 # Retrying the record of an operation's end while the database is
-# unreachable: first pause, longest pause, and for how long (seconds).
+# unreachable: first pause and longest pause (seconds); for how long is
+# [tasks] outcome_record_timeout.
 OUTCOME_RETRY_FIRST = 1.0
 OUTCOME_RETRY_MAX = 15.0
-OUTCOME_RETRY_S = 300.0
 
 # Characters of a traceback an action event keeps.
 MAX_TRACEBACK = 8192
@@ -47,8 +47,9 @@ class Outcomes:
     instance is no longer busy in this process)."""
 
     def __init__(self, db: Any, notifier: notif.Notifier, release: Callable[[str], None],
-                 stopping: Callable[[], bool] = lambda: False):
+                 stopping: Callable[[], bool] = lambda: False, retry_for: float = 300.0):
         self.db = db
+        self.retry_for = retry_for
         self.notifier = notifier
         self._release = release
         self._stopping = stopping
@@ -183,12 +184,12 @@ class Outcomes:
     def persist(self, what: str, write: Callable[[], Any]) -> Any:
         """Run ``write`` (one database call), and while the database cannot
         be reached run it again with a growing pause, for at most
-        OUTCOME_RETRY_S: the end of an operation whose dom0 work is done is
+        ``retry_for`` seconds: the end of an operation whose dom0 work is done is
         recorded as soon as the database is back. Past that (or once the
         agent stops) DatabaseUnavailable is raised; the database's
         reconnect then triggers recovery, which settles the instance from
         dom0. Other errors are raised at once."""
-        deadline = time.monotonic() + OUTCOME_RETRY_S
+        deadline = time.monotonic() + self.retry_for
         delay = OUTCOME_RETRY_FIRST
         while True:
             try:

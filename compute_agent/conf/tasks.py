@@ -97,6 +97,15 @@ TASKS_OPTS = [
         help="Seconds a cold migration (a stopped instance's VM and disks to "
         "another host) may take.",
     ),
+    cfg.IntOpt(
+        "outcome_record_timeout",
+        default=300,
+        min=0,
+        help="Seconds the agent keeps retrying, with a growing pause (1 s up to "
+        "15 s), to record how an operation ended while the database cannot be "
+        "reached. Past that the record is left to recovery, which runs when the "
+        "database connection comes back. 0 tries once.",
+    ),
     cfg.FloatOpt(
         "progress_write_interval",
         default=1.0,
