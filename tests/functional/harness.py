@@ -190,8 +190,10 @@ class SimProcess:
             self.proc = subprocess.Popen(
                 [str(BIN / "xapi-sim"), "--listen", f"{self.address}:{self.port}",
                  "--task-duration", str(self.task_duration), "--hosts", str(self.hosts),
-                 "--user", USER, "--password", PASSWORD,
-                 "--state-dir", str(self.state_dir), "--persist"],
+                 "--user", USER, "--state-dir", str(self.state_dir), "--persist"],
+                # the password by the environment, as an operator would pass
+                # it: a command line is readable by every user through ps
+                env={**os.environ, "XAPISIM_PASSWORD": PASSWORD},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(self._up, START_LIMIT_S, f"{self.name} to serve", 0.05)
         return self
