@@ -24,6 +24,10 @@ from compute_agent.cmd.client_hosts import list_hosts, open_database, pick_host 
 from compute_agent.cmd.client_migration import MigrationCommands, add_migration_parsers
 from compute_agent.cmd.client_output import (  # noqa: F401 - part of the CLI's API
     COLUMNS,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
     POWER_NAMES,
     Output,
     actions_table,
@@ -33,7 +37,6 @@ from compute_agent.cmd.client_output import (  # noqa: F401 - part of the CLI's 
     instances_table,
 )
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 PAGE = 100  # list_instances page the CLI asks for when it reads every page
 
 # The stable vm_states each request should end in.

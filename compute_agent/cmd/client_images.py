@@ -7,7 +7,7 @@ import argparse
 import time
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 3
+from compute_agent.cmd.client_output import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT
 
 
 def add_snapshot_parser(sub: Any) -> argparse.ArgumentParser:

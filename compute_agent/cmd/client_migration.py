@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-# as client.py's
-EXIT_OK, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 3
+from compute_agent.cmd.client_output import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT
 
 
 def add_migration_parsers(sub: Any, add_wait: Callable[[argparse.ArgumentParser], None]) -> None:
