@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from compute_agent.cmd import client_devices, client_images
+from compute_agent.cmd.client_consoles import ConsoleCommands, add_console_parsers
 from compute_agent.cmd.client_hosts import list_hosts, open_database, pick_host  # noqa: F401
 from compute_agent.cmd.client_migration import MigrationCommands, add_migration_parsers
 from compute_agent.cmd.client_output import (  # noqa: F401 - part of the CLI's API
@@ -133,17 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = sub.add_parser("actions", help="what happened to an instance (1.2)")
     actions.add_argument("uuid")
     actions.add_argument("--host", default=None, help="agent host (default: any)")
-    for name, help_text in (("console", "a one-time noVNC URL for the instance's console"),
-                            ("console-log", "the end of the instance's console log"),
-                            ("diagnostics", "the instance's latest CPU, memory, disk and "
-                                            "network figures")):
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("uuid")
-        cmd.add_argument("--host", default=None,
-                         help="agent host (default: asked from any agent)")
-        if name == "console-log":
-            cmd.add_argument("--lines", type=int, default=None,
-                             help="only the last LINES lines")
+    add_console_parsers(sub)
 
     hosts = sub.add_parser("hosts", help="compute hosts, their resources and liveness")
     hosts.add_argument("--ping", action="store_true", help="also ping every live host")
@@ -160,7 +151,7 @@ def _add_wait(cmd: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- commands
 
-class Client(client_devices.DeviceCommands, MigrationCommands):
+class Client(client_devices.DeviceCommands, MigrationCommands, ConsoleCommands):
     def __init__(self, conf: Any, api: Any, out: Output, db: Any | None = None):
         self.conf = conf
         self.api = api
@@ -279,20 +270,6 @@ class Client(client_devices.DeviceCommands, MigrationCommands):
         host = self._host_of(args)
         method = getattr(self.api, SIMPLE_REQUESTS[args.command][0])
         return self._after(args, args.command, host, method(host, args.uuid, confirm=True))
-
-    def cmd_console(self, args: argparse.Namespace) -> int:
-        console = self.api.get_vnc_console(self._host_of(args), args.uuid)
-        self.out.data(console, lambda c: f"{c['url']}\n(usable once, until {c['expires_at']})")
-        return EXIT_OK
-
-    def cmd_console_log(self, args: argparse.Namespace) -> int:
-        log = self.api.get_console_output(self._host_of(args), args.uuid, args.lines)
-        self.out.data(log, lambda c: c["output"].rstrip("\n"))
-        return EXIT_OK
-
-    def cmd_diagnostics(self, args: argparse.Namespace) -> int:
-        self.out.data(self.api.get_diagnostics(self._host_of(args), args.uuid))
-        return EXIT_OK
 
     def cmd_hosts(self, args: argparse.Namespace) -> int:
         hosts = list_hosts(self.conf, self.db)
