@@ -12,7 +12,8 @@ What the manager is built from lives in ``compute_agent/compute/``:
 - states.py      vm_state / task_state and where each request may start
 - outcomes.py    recording how a request ended (action, fault, notification)
 - workers.py, build_slots.py, locks.py   threads, build concurrency, locks
-- recovery.py, recovery_rules.py         settling what an earlier run left
+- recovery.py, recovery_rules.py, recovery_settle.py
+                 settling what an earlier run left
 - power_sync.py  power state changes the agent did not ask for
 - host_status.py heartbeat and host resources
 - validation.py, task_listener.py        input checks; recording dom0 tasks
@@ -149,7 +150,7 @@ class ComputeManager(LifecycleMethods, DeviceMethods, ConsoleMethods, MigrationM
         self.recovery.sweeps += [lambda c: self.migrations.close_finished(),
                                  self.migrations.adopt_strays]
         self._snapshots = Snapshotter(conf, db, self._runner, driver)
-        self.recovery.discard_images = self._snapshots.discard_images
+        self.recovery.settler.discard_images = self._snapshots.discard_images
         self._lifecycle = Lifecycle(self._runner)
         self._cross_resizes = CrossHostResizes(self._runner, self.migrations, self._lifecycle,
                                                self.peers)

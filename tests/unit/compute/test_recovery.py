@@ -10,7 +10,7 @@ import uuid as uuidlib
 import pytest
 
 from compute_agent import exceptions
-from compute_agent.compute import recovery, states
+from compute_agent.compute import recovery, recovery_settle, states
 from compute_agent.compute.locks import InstanceLocks
 from compute_agent.compute.recovery import Recovery
 from compute_agent.compute.recovery_rules import Decision, cause, decide
@@ -307,7 +307,7 @@ def test_failed_delete_completion_ends_in_error(rec, driver, agent_db):
 
 
 def test_rollback_waits_out_an_untracked_dom0_operation(rec, driver, agent_db, monkeypatch):
-    monkeypatch.setattr(recovery, "BUSY_VM_RETRY_S", 0.05)
+    monkeypatch.setattr(recovery_settle, "BUSY_VM_RETRY_S", 0.05)
     # The agent died between starting a task and recording it: dom0 still
     # works on the VM and refuses its removal for a while.
     uuid, _ = left_behind(agent_db, states.SPAWNING, states.BUILDING)
