@@ -13,7 +13,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import libvirt
@@ -60,52 +59,15 @@ UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                   | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
 
-@dataclass(frozen=True)
-class DomainSettings:
-    """What the [libvirt] options and detection decided."""
-
-    virt_type: str
-    xen_hvm: bool
-    pv_boot: domain_xml.PVBoot
-    default_network: str
-    bridge: str
-    agent_host: str
-
-
 def power_of(state: int, managed_save: bool) -> int:
     if state == libvirt.VIR_DOMAIN_SHUTOFF and managed_save:
         return power_state.SUSPENDED
     return POWER_STATES.get(state, power_state.NOSTATE)
 
 
-def nics_for(networks: list[Any] | None, default_network: str, bridge: str) -> list[domain_xml.Nic]:
-    """The instance's NICs: one per network entry (a name, or an object
-    with ``network``/``name``/``bridge`` and optionally ``mac``); without
-    entries, one on the default network (or the configured bridge)."""
-    nics = []
-    for item in networks or []:
-        if isinstance(item, str):
-            item = {"network": item}
-        if not isinstance(item, dict):
-            continue
-        mac = str(item.get("mac") or "")
-        if item.get("bridge"):
-            nics.append(domain_xml.Nic(bridge=str(item["bridge"]), mac=mac))
-            continue
-        name = next((str(item[k]) for k in ("network", "name", "name_label", "id")
-                     if item.get(k)), "")
-        if name:
-            nics.append(domain_xml.Nic(bridge=bridge, mac=mac) if bridge
-                        else domain_xml.Nic(network=name, mac=mac))
-    if not nics and (bridge or default_network):
-        nics.append(domain_xml.Nic(bridge=bridge) if bridge
-                    else domain_xml.Nic(network=default_network))
-    return nics
-
-
 class DomainOps:
     def __init__(self, conn: Connection, pool: Pool, events: DomainEvents, steps: Steps,
-                 settings: DomainSettings, images: RootImages | None = None):
+                 settings: domain_xml.DomainSettings, images: RootImages | None = None):
         self.conn = conn
         self.pool = pool
         self.images = images
@@ -117,26 +79,6 @@ class DomainOps:
 
     # -- building -------------------------------------------------------------
 
-    def domain_spec(self, instance: dict[str, Any],
-                    disk_format: str | None = None) -> domain_xml.DomainSpec:
-        """The domain of ``instance``; its root disk in ``disk_format`` (the
-        image's) or the pool's volume_format."""
-        s = self.settings
-        flavor = instance.get("flavor") or {}
-        uuid = instance["uuid"]
-        return domain_xml.DomainSpec(
-            uuid=uuid, title=str(instance.get("name") or uuid),
-            memory_mb=int(flavor.get("memory_mb", 512)), vcpus=int(flavor.get("vcpus", 1)),
-            virt_type=s.virt_type,
-            mode=domain_xml.boot_mode(s.virt_type, s.xen_hvm, instance.get("image"),
-                                      instance.get("metadata")),
-            disk=domain_xml.Disk(self.pool.name, root_volume_name(uuid),
-                                 disk_format or self.pool.volume_format),
-            agent_host=s.agent_host,
-            nics=nics_for(instance.get("networks"), s.default_network, s.bridge),
-            pv_boot=s.pv_boot,
-        )
-
     def spawn(self, op: Operation, instance: dict[str, Any]) -> InstanceInfo:
         uuid = instance["uuid"]
         root_gb = int((instance.get("flavor") or {}).get("root_gb", 1))
@@ -145,7 +87,9 @@ class DomainOps:
             if self.images is None:
                 raise exceptions.OperationNotSupported("boot from an image", "libvirt")
             meta = self.images.meta(instance["image"])  # refused here: nothing made yet
-        spec = self.domain_spec(instance, meta.disk_format if meta else None)
+        disk = domain_xml.Disk(self.pool.name, root_volume_name(uuid),
+                               (meta.disk_format if meta else None) or self.pool.volume_format)
+        spec = domain_xml.instance_spec(instance, self.settings, disk)
         created = False
         try:
             with self._libvirt(op, uuid) as conn:

@@ -1,4 +1,6 @@
-"""The libvirt domain definition of an instance, built as an XML tree.
+"""The libvirt domain definition of an instance: what domain the instance
+gets on this host (:func:`instance_spec`: its flavor, boot mode and NICs
+under the [libvirt] settings), built as an XML tree (:func:`build`).
 
 One builder serves Xen and KVM; what differs is the device family, chosen
 from the hypervisor and the boot mode (:func:`device_family`):
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from typing import Any
 
 from compute_agent.driver.libvirt.detection import KVM, XEN
 
@@ -117,6 +120,59 @@ def domain_name(uuid: str) -> str:
     """Domain names are unique per host, instance names are not: the
     instance's name goes into <title>."""
     return DOMAIN_NAME_PREFIX + uuid
+
+
+@dataclass(frozen=True)
+class DomainSettings:
+    """What the [libvirt] options and detection decided."""
+
+    virt_type: str
+    xen_hvm: bool
+    pv_boot: PVBoot
+    default_network: str
+    bridge: str
+    agent_host: str
+
+
+def instance_spec(instance: dict[str, Any], settings: DomainSettings, disk: Disk) -> DomainSpec:
+    """The domain of ``instance`` (its flavor, image, metadata and
+    networks) on this host, its root disk ``disk``."""
+    flavor = instance.get("flavor") or {}
+    uuid = instance["uuid"]
+    return DomainSpec(
+        uuid=uuid, title=str(instance.get("name") or uuid),
+        memory_mb=int(flavor.get("memory_mb", 512)), vcpus=int(flavor.get("vcpus", 1)),
+        virt_type=settings.virt_type,
+        mode=boot_mode(settings.virt_type, settings.xen_hvm, instance.get("image"),
+                       instance.get("metadata")),
+        disk=disk,
+        agent_host=settings.agent_host,
+        nics=nics_for(instance.get("networks"), settings.default_network, settings.bridge),
+        pv_boot=settings.pv_boot,
+    )
+
+
+def nics_for(networks: list[Any] | None, default_network: str, bridge: str) -> list[Nic]:
+    """The instance's NICs: one per network entry (a name, or an object
+    with ``network``/``name``/``bridge`` and optionally ``mac``); without
+    entries, one on the default network (or the configured bridge)."""
+    nics = []
+    for item in networks or []:
+        if isinstance(item, str):
+            item = {"network": item}
+        if not isinstance(item, dict):
+            continue
+        mac = str(item.get("mac") or "")
+        if item.get("bridge"):
+            nics.append(Nic(bridge=str(item["bridge"]), mac=mac))
+            continue
+        name = next((str(item[k]) for k in ("network", "name", "name_label", "id")
+                     if item.get(k)), "")
+        if name:
+            nics.append(Nic(bridge=bridge, mac=mac) if bridge else Nic(network=name, mac=mac))
+    if not nics and (bridge or default_network):
+        nics.append(Nic(bridge=bridge) if bridge else Nic(network=default_network))
+    return nics
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:

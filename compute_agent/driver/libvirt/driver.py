@@ -20,8 +20,8 @@ from compute_agent import exceptions
 from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, TaskListener
 from compute_agent.driver.libvirt import detection, host
 from compute_agent.driver.libvirt.connection import Connection
-from compute_agent.driver.libvirt.domain_ops import DomainOps, DomainSettings
-from compute_agent.driver.libvirt.domain_xml import PVBoot
+from compute_agent.driver.libvirt.domain_ops import DomainOps
+from compute_agent.driver.libvirt.domain_xml import DomainSettings, PVBoot
 from compute_agent.driver.libvirt.errors import DRIVER_NAME, translate
 from compute_agent.driver.libvirt.events import Bridge, DomainEvents, EventLoop
 from compute_agent.driver.libvirt.images import RootImages

@@ -10,7 +10,6 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from compute_agent.driver.libvirt import domain_xml as dx
-from compute_agent.driver.libvirt.domain_ops import nics_for
 
 UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
 CASES = {
@@ -153,10 +152,10 @@ def test_boot_mode(virt, xen_hvm, image, metadata, mode):
 
 
 def test_nics_from_the_instance_networks():
-    assert nics_for([], "default", "") == [dx.Nic(network="default")]
-    assert nics_for([], "", "") == []
-    assert nics_for([], "default", "br0") == [dx.Nic(bridge="br0")]
-    assert nics_for(["tenant", {"name": "ext", "mac": "52:54:00:00:00:02"},
+    assert dx.nics_for([], "default", "") == [dx.Nic(network="default")]
+    assert dx.nics_for([], "", "") == []
+    assert dx.nics_for([], "default", "br0") == [dx.Nic(bridge="br0")]
+    assert dx.nics_for(["tenant", {"name": "ext", "mac": "52:54:00:00:00:02"},
                      {"bridge": "br9"}, {"nothing": 1}, 5], "default", "") == [
         dx.Nic(network="tenant"), dx.Nic(network="ext", mac="52:54:00:00:00:02"),
         dx.Nic(bridge="br9")]
