@@ -2,8 +2,10 @@
 
 Wires the pieces together from ``[xenserver]`` and ``[tasks]`` options: a
 session pool, a task runner with its waiter, storage, networking, VM
-operations and host figures. Every public method runs under an operation
-scope whose deadline is the operation's timeout.
+operations and host figures. Every public method that starts dom0 tasks
+runs under an operation scope whose deadline is the operation's timeout.
+The families of methods added later are mixins beside it: driver_lifecycle
+(RPC 1.2), driver_devices (1.4), driver_consoles (1.5), driver_migration (1.6).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from compute_agent.driver.base import ComputeDriver, InstanceInfo, Operation, Ta
 from compute_agent.driver.task_status import TaskState
 from compute_agent.driver.xenapi.consoles import Consoles
 from compute_agent.driver.xenapi.devices import InstanceDevices
+from compute_agent.driver.xenapi.driver_consoles import ConsoleMethods
 from compute_agent.driver.xenapi.driver_devices import DeviceMethods
 from compute_agent.driver.xenapi.driver_lifecycle import LifecycleMethods
 from compute_agent.driver.xenapi.driver_migration import MigrationMethods
@@ -67,7 +70,8 @@ def settings_from_conf(conf: Any) -> ConnectionSettings:
     )
 
 
-class XenAPIDriver(LifecycleMethods, DeviceMethods, MigrationMethods, ComputeDriver):
+class XenAPIDriver(LifecycleMethods, DeviceMethods, ConsoleMethods, MigrationMethods,
+                   ComputeDriver):
     """The XenAPI driver, configured by the ``conf`` it is given (its
     ``[xenserver]`` and ``[tasks]`` groups); it never reads a global."""
 
@@ -361,29 +365,7 @@ class XenAPIDriver(LifecycleMethods, DeviceMethods, MigrationMethods, ComputeDri
         resources["cpu_utilisation"] = self.metrics.host_cpu_utilisation()
         return resources
 
-    # -- consoles and metrics (issue 11) ----------------------------------------------
-    def _consoles(self) -> Consoles:
-        self._ops()
-        assert self.consoles is not None
-        return self.consoles
-
-    def _metrics(self) -> HostMetrics:
-        self._ops()
-        assert self.metrics is not None
-        return self.metrics
-
-    def get_vnc_console(self, instance: dict[str, Any]) -> dict[str, Any]:
-        return self._consoles().vnc_location(instance)
-
-    def get_console_output(self, instance: dict[str, Any], max_bytes: int) -> bytes:
-        return self._consoles().output(instance, max_bytes)
-
-    def poll_metrics(self) -> dict[str, Any]:
-        return self._metrics().poll()
-
-    def get_diagnostics(self, instance: dict[str, Any]) -> dict[str, Any]:
-        return self._metrics().diagnostics(instance)
-
+    # -- cancellation and recovery ---------------------------------------------------
     def cancel(self, instance_uuid: str) -> bool:
         return self._ops()[0].cancel(instance_uuid)
 
