@@ -14,7 +14,6 @@ uploads images through the plain v2 API, and can be killed at any moment
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -23,25 +22,14 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
-import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from compute_agent.db.api import Database
-from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.harness import (
-    START_LIMIT_S,
-    AgentProcess,
-    Rpc,
-    SimProcess,
-    free_port,
-    kill_group,
-    tail,
-    wait_until,
-)
+from tests.functional.agent_stack import AgentStack
+from tests.functional.harness import START_LIMIT_S, free_port, kill_group, tail, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -234,42 +222,13 @@ def running_glance(workdir: Path, **kwargs: Any) -> Iterator[GlanceProcess]:
         glance.stop()
 
 
-@dataclasses.dataclass
-class GlanceAgent:
-    """An agent process on SQLite and a simulator process, with its images
-    from ``glance``: what the end-to-end image tests drive."""
-
-    sim: SimProcess
-    rpc: Rpc
-    host: str
-    agent: AgentProcess
-    db: Database
-
-
 @contextlib.contextmanager
 def glance_agent(workdir: Path, glance: GlanceProcess, name: str,
-                 options: dict[str, dict[str, Any]] | None = None) -> Iterator[GlanceAgent]:
-    """Start the simulator and an agent serving RPC on its own exchange
-    (``ca_<name>``) that reads images from ``glance``; stop both after."""
-    db_url, drop_db = make_migrated_database_url("sqlite")
-    sim = SimProcess(workdir, task_duration=0.05).start()
-    rpc = Rpc(f"ca_{name}")
-    host = f"ca-{name}-{uuidlib.uuid4().hex[:8]}"
-    rpc.hosts.append(host)
-    agent = AgentProcess(
-        workdir, host=host, db_url=db_url, sim_url=sim.url, exchange=rpc.exchange,
-        topic=rpc.topic, options={"glance": {"auth_type": "none",
-                                             "endpoint_override": glance.url},
-                                  **(options or {})})
-    db = Database(db_url)
-    try:
-        agent.start()
-        agent.wait_serving(rpc.api)
-        yield GlanceAgent(sim, rpc, host, agent, db)
-    finally:
-        if agent.alive:
-            agent.kill9()
-        sim.stop()
-        rpc.close()
-        db.dispose()
-        drop_db()
+                 options: dict[str, dict[str, Any]] | None = None) -> Iterator[AgentStack]:
+    """The agent stack (agent_stack.py) on SQLite, serving RPC on its own
+    exchange (``ca_<name>``) and reading images from ``glance``, started;
+    stopped after."""
+    with AgentStack(workdir, name, task_duration=0.05,
+                    options={"glance": {"auth_type": "none", "endpoint_override": glance.url},
+                             **(options or {})}) as stack:
+        yield stack.start()

@@ -14,7 +14,8 @@
   deletes the queues and the exchange it made the broker keep.
 
 Every process is started in a session of its own and killed (group) if it
-does not stop.
+does not stop. agent_stack.py puts a simulator, an agent, its database and
+a client together for the tests that drive one agent end to end.
 """
 
 from __future__ import annotations

@@ -24,15 +24,8 @@ from typing import Any
 import pytest
 
 from compute_agent import exceptions
-from compute_agent.db.api import Database
-from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.harness import (
-    AgentProcess,
-    Rpc,
-    SimProcess,
-    sdk_session,
-    wait_until,
-)
+from tests.functional.agent_stack import AgentStack
+from tests.functional.harness import sdk_session, wait_until
 
 BUILDS = 20
 RECOVERY_LIMIT_S = 30.0  # the issue's bound, from the restart
@@ -41,42 +34,18 @@ EVENT_LIMIT_S = 1.0  # the issue's bound for a guest's power change to reach the
 pytestmark = pytest.mark.timeout(120)
 
 
-class Env:
-    """A simulator, an agent on it, a client and the agent's database."""
+class Env(AgentStack):
+    """A simulator, an agent on it with notifications, a client and the
+    agent's database (agent_stack.py), and what these tests do with them."""
 
     def __init__(self, workdir: Path, backend: str, task_duration: float,
                  defaults: dict[str, Any] | None = None, **tasks: Any):
-        self.db_url, self._drop_db = make_migrated_database_url(backend)
-        self.sim = SimProcess(workdir, task_duration=task_duration)
-        self.rpc = Rpc("ca_crash", with_notifications=True)
-        host = f"ca-crash-{uuidlib.uuid4().hex[:10]}"
-        self.rpc.hosts.append(host)
-        self.agent = AgentProcess(
-            workdir, host=host, db_url=self.db_url, sim_url=self.sim.url,
-            exchange=self.rpc.exchange, topic=self.rpc.topic,
-            notify_topic=self.rpc.notify_topic,
+        super().__init__(
+            workdir, "crash", backend=backend, task_duration=task_duration,
+            notifications=True,
             options={"DEFAULT": {"max_concurrent_builds": 10, **(defaults or {})},
                      "xenserver": {"connection_concurrent": 10}, "tasks": tasks})
-        self.api = self.rpc.api
-        self.notes = self.rpc.notes
-        self.db = Database(self.db_url)
 
-    def start(self) -> Env:
-        self.sim.start()
-        self.agent.start()
-        self.agent.wait_serving(self.api)
-        return self
-
-    def close(self) -> None:
-        # No graceful stop needed here (other tests cover it): quicker.
-        if self.agent.proc is not None:
-            self.agent.kill9()
-        self.sim.stop()
-        self.rpc.close()
-        self.db.dispose()
-        self._drop_db()
-
-    # -- helpers -------------------------------------------------------------------
     def build(self, name: str, **flavor: int) -> dict[str, Any]:
         body = {"uuid": str(uuidlib.uuid4()), "name": name,
                 "flavor": {"vcpus": 1, "memory_mb": flavor.get("memory_mb", 256),

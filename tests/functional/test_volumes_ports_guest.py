@@ -23,10 +23,9 @@ from typing import Any
 import pytest
 
 from compute_agent import exceptions
-from compute_agent.db.api import Database
 from compute_agent.db.attachments import AttachmentTable
-from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.harness import AgentProcess, Rpc, SimProcess, sdk_session, wait_until
+from tests.functional.agent_stack import AgentStack
+from tests.functional.harness import sdk_session, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,25 +40,18 @@ LIBRARY_LOGGERS = ("amqp", "kombu", "oslo.messaging", "oslo_messaging", "sqlalch
                    "futurist", "stevedore", "XenAPI")
 
 
-class Env:
+class Env(AgentStack):
+    """The agent stack (agent_stack.py) on SQLite with notifications, an
+    integration network in dom0, and what these tests do with them."""
+
     def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.db_url, self._drop_db = make_migrated_database_url("sqlite")
-        self.sim = SimProcess(workdir, task_duration=0.05)
-        self.rpc = Rpc("ca_vol", with_notifications=True)
-        self.host = f"ca-vol-{uuidlib.uuid4().hex[:10]}"
-        self.rpc.hosts.append(self.host)
-        self.agent = AgentProcess(
-            workdir, host=self.host, db_url=self.db_url, sim_url=self.sim.url,
-            exchange=self.rpc.exchange, topic=self.rpc.topic,
-            notify_topic=self.rpc.notify_topic,
+        super().__init__(
+            workdir, "vol", task_duration=0.05, notifications=True,
             options={"xenserver": {"agent_timeout": AGENT_TIMEOUT},
                      # every library at DEBUG too (SQL with its parameters, the
                      # broker's traffic): secrets must not show at any level
                      "DEFAULT": {"default_log_levels": ",".join(
                          f"{name}=DEBUG" for name in LIBRARY_LOGGERS)}})
-        self.api = self.rpc.api
-        self.db = Database(self.db_url)
         self.volumes = AttachmentTable(self.db, "volume")
         self.ports = AttachmentTable(self.db, "port")
 
@@ -68,19 +60,9 @@ class Env:
         with self.sim.session() as x:
             x.network.create({"name_label": "integration", "name_description": "",
                               "MTU": "1500", "other_config": {}, "bridge": "br-int"})
-        self.agent.start()
-        self.agent.wait_serving(self.api)
+        super().start()
         return self
 
-    def close(self) -> None:
-        if self.agent.proc is not None:
-            self.agent.kill9()
-        self.sim.stop()
-        self.rpc.close()
-        self.db.dispose()
-        self._drop_db()
-
-    # -- helpers -----------------------------------------------------------------------
     def build(self, name: str, **extra: Any) -> str:
         body = {"uuid": str(uuidlib.uuid4()), "name": name,
                 "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1},

@@ -1,0 +1,102 @@
+"""One agent stack for the functional tests that drive a single agent end
+to end: a ``xapi-sim`` process, a ``compute-agent`` process (XenAPI driver)
+on it with a new, migrated database of its own, a ComputeAPI client on an
+exchange and topics of their own (harness.Rpc) and a Database on the
+agent's database for the test to look at::
+
+    with AgentStack(tmp_path, "vol", notifications=True, options={...}) as stack:
+        stack.start()  # the simulator, then the agent, until it answers ping
+        stack.api.build_instance(stack.host, body)
+
+A test that prepares dom0 before the agent starts starts ``stack.sim``
+itself first: start() leaves a running simulator alone. Leaving the block
+(or close()) kills the agent, stops the simulator, deletes the broker's
+queues and drops the database; what the constructor made before it failed
+is undone as well.
+
+It builds on harness.py (the processes) and db_fixtures.py (the database),
+which it keeps apart: harness.py needs no database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any
+
+from compute_agent.db.api import Database
+from compute_agent.rpc.rpcapi import ComputeAPI
+from tests.functional.db_fixtures import make_migrated_database_url
+from tests.functional.harness import (
+    TASK_DURATION,
+    AgentProcess,
+    Notifications,
+    Rpc,
+    Sections,
+    SimProcess,
+)
+
+
+class AgentStack:
+    """``name`` names the exchange (``ca_<name>_<tag>``) and the agent's
+    host (``ca-<name>-<random>``); ``backend`` the database (sqlite,
+    postgresql, mysql); ``options`` (group -> option -> value) add to or
+    override AgentProcess's defaults; ``notifications`` has the agent send
+    them and ``notes`` collect them."""
+
+    def __init__(self, workdir: Path, name: str, *, backend: str = "sqlite",
+                 task_duration: float = TASK_DURATION, notifications: bool = False,
+                 rpc_timeout: int = 15, options: Sections | None = None):
+        # Undone in reverse: the agent first, the database last.
+        self._undo = contextlib.ExitStack()
+        try:
+            self.db_url, drop_db = make_migrated_database_url(backend)
+            self._undo.callback(drop_db)
+            self.sim = SimProcess(workdir, task_duration=task_duration)
+            self._undo.callback(self.sim.stop)
+            self.rpc = Rpc(f"ca_{name}", with_notifications=notifications, timeout=rpc_timeout)
+            self._undo.callback(self.rpc.close)
+            self.host = f"ca-{name}-{uuidlib.uuid4().hex[:10]}"
+            self.rpc.hosts.append(self.host)
+            self.db = Database(self.db_url)
+            self._undo.callback(self.db.dispose)
+            self.agent = AgentProcess(
+                workdir, host=self.host, db_url=self.db_url, sim_url=self.sim.url,
+                exchange=self.rpc.exchange, topic=self.rpc.topic,
+                notify_topic=self.rpc.notify_topic, options=options)
+            self._undo.callback(self._kill_agent)
+        except BaseException:
+            self._undo.close()
+            raise
+
+    @property
+    def api(self) -> ComputeAPI:
+        return self.rpc.api
+
+    @property
+    def notes(self) -> Notifications:
+        return self.rpc.notes
+
+    def start(self) -> AgentStack:
+        """Start the simulator (unless it runs) and the agent; return once
+        the agent answers ping."""
+        if not self.sim.running:
+            self.sim.start()
+        self.agent.start()
+        self.agent.wait_serving(self.api)
+        return self
+
+    def _kill_agent(self) -> None:
+        # No graceful stop at the end (the tests of it stop it themselves): quicker.
+        if self.agent.proc is not None:
+            self.agent.kill9()
+
+    def close(self) -> None:
+        self._undo.close()
+
+    def __enter__(self) -> AgentStack:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
