@@ -8,8 +8,9 @@ run on one agent: "builds keep their rate as instances accumulate" and
   settled (active or error);
 - then ~1,000 halted VMs and their instances are added (``scale_1000``'s
   ``populate``), the agent restarted, and (b) the same batch cast again;
-- during each batch the agent's processes' RSS (launcher and worker
-  together) is sampled; the peak is printed against the 150 MB target.
+- during each batch the agent's processes' memory (launcher and worker
+  together) is sampled; the peak PSS sum is printed against the 150 MB
+  target, the RSS sum beside it (tests/functional/proc_memory.py).
 
 Target printed: (b)'s builds per second at least 0.8 of (a)'s.
 
@@ -19,51 +20,24 @@ Target printed: (b)'s builds per second at least 0.8 of (a)'s.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from typing import Any
 
 RATE_RATIO_TARGET = 0.8
-RSS_TARGET_MB = 150.0
-
-
-class PeakRss:
-    """Samples the RSS of a process and its children until stopped."""
-
-    def __init__(self, pid: int, every: float = 0.1):
-        self.pid, self.every, self.peak = pid, every, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        from tests.functional.test_rpc_fuzz import rss_mb
-
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, rss_mb(self.pid))
-            except (FileNotFoundError, ProcessLookupError):
-                pass  # a child came or went between listing and reading
-            self._stop.wait(self.every)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+MEMORY_TARGET_MB = 150.0
 
 
 def batch(rpc: Any, db: Any, agent: Any, host: str, builds: int,
-          timeout: float = 300.0) -> tuple[float, int, float]:
+          timeout: float = 300.0) -> tuple[float, int, Any]:
     """(seconds until ``builds`` new builds settled, how many ended in
-    error, the agent's peak RSS meanwhile)."""
+    error, the agent's peak memory meanwhile: a PeakMemory)."""
     from bench.builds_e2e import spec
+    from tests.functional.proc_memory import PeakMemory
 
     counts = db.count_instances(host=host)
     settled_before = counts.get("active", 0) + counts.get("error", 0)
     errors_before = counts.get("error", 0)
-    with PeakRss(agent.proc.pid) as rss:
+    with PeakMemory(agent.proc.pid) as peak:
         started = time.monotonic()
         for i in range(builds):
             rpc.api.build_instance(host, spec(i))
@@ -75,7 +49,7 @@ def batch(rpc: Any, db: Any, agent: Any, host: str, builds: int,
                 raise RuntimeError(f"builds not settled after {timeout} s: {counts}")
             time.sleep(0.1)
         elapsed = time.monotonic() - started
-    return elapsed, counts.get("error", 0) - errors_before, rss.peak
+    return elapsed, counts.get("error", 0) - errors_before, peak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from bench.scale_1000 import agent_stack, first_ping, populate
-    from tests.functional.test_rpc_fuzz import rss_mb
+    from tests.functional.proc_memory import tree_memory
 
     with agent_stack("sbuilds", args.duration) as stack:
         sim, rpc, host, agent, db = stack.sim, stack.rpc, stack.host, stack.agent, stack.db
         agent.start()
         first_ping(agent, rpc.api, time.monotonic())
-        empty_rss = rss_mb(agent.proc.pid)
+        empty = tree_memory(agent.proc.pid)
         a, a_err, a_peak = batch(rpc, db, agent, host, args.builds)
 
         agent.stop()
@@ -103,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         agent.start()
         first_ping(agent, rpc.api, time.monotonic())
         time.sleep(3)  # start-up recovery goes on after serving; let it settle
-        full_rss = rss_mb(agent.proc.pid)
+        full = tree_memory(agent.proc.pid)
         b, b_err, b_peak = batch(rpc, db, agent, host, args.builds)
         total = sum(db.count_instances(host=host).values())
 
@@ -116,15 +90,23 @@ def main(argv: list[str] | None = None) -> int:
         ("builds/s", f"{rate_a:.2f} ({a:.1f} s)", f"{rate_b:.2f} ({b:.1f} s)",
          f"(b)/(a) = {ratio:.2f}, target >= {RATE_RATIO_TARGET}"),
         ("builds in error", str(a_err), str(b_err), "0"),
-        ("agent RSS before batch", f"{empty_rss:.0f} MB", f"{full_rss:.0f} MB",
-         f"< {RSS_TARGET_MB:.0f} MB"),
-        ("agent peak RSS during batch", f"{a_peak:.0f} MB", f"{b_peak:.0f} MB",
-         f"< {RSS_TARGET_MB:.0f} MB"),
+        ("agent PSS sum before batch", f"{empty.pss:.0f} MB", f"{full.pss:.0f} MB",
+         f"< {MEMORY_TARGET_MB:.0f} MB"),
+        ("agent peak PSS sum during batch", f"{a_peak.peak.pss:.0f} MB",
+         f"{b_peak.peak.pss:.0f} MB", f"< {MEMORY_TARGET_MB:.0f} MB"),
+        ("agent USS sum before batch", f"{empty.uss:.0f} MB", f"{full.uss:.0f} MB", "-"),
+        ("agent RSS sum before batch", f"{empty.rss:.0f} MB", f"{full.rss:.0f} MB",
+         "counts shared pages twice"),
+        ("agent peak RSS sum during batch", f"{a_peak.peak_rss:.0f} MB",
+         f"{b_peak.peak_rss:.0f} MB", "counts shared pages twice"),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)))
     verdict = "kept" if ratio >= RATE_RATIO_TARGET else "NOT kept"
-    print(f"  build rate {verdict} as instances accumulate; peak RSS "
-          f"{'under' if max(a_peak, b_peak) < RSS_TARGET_MB else 'OVER'} {RSS_TARGET_MB:.0f} MB")
+    worst = max(a_peak.peak.pss, b_peak.peak.pss)
+    print(f"  build rate {verdict} as instances accumulate; peak PSS sum "
+          f"{'under' if worst < MEMORY_TARGET_MB else 'OVER'} {MEMORY_TARGET_MB:.0f} MB")
+    print(f"  before (a): {empty.line()}\n  before (b): {full.line()}\n"
+          f"  peak (b):   {b_peak.peak.line()}")
     return 0

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from compute_agent import exceptions
 from compute_agent.db import engine as db_engine
-from compute_agent.db import errors, migration, models
+from compute_agent.db import errors, models, schema_version
 from compute_agent.db.action_records import ACTION_RESULTS, ActionRecords
 from compute_agent.db.guard import GuardedCalls, RetryPolicy, _api, reason_of
 from compute_agent.db.host_records import HostRecords
@@ -161,9 +161,10 @@ class Database(GuardedCalls, ActionRecords, TrackedTaskRecords, HostRecords):
         """Raise DatabaseNotMigrated(current, head) unless the schema is at
         the head revision, DatabaseUnavailable if the database cannot be
         reached."""
-        head = migration.head()
+        head = schema_version.HEAD
         try:
-            current = migration.current(self.engine)
+            with self.engine.connect() as conn:
+                current = schema_version.current(conn)
         except (sa.exc.DBAPIError, db_exc.DBError) as exc:
             raise errors.DatabaseUnavailable(
                 db_engine.safe_url(self.url), reason_of(exc)) from exc

@@ -109,6 +109,7 @@ class TestUnitFile:
         assert Path(argv[0]).name == "compute-agent" and "compute-agent" in scripts
         assert argv[1:] == ["--config-file", "/etc/compute-agent/compute-agent.conf"]
         assert "-HUP" in svc["ExecReload"][0]
+        assert "MALLOC_ARENA_MAX=2" in svc["Environment"]
         # The state directory systemd makes writable is [DEFAULT] state_path's default.
         (state_opt,) = [o for o in default.DEFAULT_OPTS if o.name == "state_path"]
         assert state_opt.default == "/var/lib/" + svc["StateDirectory"][0]
@@ -281,5 +282,52 @@ def test_sigusr2_writes_a_guru_meditation_report_and_the_agent_keeps_running(run
         assert time.monotonic() < deadline, "no report within 30 s:\n" + agent_log(run_agent)
         time.sleep(0.2)
     assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=40) == 0, agent_log(run_agent)
+
+
+def mapped_files(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The launcher's children (it forks from a thread of its own, so every
+    thread's children list is read)."""
+    return [int(c) for t in Path(f"/proc/{pid}/task").glob("*/children")
+            for c in t.read_text().split()]
+
+
+def test_the_launcher_stays_light_and_its_worker_serves(run_agent):
+    """The master (launcher) never loads the database stack (SQLAlchemy's
+    compiled parts show in its memory map): its pages would be paid for
+    twice once its worker un-shares them (process/worker.py); the worker
+    does load it."""
+    proc = run_agent()
+    try:
+        run_agent.notify.wait_for("READY")
+    except TimeoutError:
+        pytest.fail("no READY=1 within 30 s; agent log:\n" + agent_log(run_agent))
+    children = worker_pids(proc.pid)
+    assert len(children) == 1, children
+    master, worker = mapped_files(proc.pid), mapped_files(children[0])
+    assert "/sqlalchemy/" not in master and "/sqlalchemy/" in worker
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=40) == 0, agent_log(run_agent)
+
+
+def test_a_killed_worker_is_forked_again_and_serves(run_agent):
+    """The master re-forks a worker that died; the new one imports and
+    builds the service itself and says READY=1 again."""
+    proc = run_agent()
+    notify = run_agent.notify
+    try:
+        notify.wait_for("READY")
+    except TimeoutError:
+        pytest.fail("no READY=1 within 30 s; agent log:\n" + agent_log(run_agent))
+    (first,) = worker_pids(proc.pid)
+    os.kill(first, signal.SIGKILL)
+    assert notify.wait_for("READY", timeout=30)["READY"] == "1"
+    (second,) = worker_pids(proc.pid)
+    assert second != first and proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0, agent_log(run_agent)

@@ -22,9 +22,6 @@ import secrets
 import uuid as uuidlib
 from typing import Any
 
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation
 from compute_agent.driver.xenapi.session import SessionPool
@@ -62,6 +59,11 @@ def evp_key_iv(secret: str) -> tuple[bytes, bytes]:
 
 
 def encrypt(shared: int, text: str) -> str:
+    # Imported here: most agents never set a password, and cryptography
+    # costs ~1 MB (and its 5 MB library mapped) in every agent that loads it.
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     key, iv = evp_key_iv(str(shared))
     padder = padding.PKCS7(128).padder()
     data = padder.update(text.encode()) + padder.finalize()

@@ -1,6 +1,13 @@
 """Which changes of a VM record are power events for the manager, and
 their delivery on a thread of their own (so a slow listener never delays
-the event stream). The TaskWatcher (watcher.py) feeds both."""
+the event stream). The TaskWatcher (watcher.py) feeds both.
+
+Also which fields of a VM record the TaskWatcher keeps (:data:`VM_FIELDS`):
+what these events, the driver's instance list (vm_ops.infos_of) and the
+search for an instance's VM (vm_lookup.py) read. A full record is ~9 KB in
+memory (90 fields); the kept fields ~1.4 KB, which at 1,000 VMs is the
+difference between ~9 MB and ~1.5 MB.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,14 @@ from compute_agent.driver.xenapi.vm_ops import instance_info
 LOG = logging.getLogger(__name__)
 
 PowerChange = Callable[[str, InstanceInfo], None]
+
+VM_FIELDS = ("uuid", "name_label", "power_state", "domid", "is_a_template", "is_a_snapshot",
+             "is_control_domain", "other_config")
+
+
+def kept_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    """The VM_FIELDS of a VM record (those it has)."""
+    return {k: rec[k] for k in VM_FIELDS if k in rec}
 
 
 def power_key(rec: dict[str, Any]) -> tuple[Any, ...]:

@@ -2,7 +2,8 @@
 task (and every VM) and wakes whoever waits on them.
 
 One thread, on a session of its own, long-polls ``event.from(["task",
-"vm"], token, timeout)`` and keeps the latest record of every task and VM.
+"vm"], token, timeout)`` and keeps the latest record of every task and VM
+(of a VM, the fields power_events.VM_FIELDS names).
 ``track(ref)`` registers interest in a task and returns a
 :class:`WatchedTask` whose future the stream resolves when the task ends
 (success, failure, cancelled) -- or as lost when it disappears without an
@@ -46,7 +47,7 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent.driver.base import InstanceInfo
 from compute_agent.driver.xenapi import errors
-from compute_agent.driver.xenapi.power_events import deliver, power_change
+from compute_agent.driver.xenapi.power_events import deliver, kept_fields, power_change
 from compute_agent.driver.xenapi.session import JSONRPC, SessionPool, XenAPISession
 from compute_agent.driver.xenapi.task_result import TaskOutcome
 from compute_agent.driver.xenapi.watched_task import (
@@ -212,8 +213,8 @@ class TaskWatcher:
             return self._vms.get(ref)
 
     def vm_records(self) -> dict[str, dict[str, Any]] | None:
-        """Every VM record as the stream keeps them (ref -> record), or None
-        while the stream is not in step with dom0 (then ask dom0)."""
+        """Every VM record as the stream keeps them (ref -> its VM_FIELDS),
+        or None while the stream is not in step with dom0 (then ask dom0)."""
         with self._lock:
             if not (self._connected and self._synced.is_set()) or self._need_sync:
                 return None
@@ -307,7 +308,7 @@ class TaskWatcher:
         pool_ref = sess.call("pool.get_all")[0]
         token = sess.call("event.inject", "pool", pool_ref)
         tasks = sess.call("task.get_all_records")
-        vms = sess.call("VM.get_all_records")
+        vms = {ref: kept_fields(rec) for ref, rec in sess.call("VM.get_all_records").items()}
         changes: list[tuple[str, InstanceInfo]] = []
         with self._lock:
             old_vms = self._vms
@@ -350,7 +351,7 @@ class TaskWatcher:
                     if op == "del":
                         self._vms.pop(ref, None)
                         continue
-                    snap = ev.get("snapshot") or {}
+                    snap = kept_fields(ev.get("snapshot") or {})
                     change = self._power_change(ref, self._vms.get(ref), snap)
                     self._vms[ref] = snap
                     if change is not None:

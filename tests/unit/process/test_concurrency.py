@@ -59,3 +59,25 @@ def test_setup_patches_only_for_eventlet(backend):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
     assert out == [backend, str(backend == "eventlet")]
+
+
+def test_keep_out_eventlet_leaves_the_threading_stack_working():
+    """The daemon on threads keeps eventlet out; the libraries that import
+    it only because it is installed (futurist, oslo.utils, oslo.messaging's
+    executors) still load and run a thread pool."""
+    code = (
+        "import sys\n"
+        "from compute_agent.process import concurrency\n"
+        "concurrency.keep_out_eventlet()\n"
+        "concurrency.setup('threading')\n"
+        "import futurist, oslo_messaging\n"
+        "from oslo_messaging.rpc import server\n"
+        "from oslo_service import service\n"
+        "with futurist.ThreadPoolExecutor(2) as pool:\n"
+        "    result = pool.submit(lambda: 6 * 7).result()\n"
+        "print(result, sys.modules['eventlet'], 'greenlet' in sys.modules and 'eventlet.hubs'"
+        " in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == ["42", "None", "False"]
