@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -64,17 +65,38 @@ def power_change(ref: str, old: dict[str, Any] | None, new: dict[str, Any],
     return instance, instance_info(ref, new)
 
 
-def deliver(deliveries: queue.SimpleQueue[tuple[str, InstanceInfo] | None],
-            listener: Callable[[], PowerChange | None]) -> None:
-    """Hand queued power events to the current listener until a None."""
-    while True:
-        item = deliveries.get()
-        if item is None:
-            return
-        cb = listener()
-        if cb is None:
-            continue
-        try:
-            cb(*item)
-        except Exception:
-            LOG.exception("power state listener failed for %s", item[0])
+class PowerDeliveries:
+    """Power events queued by the stream and handed, in order, to the
+    current listener (``listener()``) on a thread of their own."""
+
+    def __init__(self, listener: Callable[[], PowerChange | None]):
+        self._listener = listener
+        self.queue: queue.SimpleQueue[tuple[str, InstanceInfo] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="xenapi-power-events",
+                                        daemon=True)
+        self._thread.start()
+
+    def put(self, changes: list[tuple[str, InstanceInfo]]) -> None:
+        for change in changes:
+            self.queue.put(change)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            cb = self._listener()
+            if cb is None:
+                continue
+            try:
+                cb(*item)
+            except Exception:
+                LOG.exception("power state listener failed for %s", item[0])

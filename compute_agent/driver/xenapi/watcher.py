@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent.driver.base import InstanceInfo
 from compute_agent.driver.xenapi import errors
-from compute_agent.driver.xenapi.power_events import deliver, kept_fields, power_change
+from compute_agent.driver.xenapi.power_events import PowerDeliveries, kept_fields, power_change
 from compute_agent.driver.xenapi.session import JSONRPC, SessionPool, XenAPISession
 from compute_agent.driver.xenapi.task_result import TaskOutcome
 from compute_agent.driver.xenapi.watched_task import (
@@ -108,19 +107,14 @@ class TaskWatcher:
         self._synced = threading.Event()
         self._connected = False
         self._thread: threading.Thread | None = None
-        self._deliveries: queue.SimpleQueue[tuple[str, InstanceInfo] | None] = (
-            queue.SimpleQueue()
-        )
-        self._delivery_thread: threading.Thread | None = None
+        self._deliveries = PowerDeliveries(lambda: self.on_power_change)
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> TaskWatcher:
         self._thread = threading.Thread(target=self._run, name="xenapi-task-watcher",
                                         daemon=True)
         self._thread.start()
-        self._delivery_thread = threading.Thread(target=self._deliver,
-                                                 name="xenapi-power-events", daemon=True)
-        self._delivery_thread.start()
+        self._deliveries.start()
         return self
 
     def wait_synced(self, timeout: float) -> bool:
@@ -144,9 +138,7 @@ class TaskWatcher:
             self._thread.join(CALL_MARGIN)
         if sess is not None:
             self.pool.release_dedicated(sess)
-        self._deliveries.put(None)
-        if self._delivery_thread is not None:
-            self._delivery_thread.join(5.0)
+        self._deliveries.close()
         stopped = exceptions.HypervisorUnavailable(
             errors.redact_url(self.pool.url), "task watcher stopped"
         )
@@ -326,7 +318,7 @@ class TaskWatcher:
                     changes.append(change)
         self.stats.resyncs += 1
         was_synced = self._synced.is_set()
-        self._queue_power_changes(changes)
+        self._deliveries.put(changes)
         if was_synced:
             self._reconnected("resync")
 
@@ -358,7 +350,7 @@ class TaskWatcher:
                         changes.append(change)
             self._token = result.get("token", self._token)
             self._check_counts(result.get("valid_ref_counts") or {})
-        self._queue_power_changes(changes)
+        self._deliveries.put(changes)
 
     def _apply_task(self, ref: str, op: str | None, snap: dict[str, Any] | None) -> None:
         wt = self._waiting.get(ref)
@@ -399,10 +391,3 @@ class TaskWatcher:
         if self.on_power_change is None:
             return None
         return power_change(ref, old, new, self.agent_host)
-
-    def _queue_power_changes(self, changes: list[tuple[str, InstanceInfo]]) -> None:
-        for change in changes:
-            self._deliveries.put(change)
-
-    def _deliver(self) -> None:
-        deliver(self._deliveries, lambda: self.on_power_change)

@@ -109,20 +109,20 @@ def test_power_changes_of_own_vms_only():
     w = watcher(on_power_change=lambda u, info: seen.append((u, info)))
     w._apply(answer(ev("vm", "OpaqueRef:v", "add", vm("Running")),
                     ev("vm", "OpaqueRef:f", "add", vm("Running", host="other", uuid="x"))))
-    assert w._deliveries.empty()  # first sight is not a change
+    assert w._deliveries.queue.empty()  # first sight is not a change
     w._apply(answer(ev("vm", "OpaqueRef:v", "mod", vm("Halted", "crashed", "t1")),
                     ev("vm", "OpaqueRef:f", "mod", vm("Halted", "halted", "t1", host="other",
                                                        uuid="x"))))
-    uuid, info = w._deliveries.get_nowait()
+    uuid, info = w._deliveries.queue.get_nowait()
     assert uuid == "inst-1" and info.power_state == power_state.CRASHED
     assert info.vm_ref == "OpaqueRef:v" and info.shutdown_reason == "crashed"
-    assert w._deliveries.empty()
+    assert w._deliveries.queue.empty()
     # A guest reboot: still Running, same reason, new time and domain.
     w._apply(answer(ev("vm", "OpaqueRef:v", "mod", vm("Running", "rebooted", "t2", 6))))
     w._apply(answer(ev("vm", "OpaqueRef:v", "mod", vm("Running", "rebooted", "t3", 7))))
-    infos = [w._deliveries.get_nowait()[1] for _ in range(2)]
+    infos = [w._deliveries.queue.get_nowait()[1] for _ in range(2)]
     assert [i.extra["domid"] for i in infos] == ["6", "7"]
     # Nothing that matters changed: no callback.
     changed_name = dict(vm("Running", "rebooted", "t3", 7), name_label="renamed")
     w._apply(answer(ev("vm", "OpaqueRef:v", "mod", changed_name)))
-    assert w._deliveries.empty()
+    assert w._deliveries.queue.empty()
