@@ -6,13 +6,16 @@ straight into a file-based SR's directory and has SR.scan introduce it; the
 agent only starts it, as ``Async.host.call_plugin`` (a tracked task, so it
 is recorded, followed and cancellable like any other), on the host where
 the SR is attached. The VDI's uuid is the agent's choice, so a cancelled or
-failed call is cleaned up by uuid (``remove_partial`` and VDI.destroy).
+failed call is cleaned up by uuid (``remove_partial`` and VDI.destroy), and
+the plugin sets the VDI's name and marks before it returns, so a VDI that
+exists is never unmarked, even if the agent dies as the call ends.
 The plugin verifies size and checksum itself; its IMAGE_* failures come
 back as the agent's image errors.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid as uuidlib
 from collections.abc import Callable
@@ -54,7 +57,10 @@ class Dom0ImageImporter:
         args = {"url": meta.url if meta.source == "http" else
                 self.images.glance.data_url(meta.image_id),
                 "sr_uuid": sr_uuid, "vdi_uuid": vdi_uuid, "disk_format": meta.disk_format,
-                "size": str(meta.size)}
+                "size": str(meta.size),
+                # marked by the plugin itself: an agent that dies as the
+                # call ends leaves a VDI its recovery recognises
+                "name_label": name[:255], "other_config": json.dumps(other_config)}
         if meta.hash_algo:
             args.update(hash_algo=meta.hash_algo, hash_value=meta.hash_value)
         if meta.source == "glance":
@@ -72,9 +78,6 @@ class Dom0ImageImporter:
             self._clean(op, host, sr_uuid, vdi_uuid)
             raise
         try:
-            for key, value in other_config.items():
-                self.pool.call("VDI.add_to_other_config", vdi, key, value)
-            self.pool.call("VDI.set_name_label", vdi, name)
             if on_created is not None:
                 on_created(vdi)
             size = int(self.pool.call("VDI.get_virtual_size", vdi))

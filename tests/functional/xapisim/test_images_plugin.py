@@ -7,6 +7,7 @@ a bad download, which leave nothing in the SR."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import urllib.request
 import uuid as uuidlib
@@ -60,6 +61,14 @@ def export_head(sim, xapi, vdi: str, n: int) -> bytes:
     ({"hash_algo": "rot13"}, ["hash_algo", "unknown hash algorithm"]),
     ({"hash_value": "XYZ"}, ["hash_value", "must be lower-case hex"]),
     ({"sr_uuid": str(uuidlib.UUID(int=7))}, ["sr_uuid", "no such SR"]),
+    ({"name_label": "n" * 256}, ["name_label", "longer than 255 characters"]),
+    ({"other_config": "{not json"}, ["other_config", "not JSON"]),
+    ({"other_config": '["a"]'}, ["other_config", "must be an object of strings"]),
+    ({"other_config": '{"a": 1}'}, ["other_config", "must be an object of strings"]),
+    ({"other_config": json.dumps({str(i): "v" for i in range(65)})},
+     ["other_config", "more than 64 keys"]),
+    ({"other_config": json.dumps({"k": "v" * 4097})},
+     ["other_config", "a key or a value is empty or too long"]),
 ])
 def test_arguments_are_checked_strictly(x, change, expected):
     args = _args(x, "http://127.0.0.1:9/x", b"data", **change)
@@ -85,12 +94,17 @@ def test_download_lands_as_a_vdi_with_exactly_the_image(sim, xapi, x, disk_forma
         payload = padded + vhd.fixed_footer(len(padded))
     with http_files() as (base, files):
         files["/img"] = (payload, {})
-        args = _args(x, f"{base}/img", payload, disk_format=disk_format)
+        marks = {"compute_agent_image": "img-1", "compute_agent_image_state": "importing"}
+        args = _args(x, f"{base}/img", payload, disk_format=disk_format,
+                     name_label="image img-1 (cache)", other_config=json.dumps(marks))
         task = x.Async.host.call_plugin(x.host.get_all()[0], "images", "download_image", args)
         assert wait_task(x, task) == "success"
     uuid = args["vdi_uuid"]
     vdi = x.VDI.get_by_uuid(uuid)
     assert x.VDI.get_SR(vdi) == _sr(x)
+    # named and marked before the call returned: never an unmarked VDI
+    assert x.VDI.get_name_label(vdi) == "image img-1 (cache)"
+    assert marks.items() <= x.VDI.get_other_config(vdi).items()
     assert int(x.VDI.get_virtual_size(vdi)) == len(data) + (-len(data) % 512)
     assert export_head(sim, xapi, vdi, len(data)) == data
     mount = sr_files.mount_dir(sim, _sr(x))
