@@ -1,7 +1,7 @@
 """One agent stack for the functional tests that drive a single agent end
 to end: a ``xapi-sim`` process, a ``compute-agent`` process (XenAPI driver)
 on it with a new, migrated database of its own, a ComputeAPI client on an
-exchange and topics of their own (harness.Rpc) and a Database on the
+exchange and topics of their own (rpc_client.Rpc) and a Database on the
 agent's database for the test to look at::
 
     with AgentStack(tmp_path, "vol", notifications=True, options={...}) as stack:
@@ -14,8 +14,9 @@ itself first: start() leaves a running simulator alone. Leaving the block
 queues and drops the database; what the constructor made before it failed
 is undone as well.
 
-It builds on harness.py (the processes) and db_fixtures.py (the database),
-which it keeps apart: harness.py needs no database.
+It builds on harness.py (the processes), rpc_client.py (the client) and
+db_fixtures.py (the database), which it keeps apart: harness.py needs no
+database.
 """
 
 from __future__ import annotations
@@ -28,14 +29,8 @@ from typing import Any
 from compute_agent.db.api import Database
 from compute_agent.rpc.rpcapi import ComputeAPI
 from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.harness import (
-    TASK_DURATION,
-    AgentProcess,
-    Notifications,
-    Rpc,
-    Sections,
-    SimProcess,
-)
+from tests.functional.harness import TASK_DURATION, AgentProcess, Sections, SimProcess
+from tests.functional.rpc_client import Notifications, Rpc
 
 
 class AgentStack:

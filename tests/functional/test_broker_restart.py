@@ -19,8 +19,9 @@ import pytest
 from compute_agent import exceptions
 from compute_agent.db.api import Database
 from tests.functional.e2e.stack import assert_dom0_matches_db
-from tests.functional.harness import SETTLE_S, AgentProcess, Rpc, SimProcess, db_sync, wait_until
+from tests.functional.harness import SETTLE_S, AgentProcess, SimProcess, db_sync, wait_until
 from tests.functional.rabbit_node import SERVER, RabbitNode
+from tests.functional.rpc_client import Rpc
 
 BUILDS = 6
 BROKER_BACK_LIMIT_S = 30.0  # deadline for the first ping after the broker's return

@@ -30,7 +30,8 @@ from tests.functional.db_fixtures import (
     make_migrated_database_url,
 )
 from tests.functional.e2e.stack import assert_dom0_matches_db
-from tests.functional.harness import SETTLE_S, AgentProcess, Rpc, SimProcess, wait_until
+from tests.functional.harness import SETTLE_S, AgentProcess, SimProcess, wait_until
+from tests.functional.rpc_client import Rpc
 
 BUILDS = 5
 KILL_EVERY_S = 0.5

@@ -29,9 +29,10 @@ import pytest
 from compute_agent import exceptions
 from compute_agent.db.api import Database
 from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.harness import AgentProcess, Rpc, wait_until
+from tests.functional.harness import AgentProcess, wait_until
 from tests.functional.image_http import http_server
 from tests.functional.libvirt_node import libvirt_agent_options, node_xml
+from tests.functional.rpc_client import Rpc
 
 pytestmark = pytest.mark.timeout(120)
 

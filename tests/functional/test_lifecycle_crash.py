@@ -29,7 +29,8 @@ from compute_agent import exceptions
 from compute_agent.db.api import Database
 from tests.functional.db_fixtures import make_migrated_database_url
 from tests.functional.e2e.stack import assert_dom0_matches_db, instance_spec
-from tests.functional.harness import AgentProcess, Rpc, SimProcess, wait_until
+from tests.functional.harness import AgentProcess, SimProcess, wait_until
+from tests.functional.rpc_client import Rpc
 
 pytestmark = pytest.mark.timeout(150)
 

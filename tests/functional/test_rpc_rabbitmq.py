@@ -15,7 +15,8 @@ from compute_agent import exceptions
 from compute_agent.db import migration
 from compute_agent.db.api import Database
 from compute_agent.rpc.transport import RPC_API_VERSION
-from tests.functional.harness import RABBIT, AgentProcess, Rpc
+from tests.functional.harness import RABBIT, AgentProcess
+from tests.functional.rpc_client import Rpc
 
 SETTLE_S = 20  # bound for an operation to settle; never a speed assertion
 

@@ -17,14 +17,8 @@ import pytest
 
 from compute_agent import exceptions
 from compute_agent.db.api import Database
-from tests.functional.harness import (
-    SETTLE_S,
-    AgentProcess,
-    Rpc,
-    SimProcess,
-    db_sync,
-    wait_until,
-)
+from tests.functional.harness import SETTLE_S, AgentProcess, SimProcess, db_sync, wait_until
+from tests.functional.rpc_client import Rpc
 
 pytestmark = pytest.mark.timeout(150)
 

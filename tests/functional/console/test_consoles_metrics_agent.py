@@ -34,13 +34,13 @@ from tests.functional.e2e.stack import instance_spec
 from tests.functional.harness import (
     START_LIMIT_S,
     AgentProcess,
-    Rpc,
     SimProcess,
     free_port,
     kill_group,
     tail,
     wait_until,
 )
+from tests.functional.rpc_client import Rpc
 from tests.functional.xapisim.simvm import make_vm
 from xapisim import framebuffer
 

@@ -32,16 +32,9 @@ import pytest
 from compute_agent.db.api import Database
 from compute_agent.rpc.rpcapi import ComputeAPI
 from tests.functional.db_fixtures import make_database_url
-from tests.functional.harness import (
-    RABBIT,
-    AgentProcess,
-    Notifications,
-    Rpc,
-    SimProcess,
-    tail,
-    write_config,
-)
+from tests.functional.harness import RABBIT, AgentProcess, SimProcess, tail, write_config
 from tests.functional.libvirt_node import libvirt_agent_options, node_xml
+from tests.functional.rpc_client import Notifications, Rpc
 
 from .hypervisor import HypervisorView, LibvirtView, XenAPIView
 
