@@ -238,7 +238,7 @@ class AgentProcess:
     def __init__(self, workdir: Path, *, host: str, db_url: str, exchange: str, topic: str,
                  driver: str = "xenapi", backend: str | None = None,
                  sim_url: str | None = None, notify_topic: str | None = None,
-                 options: Sections | None = None):
+                 transport_url: str = RABBIT, options: Sections | None = None):
         self.host = host
         self.backend = backend
         self.db_url = db_url
@@ -250,7 +250,8 @@ class AgentProcess:
         sections: dict[str, dict[str, Any]] = {
             "DEFAULT": {
                 "host": host, "compute_driver": driver, "concurrency_backend": backend,
-                "transport_url": RABBIT, "control_exchange": exchange, "compute_topic": topic,
+                "transport_url": transport_url, "control_exchange": exchange,
+                "compute_topic": topic,
                 "report_interval": 5, "sync_power_state_interval": 600,
                 "graceful_shutdown_timeout": 10, "log_file": self.log_file, "debug": "true",
             },
