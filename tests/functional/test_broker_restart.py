@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 import uuid as uuidlib
+from collections.abc import Iterator
 
 import pytest
 
 from compute_agent import exceptions
-from compute_agent.db.api import Database
+from tests.functional.agent_stack import AgentStack
 from tests.functional.e2e.stack import assert_dom0_matches_db
-from tests.functional.harness import SETTLE_S, AgentProcess, Rpc, SimProcess, db_sync, wait_until
+from tests.functional.harness import SETTLE_S, wait_until
 from tests.functional.rabbit_node import SERVER, RabbitNode
 
 BUILDS = 6
@@ -34,23 +35,23 @@ def spec(i: int) -> dict:
             "image": {"id": None, "url": None, "disk_format": None}}
 
 
-def test_builds_settle_once_across_a_broker_restart(tmp_path):
+@pytest.fixture
+def node(tmp_path) -> Iterator[RabbitNode]:
+    """The broker of the test's own, stopped after the agent stack."""
     assert SERVER.exists(), "rabbitmq-server is not installed"
     node = RabbitNode(tmp_path).start()
-    sim = SimProcess(tmp_path, task_duration=1.0).start()
-    rpc = Rpc("ca_broker", url=node.url)
-    host = f"ca-broker-{uuidlib.uuid4().hex[:8]}"
-    rpc.hosts.append(host)
-    db_url = f"sqlite:///{tmp_path}/agent.sqlite"
-    agent = AgentProcess(tmp_path, host=host, db_url=db_url, sim_url=sim.url,
-                         exchange=rpc.exchange, topic=rpc.topic,
-                         options={"DEFAULT": {"transport_url": node.url,
-                                              "max_concurrent_builds": BUILDS}})
-    db_sync(agent.config)
-    db = Database(db_url)
     try:
-        agent.start()
-        agent.wait_serving(rpc.api)
+        yield node
+    finally:
+        node.stop()
+
+
+def test_builds_settle_once_across_a_broker_restart(tmp_path, node):
+    with AgentStack(tmp_path, "broker", task_duration=1.0, rabbit_url=node.url,
+                    manage_db_sync=True,
+                    options={"DEFAULT": {"max_concurrent_builds": BUILDS}}) as stack:
+        stack.start()
+        rpc, host, db, sim, agent = stack.rpc, stack.host, stack.db, stack.sim, stack.agent
         bodies = [spec(i) for i in range(BUILDS)]
         for body in bodies:
             rpc.api.build_instance(host, body, confirm=True)
@@ -79,10 +80,3 @@ def test_builds_settle_once_across_a_broker_restart(tmp_path):
         counts = assert_dom0_matches_db(sim, db, host)
         assert counts == {"active": BUILDS}
         assert agent.stop() == 0
-    finally:
-        if agent.alive:
-            agent.kill9()
-        sim.stop()
-        rpc.close()
-        node.stop()
-        db.dispose()

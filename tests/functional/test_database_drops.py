@@ -23,14 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from compute_agent import exceptions
-from compute_agent.db.api import Database
-from tests.functional.db_fixtures import (
-    MYSQL_ADMIN_URL,
-    POSTGRES_ADMIN_URL,
-    make_migrated_database_url,
-)
+from tests.functional.agent_stack import AgentStack
+from tests.functional.db_fixtures import MYSQL_ADMIN_URL, POSTGRES_ADMIN_URL
 from tests.functional.e2e.stack import assert_dom0_matches_db
-from tests.functional.harness import SETTLE_S, AgentProcess, Rpc, SimProcess, wait_until
+from tests.functional.harness import SETTLE_S, wait_until
 
 BUILDS = 5
 KILL_EVERY_S = 0.5
@@ -98,23 +94,15 @@ def retried(call: Callable[[], Any], what: str) -> Any:
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
 def test_dropped_database_connections_during_builds_and_stops(tmp_path, backend):
-    db_url, drop_db = make_migrated_database_url(backend)
-    sim = SimProcess(tmp_path, task_duration=0.3).start()
-    rpc = Rpc("ca_dbdrop")
-    host = f"ca-dbdrop-{uuidlib.uuid4().hex[:8]}"
-    rpc.hosts.append(host)
-    agent = AgentProcess(tmp_path, host=host, db_url=db_url, sim_url=sim.url,
-                         exchange=rpc.exchange, topic=rpc.topic,
-                         options={"DEFAULT": {"max_concurrent_builds": BUILDS}})
-    db = Database(db_url)
-    try:
-        agent.start()
-        agent.wait_serving(rpc.api)
+    with AgentStack(tmp_path, "dbdrop", backend=backend, task_duration=0.3,
+                    options={"DEFAULT": {"max_concurrent_builds": BUILDS}}) as stack:
+        stack.start()
+        rpc, host, db, sim = stack.rpc, stack.host, stack.db, stack.sim
         bodies = [{"uuid": str(uuidlib.uuid4()), "name": f"drop-{i}",
                    "flavor": {"vcpus": 1, "memory_mb": 256, "root_gb": 1},
                    "image": {"id": None, "url": None, "disk_format": None}}
                   for i in range(BUILDS)]
-        with ConnectionKiller(backend, db_url) as killer:
+        with ConnectionKiller(backend, stack.db_url) as killer:
             for body in bodies:
                 retried(lambda b=body: rpc.api.build_instance(host, b, confirm=True),
                         "build")
@@ -138,10 +126,3 @@ def test_dropped_database_connections_during_builds_and_stops(tmp_path, backend)
         counts = assert_dom0_matches_db(sim, db, host)
         assert sum(counts.values()) == BUILDS
         print(f"{backend}: {killer.killed} connections killed; end states {counts}")
-    finally:
-        if agent.alive:
-            agent.kill9()
-        sim.stop()
-        rpc.close()
-        db.dispose()
-        drop_db()

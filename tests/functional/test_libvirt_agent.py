@@ -20,16 +20,17 @@ holds for it), since no other process can see its in-process libvirt.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid as uuidlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from compute_agent import exceptions
-from compute_agent.db.api import Database
-from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.harness import AgentProcess, Rpc, wait_until
+from tests.functional.agent_stack import AgentStack
+from tests.functional.harness import wait_until
 from tests.functional.image_http import http_server
 from tests.functional.libvirt_node import libvirt_agent_options, node_xml
 
@@ -39,35 +40,24 @@ SETTLE_S = 30.0
 RUNNING, SHUTDOWN = 1, 4
 
 
-class LibvirtStack:
-    def __init__(self, workdir: Path, backend: str = "threading"):
-        self.db_url, self._drop = make_migrated_database_url("postgresql")
-        self.db = Database(self.db_url)
-        self.rpc = Rpc("ca_libvirt")
-        self.host = f"ca-libvirt-{uuidlib.uuid4().hex[:10]}"
-        self.rpc.hosts.append(self.host)
+class LibvirtStack(AgentStack):
+    """The agent stack (agent_stack.py) with the libvirt driver on a node
+    file of its own, on PostgreSQL, and what these tests do with it."""
+
+    def __init__(self, workdir: Path, concurrency: str = "threading"):
         self.node = workdir / "node.xml"
         self.pool_dir = workdir / "pool"  # where images are written into volumes
         self.pool_dir.mkdir()
-        self.node.write_text(node_xml(self.host, {}, [], self.pool_dir))
-        self.agent = AgentProcess(
-            workdir, host=self.host, db_url=self.db_url, exchange=self.rpc.exchange,
-            topic=self.rpc.topic, driver="libvirt", backend=backend,
+        super().__init__(
+            workdir, "libvirt", backend="postgresql", driver="libvirt", concurrency=concurrency,
             options={"DEFAULT": {"reap_orphans": "true", "max_concurrent_builds": 2},
                      **libvirt_agent_options(self.node)})
-        self.api = self.rpc.api
+        self.node.write_text(node_xml(self.host, {}, [], self.pool_dir))
 
-    def start(self) -> None:
-        self.agent.start()
-        pong = self.agent.wait_serving(self.api)
-        assert pong["driver"] == "LibvirtDriver", pong
-
-    def close(self) -> None:
-        if self.agent.alive:
-            self.agent.kill9()
-        self.rpc.close()
-        self.db.dispose()
-        self._drop()
+    def start(self) -> LibvirtStack:
+        super().start()
+        assert self.pong["driver"] == "LibvirtDriver", self.pong
+        return self
 
     def body(self, name: str) -> dict:
         return {"uuid": str(uuidlib.uuid4()), "name": name,
@@ -108,16 +98,10 @@ class LibvirtStack:
 
 
 @pytest.fixture
-def make_stack(tmp_path):
-    made: list[LibvirtStack] = []
-
-    def make(backend: str = "threading") -> LibvirtStack:
-        made.append(LibvirtStack(tmp_path, backend))
-        return made[-1]
-
-    yield make
-    for one in made:
-        one.close()
+def make_stack(tmp_path) -> Iterator[Callable[[str], LibvirtStack]]:
+    with contextlib.ExitStack() as made:  # each stack closed after the test
+        yield lambda concurrency="threading": made.enter_context(
+            LibvirtStack(tmp_path, concurrency))
 
 
 @pytest.fixture

@@ -18,18 +18,17 @@ pending, and dom0 holds nothing the database does not know
 
 from __future__ import annotations
 
+import contextlib
 import time
-import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from compute_agent import exceptions
-from compute_agent.db.api import Database
-from tests.functional.db_fixtures import make_migrated_database_url
+from tests.functional.agent_stack import AgentStack
 from tests.functional.e2e.stack import assert_dom0_matches_db, instance_spec
-from tests.functional.harness import AgentProcess, Rpc, SimProcess, wait_until
+from tests.functional.harness import wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -40,26 +39,12 @@ SMALL = {"vcpus": 1, "memory_mb": 256, "root_gb": 1}
 BIG = {"vcpus": 2, "memory_mb": 512, "root_gb": 2}
 
 
-class Crashable:
-    def __init__(self, workdir: Path, database: str):
-        self.url, self._drop = make_migrated_database_url(database)
-        self.sim = SimProcess(workdir, task_duration=0.1)
-        self.rpc = Rpc("ca_lifecrash")
-        self.host = f"ca-lifecrash-{uuidlib.uuid4().hex[:10]}"
-        self.rpc.hosts.append(self.host)
-        self.agent = AgentProcess(workdir, host=self.host, db_url=self.url,
-                                  sim_url=self.sim.url, exchange=self.rpc.exchange,
-                                  topic=self.rpc.topic)
-        self.db = Database(self.url)
-        self.api = self.rpc.api
+class Crashable(AgentStack):
+    """The agent stack (agent_stack.py) on ``database`` with quick dom0
+    tasks, and what these tests do with it."""
 
-    def close(self) -> None:
-        if self.agent.proc is not None:
-            self.agent.kill9()
-        self.sim.stop()
-        self.rpc.close()
-        self.db.dispose()
-        self._drop()
+    def __init__(self, workdir: Path, database: str):
+        super().__init__(workdir, "lifecrash", backend=database, task_duration=0.1)
 
     def settled(self, uuid: str) -> dict | None:
         try:
@@ -88,20 +73,9 @@ class Crashable:
 
 
 @pytest.fixture
-def crashable(tmp_path: Path) -> Iterator:
-    made: list[Crashable] = []
-
-    def make(database: str) -> Crashable:
-        env = Crashable(tmp_path, database)
-        made.append(env)
-        env.sim.start()
-        env.agent.start()
-        env.agent.wait_serving(env.api)
-        return env
-
-    yield make
-    for env in made:
-        env.close()
+def crashable(tmp_path: Path) -> Iterator[Callable[[str], Crashable]]:
+    with contextlib.ExitStack() as made:  # each stack closed after the test
+        yield lambda database: made.enter_context(Crashable(tmp_path, database)).start()
 
 
 # One database per crash test (the e2e walk runs on all three; SQLite's

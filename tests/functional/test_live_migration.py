@@ -31,15 +31,8 @@ from compute_agent.db import instance_migrations as im
 from compute_agent.db.api import Database
 from compute_agent.driver.xenapi import ownership
 from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.harness import (
-    PASSWORD,
-    SETTLE_S,
-    USER,
-    AgentProcess,
-    Rpc,
-    SimProcess,
-    wait_until,
-)
+from tests.functional.harness import PASSWORD, SETTLE_S, USER, AgentProcess, SimProcess, wait_until
+from tests.functional.rpc_client import Rpc
 
 GiB = 1024**3
 PEER_TIMEOUT = 3

@@ -12,10 +12,9 @@ import uuid as uuidlib
 import pytest
 
 from compute_agent import exceptions
-from compute_agent.db import migration
-from compute_agent.db.api import Database
 from compute_agent.rpc.transport import RPC_API_VERSION
-from tests.functional.harness import RABBIT, AgentProcess, Rpc
+from tests.functional.agent_stack import AgentStack
+from tests.functional.harness import RABBIT, AgentProcess
 
 SETTLE_S = 20  # bound for an operation to settle; never a speed assertion
 
@@ -25,26 +24,13 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module", params=["threading", "eventlet"])
 def env(request, tmp_path_factory):
     backend = request.param
-    workdir = tmp_path_factory.mktemp(f"agent-{backend}")
-    rpc = Rpc("ca_func", with_notifications=True, timeout=10)
-    db_url = f"sqlite:///{workdir}/agent.sqlite"
-    agent = AgentProcess(
-        workdir, host=f"ca-func-{backend}-{uuidlib.uuid4().hex[:10]}", db_url=db_url,
-        exchange=rpc.exchange, topic=rpc.topic, driver="fake", backend=backend,
-        notify_topic=rpc.notify_topic,
-        options={"DEFAULT": {"report_interval": 1, "graceful_shutdown_timeout": 20,
-                             "sync_power_state_interval": None, "debug": None}})
-    rpc.hosts.append(agent.host)
-    migration.upgrade(db_url)
-    agent.start()
-    db = Database(db_url)
-    try:
-        agent.wait_serving(rpc.api)
-        yield agent, rpc.api, rpc.notes, db
-    finally:
-        agent.stop()
-        rpc.close()
-        db.dispose()
+    with AgentStack(tmp_path_factory.mktemp(f"agent-{backend}"), "func", driver="fake",
+                    concurrency=backend, notifications=True, rpc_timeout=10,
+                    options={"DEFAULT": {"report_interval": 1, "graceful_shutdown_timeout": 20,
+                                         "sync_power_state_interval": None,
+                                         "debug": None}}) as stack:
+        stack.start()
+        yield stack.agent, stack.api, stack.notes, stack.db
 
 
 def spec(**kw):

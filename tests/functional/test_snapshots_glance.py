@@ -26,7 +26,8 @@ from tests.functional.glance_fixture import (
     glance,  # noqa: F401  (a fixture)
     glance_agent,
 )
-from tests.functional.harness import AgentProcess, Rpc, SimProcess, sdk_session, wait_until
+from tests.functional.harness import AgentProcess, SimProcess, sdk_session, wait_until
+from tests.functional.rpc_client import Rpc
 
 pytestmark = pytest.mark.timeout(240)
 MiB = 1024 * 1024

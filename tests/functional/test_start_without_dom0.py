@@ -16,15 +16,8 @@ import uuid as uuidlib
 import pytest
 
 from compute_agent import exceptions
-from compute_agent.db.api import Database
-from tests.functional.harness import (
-    SETTLE_S,
-    AgentProcess,
-    Rpc,
-    SimProcess,
-    db_sync,
-    wait_until,
-)
+from tests.functional.agent_stack import AgentStack
+from tests.functional.harness import SETTLE_S, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -36,22 +29,14 @@ def spec(name: str) -> dict:
 
 
 def test_agent_serves_without_dom0_and_recovers_when_it_answers(tmp_path):
-    sim = SimProcess(tmp_path, task_duration=0.05)  # not started: dom0 is down
-    rpc = Rpc("ca_nodom0")
-    host = f"ca-nodom0-{uuidlib.uuid4().hex[:8]}"
-    rpc.hosts.append(host)
-    db_url = f"sqlite:///{tmp_path}/agent.sqlite"
-    agent = AgentProcess(tmp_path, host=host, db_url=db_url, sim_url=sim.url,
-                         exchange=rpc.exchange, topic=rpc.topic)
-    db_sync(agent.config)
-    db = Database(db_url)
-    # What an earlier run left half done: a build that never reached dom0.
-    stuck = spec("stuck")
-    db.create_instance({**stuck, "host": host, "vm_state": "building",
-                        "task_state": "spawning", "power_state": 0})
-    try:
-        agent.start()
-        assert agent.wait_serving(rpc.api)["host"] == host
+    with AgentStack(tmp_path, "nodom0", task_duration=0.05, manage_db_sync=True) as stack:
+        rpc, host, db, sim, agent = stack.rpc, stack.host, stack.db, stack.sim, stack.agent
+        # What an earlier run left half done: a build that never reached dom0.
+        stuck = spec("stuck")
+        db.create_instance({**stuck, "host": host, "vm_state": "building",
+                            "task_state": "spawning", "power_state": 0})
+        stack.start(with_sim=False)  # dom0 is down
+        assert stack.pong["host"] == host
         status = rpc.api.get_host_status(host)
         assert status["hypervisor_available"] is False
         assert status["error"]["code"] == "HYPERVISOR_UNAVAILABLE"
@@ -97,10 +82,3 @@ def test_agent_serves_without_dom0_and_recovers_when_it_answers(tmp_path):
             assert all(re.search(r"req-[0-9a-f-]{36}", line) and
                        f"[instance: {uuid}]" in line for line in lines), lines[:2]
         assert any("event.from batch:" in line for line in log)
-
-    finally:
-        if agent.alive:
-            agent.kill9()
-        sim.stop()
-        rpc.close()
-        db.dispose()

@@ -22,7 +22,6 @@ import urllib.parse
 import urllib.request
 import uuid as uuidlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,70 +29,50 @@ from novnc_fixtures import ProxyProcess, chromium, token_path, websocket_upgrade
 from PIL import Image
 
 from compute_agent import exceptions
+from tests.functional.agent_stack import AgentStack
 from tests.functional.e2e.stack import instance_spec
-from tests.functional.harness import (
-    START_LIMIT_S,
-    AgentProcess,
-    Rpc,
-    SimProcess,
-    free_port,
-    kill_group,
-    tail,
-    wait_until,
-)
+from tests.functional.harness import START_LIMIT_S, free_port, kill_group, tail, wait_until
 from tests.functional.xapisim.simvm import make_vm
 from xapisim import framebuffer
 
 RRD_INTERVAL = 5
 
 
-@dataclass
-class Stack:
-    sim: SimProcess
-    agent: AgentProcess
-    rpc: Rpc
-    proxy: ProxyProcess
-    metrics_port: int
-    uuid: str  # a running instance built through the agent
-    name: str
+class Stack(AgentStack):
+    """The agent stack (agent_stack.py) on SQLite with its metrics endpoint
+    and its console proxy, and a running instance built through it."""
 
-    @property
-    def api(self):
-        return self.rpc.api
+    def __init__(self, workdir: Path):
+        self.metrics_port, proxy_port = free_port(), free_port()
+        super().__init__(
+            workdir, "console", task_duration=0.05, manage_db_sync=True,
+            options={"metrics": {"listen": f"127.0.0.1:{self.metrics_port}",
+                                 "rrd_interval": RRD_INTERVAL},
+                     "console": {"novncproxy_base_url":
+                                 f"http://127.0.0.1:{proxy_port}/vnc_lite.html",
+                                 "novncproxy_host": "127.0.0.1",
+                                 "novncproxy_port": proxy_port}})
+        self.proxy = ProxyProcess(self.agent.config, proxy_port, workdir)
+
+    def start(self) -> Stack:
+        super().start()
+        self.proxy.start()
+        body = instance_spec("console-e2e-vm")
+        self.api.build_instance(self.host, body, confirm=True)
+        wait_until(lambda: self.api.get_instance(self.host, body["uuid"])["vm_state"]
+                   == "active", 60, "the build")
+        self.uuid, self.name = body["uuid"], body["name"]
+        return self
+
+    def close(self) -> None:
+        self.proxy.stop()
+        super().close()
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("consoles")
-    tag = uuidlib.uuid4().hex[:10]
-    sim = SimProcess(workdir, task_duration=0.05).start()
-    rpc = Rpc("ca_console", tag)
-    metrics_port, proxy_port = free_port(), free_port()
-    agent = AgentProcess(
-        workdir, host=f"console-{tag}", db_url=f"sqlite:///{workdir}/agent.sqlite",
-        sim_url=sim.url, exchange=rpc.exchange, topic=rpc.topic,
-        options={"metrics": {"listen": f"127.0.0.1:{metrics_port}",
-                             "rrd_interval": RRD_INTERVAL},
-                 "console": {"novncproxy_base_url":
-                             f"http://127.0.0.1:{proxy_port}/vnc_lite.html",
-                             "novncproxy_host": "127.0.0.1", "novncproxy_port": proxy_port}})
-    rpc.hosts.append(agent.host)
-    proxy = ProxyProcess(agent.config, proxy_port, workdir)
-    try:
-        agent.db_sync()
-        agent.start()
-        agent.wait_serving(rpc.api)
-        proxy.start()
-        body = instance_spec("console-e2e-vm")
-        rpc.api.build_instance(agent.host, body, confirm=True)
-        wait_until(lambda: rpc.api.get_instance(agent.host, body["uuid"])["vm_state"]
-                   == "active", 60, "the build")
-        yield Stack(sim, agent, rpc, proxy, metrics_port, body["uuid"], body["name"])
-    finally:
-        proxy.stop()
-        agent.stop()
-        rpc.close()
-        sim.stop()
+    with Stack(tmp_path_factory.mktemp("consoles")) as s:
+        yield s.start()
 
 
 def test_vnc_console_opens_in_a_browser(stack: Stack):
@@ -258,19 +237,13 @@ def test_one_rrd_request_per_interval_with_100_instances(stack: Stack):
 def test_metrics_endpoint_under_eventlet_with_the_fake_driver(tmp_path: Path):
     """The other concurrency backend: /metrics answers from a green agent,
     the fake driver's figures labelled like the XenAPI driver's."""
-    tag = uuidlib.uuid4().hex[:10]
-    rpc = Rpc("ca_console", tag)
     port = free_port()
-    agent = AgentProcess(tmp_path, host=f"green-{tag}", driver="fake", backend="eventlet",
-                         db_url=f"sqlite:///{tmp_path}/green.sqlite", exchange=rpc.exchange,
-                         topic=rpc.topic,
-                         options={"metrics": {"listen": f"127.0.0.1:{port}",
-                                              "rrd_interval": RRD_INTERVAL}})
-    rpc.hosts.append(agent.host)
-    try:
-        agent.db_sync()
-        agent.start()
-        agent.wait_serving(rpc.api)
+    with AgentStack(tmp_path, "console", driver="fake", concurrency="eventlet",
+                    manage_db_sync=True,
+                    options={"metrics": {"listen": f"127.0.0.1:{port}",
+                                         "rrd_interval": RRD_INTERVAL}}) as stack:
+        stack.start()
+        rpc, agent = stack.rpc, stack.agent
         body = instance_spec("green-vm")
         rpc.api.build_instance(agent.host, body, confirm=True)
         wait_until(lambda: rpc.api.get_instance(agent.host, body["uuid"])["vm_state"]
@@ -290,6 +263,3 @@ def test_metrics_endpoint_under_eventlet_with_the_fake_driver(tmp_path: Path):
         assert ('compute_agent_rpc_requests_total{method="build_instance",outcome="success"}'
                 in text)
         assert 'compute_agent_task_wait_seconds_count{operation="spawn"}' in text
-    finally:
-        agent.stop()
-        rpc.close()

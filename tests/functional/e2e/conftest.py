@@ -12,15 +12,20 @@ how each driver's hypervisor is read.
                a Stack. A driver's agents start together when a test first
                asks for one of them.
 ``make_stack`` (function) a factory for a simulator and an XenAPI agent of
-               their own, for tests that stop the simulator.
+               their own (tests/functional/agent_stack.py), for tests that
+               stop the simulator.
 ``pair``       (module) two agents of one driver (indirect parameter,
                XenAPI unless told), each on a hypervisor of its own, both on
                one PostgreSQL database (threading and eventlet): what the
                client CLI's scheduler chooses between.
+
+The matrix and the pair are not AgentStacks: their agents share a
+simulator, an RPC client or a database, where an AgentStack has one of each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,17 +36,11 @@ import pytest
 
 from compute_agent.db.api import Database
 from compute_agent.rpc.rpcapi import ComputeAPI
+from tests.functional.agent_stack import AgentStack
 from tests.functional.db_fixtures import make_database_url
-from tests.functional.harness import (
-    RABBIT,
-    AgentProcess,
-    Notifications,
-    Rpc,
-    SimProcess,
-    tail,
-    write_config,
-)
+from tests.functional.harness import RABBIT, AgentProcess, SimProcess, tail, write_config
 from tests.functional.libvirt_node import libvirt_agent_options, node_xml
+from tests.functional.rpc_client import Notifications, Rpc
 
 from .hypervisor import HypervisorView, LibvirtView, XenAPIView
 
@@ -201,30 +200,16 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     """make_stack(database="sqlite", backend="threading") -> a Stack with a
     simulator of its own (the test may stop it)."""
-    cleanups = _Cleanups()
+    with contextlib.ExitStack() as made:  # each stack closed after the test
+        def make(database: str = "sqlite", backend: str = "threading") -> Stack:
+            own = made.enter_context(AgentStack(
+                tmp_path, "e2eown", backend=database, concurrency=backend,
+                manage_db_sync=True)).start()
+            assert own.pong["driver"] == DRIVER_CLASSES["xenapi"], own.pong
+            return Stack(f"{database}-{backend}", own.sim, own.agent, own.api, own.db,
+                         own.notes, XenAPIView(own.sim, own.host))
 
-    def make(database: str = "sqlite", backend: str = "threading") -> Stack:
-        tag = uuidlib.uuid4().hex[:10]
-        sim = SimProcess(tmp_path, name=f"sim-{tag}")
-        cleanups.add(sim.stop)
-        sim.start()
-        rpc = Rpc(RPC_PREFIX, tag, with_notifications=False)
-        cleanups.add(rpc.close)
-        url = _new_database(database, cleanups)
-        agent = AgentProcess(tmp_path, host=f"e2e-own-{database}-{backend}-{tag}",
-                             backend=backend, db_url=url, sim_url=sim.url,
-                             exchange=rpc.exchange, topic=rpc.topic)
-        rpc.hosts.append(agent.host)
-        db = Database(url)
-        cleanups.add(db.dispose)
-        _start_agents([agent], rpc, cleanups)
-        return Stack(f"{database}-{backend}", sim, agent, rpc.api, db, rpc.notes,
-                     XenAPIView(sim, agent.host))
-
-    try:
         yield make
-    finally:
-        cleanups.run()
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The end-to-end tests' view of instances and of dom0 (the processes and
-the RPC client are in tests/functional/harness.py).
+the RPC client are in tests/functional/harness.py and rpc_client.py).
 
 - :func:`instance_spec` / :func:`watch` / :func:`finished_actions`: builds
   and what they go through, read over RPC and from the database.

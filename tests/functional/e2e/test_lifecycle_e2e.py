@@ -28,7 +28,8 @@ import pytest
 
 from compute_agent import exceptions
 from compute_agent.db.api import Database
-from tests.functional.harness import PASSWORD, USER, AgentProcess, Rpc, SimProcess, wait_until
+from tests.functional.harness import PASSWORD, USER, AgentProcess, SimProcess, wait_until
+from tests.functional.rpc_client import Rpc
 
 from .conftest import RPC_PREFIX, Stack, _Cleanups, _new_database, _start_agents
 from .hypervisor import XenAPIView
