@@ -38,7 +38,8 @@ def through_agent(work: Path, sim: Any, builds: int, concurrent: int) -> tuple[f
     """(seconds until every build settled, dom0 tasks per build)."""
     from compute_agent.db.api import Database
     from tests.functional.db_fixtures import make_migrated_database_url
-    from tests.functional.harness import AgentProcess, Rpc
+    from tests.functional.harness import AgentProcess
+    from tests.functional.rpc_client import Rpc
 
     db_url, drop_db = make_migrated_database_url("postgresql")
     rpc = Rpc("bench_builds", timeout=30)

@@ -150,7 +150,8 @@ def agent_stack(name: str, task_duration: float) -> Iterator[AgentStack]:
     database, serving RPC on an exchange of their own; stopped after."""
     from compute_agent.db.api import Database
     from tests.functional.db_fixtures import make_migrated_database_url
-    from tests.functional.harness import AgentProcess, Rpc, SimProcess
+    from tests.functional.harness import AgentProcess, SimProcess
+    from tests.functional.rpc_client import Rpc
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     db_url, drop_db = make_migrated_database_url("postgresql")

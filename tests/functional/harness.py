@@ -325,13 +325,3 @@ class ErrorLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
-
-def __getattr__(name: str) -> Any:
-    # The RPC client moved to rpc_client.py, which imports this module: the
-    # old names are lent lazily (an import here would be circular) to the
-    # modules that still import them from here.
-    if name in ("Notifications", "Rpc", "client_conf"):
-        from tests.functional import rpc_client
-
-        return getattr(rpc_client, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,8 +42,9 @@ from compute_agent.context import new_context
 from compute_agent.db.api import Database
 from compute_agent.rpc import errors
 from tests.functional.db_fixtures import make_migrated_database_url
-from tests.functional.harness import RABBIT, AgentProcess, Rpc, wait_until
+from tests.functional.harness import RABBIT, AgentProcess, wait_until
 from tests.functional.proc_memory import tree_memory
+from tests.functional.rpc_client import Rpc
 
 MEMORY_GROWTH_LIMIT_MB = 60
 CALL_EXAMPLES = 60
