@@ -30,6 +30,7 @@ from xapisim.errors import XenAPIError
 from xapisim.handlers import route
 from xapisim.handlers.http_body import CHUNK, TooLarge, Truncated, body_chunks, drain
 from xapisim.handlers.http_task import IDLE_TIMEOUT, HttpTask, connection, fault_gate
+from xapisim.handlers.raw_sink import RawSink
 from xapisim.schema import NULL_REF
 
 FORMATS = {"raw": "application/octet-stream", "vhd": "application/vhd"}
@@ -191,17 +192,15 @@ def _new_sparse(path, size: int) -> BinaryIO:
 
 def _receive_raw(req, call: HttpTask, tmp, size: int, limit: int) -> None:
     total = req.content_length or size
-    done = 0
-    with _new_sparse(tmp, size) as out:
-        for data in body_chunks(req, limit):
-            if done + len(data) > limit:
-                raise TooLarge(done + len(data))
-            if data.count(0) != len(data):  # keep the file sparse
-                out.seek(done)
-                out.write(data)
-            done += len(data)
-            call.check_cancel()
-            call.progress(done / max(total, 1))
+
+    def on_block(done: int) -> None:
+        if done > limit:
+            raise TooLarge(done)
+        call.check_cancel()
+        call.progress(done / max(total, 1))
+
+    with RawSink(tmp, size) as sink:
+        sink.receive(req, limit, on_block)
 
 
 def _receive_vhd(req, call: HttpTask, spool, tmp, vdi: str, size: int, limit: int) -> None:

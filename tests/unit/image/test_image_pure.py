@@ -127,3 +127,54 @@ def test_read_ahead_stops_its_reader_when_the_consumer_stops():
     assert next(it) == b"x"
     it.close()
     assert s.closed  # the reader closed the source
+
+
+def test_hash_thread_digest_is_the_digest_of_the_pieces_in_order():
+    from compute_agent.image.verify import HashThread
+
+    pieces = [bytes([i]) * (1000 + i) for i in range(50)]
+    h = HashThread("sha512", depth=1)
+    for piece in pieces:
+        h.update(piece)
+    assert h.hexdigest() == hashlib.sha512(b"".join(pieces)).hexdigest()
+    assert HashThread("sha256").hexdigest() == hashlib.sha256().hexdigest()  # no data
+
+
+def _hash_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "image-hash"]
+
+
+def test_a_stream_closed_early_ends_its_hash_thread():
+    import time
+
+    before = len(_hash_threads())
+    s = VerifiedStream("img", iter([b"x" * 4096] * 10), 40960, "sha256", "0" * 64)
+    it = iter(s)
+    assert next(it) == b"x" * 4096
+    assert len(_hash_threads()) == before + 1
+    it.close()
+    assert s.closed
+    deadline = time.monotonic() + 5
+    while len(_hash_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(_hash_threads()) == before
+
+
+def test_a_hash_thread_dropped_unfinished_ends_its_thread():
+    import gc
+    import time
+
+    from compute_agent.image.verify import HashThread
+
+    before = len(_hash_threads())
+    h = HashThread("sha256")
+    h.update(b"x" * 4096)
+    assert len(_hash_threads()) == before + 1
+    del h
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while len(_hash_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(_hash_threads()) == before
