@@ -50,7 +50,8 @@ USER, PASSWORD = "root", "password"
 def start_simulator(state_dir: Path) -> tuple[str, subprocess.Popen]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "xapisim.cli", "--listen", "127.0.0.1:0", "--task-duration",
-         "0", "--user", USER, "--password", PASSWORD, "--state-dir", str(state_dir)],
+         "0", "--user", USER, "--state-dir", str(state_dir)],
+        env={**os.environ, "XAPISIM_PASSWORD": PASSWORD},  # never on a command line
         stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
