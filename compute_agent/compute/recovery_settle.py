@@ -126,12 +126,14 @@ class InstanceSettler:
                 values["launched_at"] = utcnow()
         if error is not None:
             self.db.add_instance_fault(uuid, error.code, error.params, error.message)
+        # The action first, as outcomes.py does: whoever sees the instance
+        # settled also sees how its request ended.
+        self._finish_action(rctxt, uuid, request_id, kind, error)
         try:
             updated = self.db.update_instance(uuid, values, expected_task_state=task_state)
         except exceptions.UnexpectedTaskState:
             LOG.info("Instance %s changed while being recovered; leaving it", uuid)
             return None
-        self._finish_action(rctxt, uuid, request_id, kind, error)
         if kind is not None:
             action = notif.ACTIONS[kind.name]
             if error is None:

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +33,9 @@ from tests.functional.agent_stack import AgentStack
 from tests.functional.harness import START_LIMIT_S, free_port, kill_group, tail, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+# Counting requests in the access log: quiet for this long means settled.
+LOG_QUIET_S = 0.5
+LOG_SETTLE_S = 5.0
 
 
 def glance_venv() -> Path:
@@ -142,10 +146,24 @@ class GlanceProcess:
         return [tuple(line.split(" ", 2)) for line in lines if line.count(" ") >= 2]
 
     def downloads(self, image_id: str) -> int:
-        """How many times the image's data was asked for."""
+        """How many times the image's data was asked for. gunicorn writes a
+        request's line after the response went out, so a client may hold
+        every byte before the line exists: the count is read until it has
+        not changed for LOG_QUIET_S (at most LOG_SETTLE_S)."""
         # gunicorn logs the path Glance's version negotiation rewrote (no /v2)
         path = f"/images/{image_id}/file"
-        return sum(1 for m, p, _ in self.requests() if m == "GET" and p.endswith(path))
+
+        def count() -> int:
+            return sum(1 for m, p, _ in self.requests() if m == "GET" and p.endswith(path))
+
+        seen, quiet_since = count(), time.monotonic()
+        give_up = quiet_since + LOG_SETTLE_S
+        while time.monotonic() - quiet_since < LOG_QUIET_S and time.monotonic() < give_up:
+            time.sleep(0.05)
+            now = count()
+            if now != seen:
+                seen, quiet_since = now, time.monotonic()
+        return seen
 
     # -- plain v2 API, for test set-up --------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, data: bytes | None = None,

@@ -43,7 +43,8 @@ from compute_agent.driver.xenapi.resize import Resizes
 from compute_agent.driver.xenapi.session import ConnectionSettings, SessionPool
 from compute_agent.driver.xenapi.snapshots import Snapshots, Upload
 from compute_agent.driver.xenapi.storage import Storage, parse_sr_filter
-from compute_agent.driver.xenapi.tasks import TaskRunner, TaskWaiter
+from compute_agent.driver.xenapi.task_waiter import TaskWaiter
+from compute_agent.driver.xenapi.tasks import TaskRunner
 from compute_agent.driver.xenapi.transport import TLSSettings
 from compute_agent.driver.xenapi.vm_ops import VMOps
 from compute_agent.driver.xenapi.watcher import TaskWatcher

@@ -13,7 +13,7 @@ from typing import Any
 from compute_agent import exceptions
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.task_result import PENDING_STATES, TaskOutcome
-from compute_agent.driver.xenapi.tasks import ProgressCallback
+from compute_agent.driver.xenapi.task_waiter import ProgressCallback
 
 LOG = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from compute_agent import exceptions
 from compute_agent.driver.base import Operation, TaskListener
@@ -34,11 +34,11 @@ from compute_agent.driver.xenapi import errors
 from compute_agent.driver.xenapi.session import SessionPool
 from compute_agent.driver.xenapi.task_reaper import TaskReaper
 from compute_agent.driver.xenapi.task_result import TaskOutcome
+from compute_agent.driver.xenapi.task_waiter import TaskWaiter, TrackedTask
 from compute_agent.driver.xenapi.transport import host_of
 
 LOG = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[float], None]
 
 # After a timeout the task is cancelled; this is how long its end is awaited.
 CANCEL_GRACE = 10.0
@@ -48,6 +48,10 @@ UUID_WAIT = 0.5
 INTENT_PREFIX = "intent:"
 # How much dom0's clock may lag the agent's when matching an intent's task.
 INTENT_CLOCK_SLACK = 5.0
+# A re-attached transfer task's bytes went through the process that died:
+# it is awaited this long (a running handler fails on the lost connection),
+# then cancelled, not awaited to its operation's deadline.
+ORPHANED_TRANSFER_GRACE = 5.0
 
 
 def _epoch(value: Any) -> float | None:
@@ -62,30 +66,6 @@ def _epoch(value: Any) -> float | None:
         except ValueError:
             continue
     return None
-
-
-class TrackedTask(Protocol):
-    """A task being followed by a waiter."""
-
-    ref: str
-    last_progress: float  # the latest progress seen, 0.0 before any
-
-    def known_uuid(self, timeout: float) -> str | None:
-        """The task's uuid if the waiter learns it within ``timeout``."""
-
-    def wait(self, timeout: float, on_progress: ProgressCallback) -> TaskOutcome | None:
-        """The task's outcome, or None if it is still running after
-        ``timeout`` seconds. ``on_progress(p)`` is called as progress
-        changes."""
-
-    def forget(self) -> None:
-        """Stop following the task."""
-
-
-class TaskWaiter(Protocol):
-    def track(self, ref: str) -> TrackedTask: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -308,6 +288,8 @@ class TaskRunner:
                 self._notify("task_finished", op, ref, outcome.listener_status, None,
                              outcome.error_info)
                 return TaskState(LOST, error=list(outcome.error_info))
+            if self._is_transfer(ref):
+                timeout = min(float(timeout), ORPHANED_TRANSFER_GRACE)
             tracked = self.waiter.track(ref)
             outcome, timed_out = self._follow(op, state, tracked, max(0.0, float(timeout)))
             if outcome is None:
@@ -319,6 +301,15 @@ class TaskRunner:
                 error=errors.scrub_for_storage(outcome.error_info, self._secrets()) or None,
                 timed_out=timed_out,
             )
+
+    def _is_transfer(self, ref: str) -> bool:
+        """A task.create'd task (an HTTP transfer's): xapi names an Async
+        call's task ``Async.<class>.<message>``."""
+        try:
+            name = str(self.pool.call("task.get_name_label", ref))
+        except exceptions.HypervisorError:
+            return False
+        return not name.startswith("Async.")
 
     def _follow(
         self, op: Operation, state: OperationState, tracked: TrackedTask, limit: float
