@@ -181,3 +181,25 @@ def test_a_config_drive_import_that_cannot_be_recorded_never_starts(sim, make_dr
     wait_until(lambda: all(r["status"] != "pending"
                            for r in xapi.xenapi.task.get_all_records().values()), timeout=10)
     assert config_drive_vdis(xapi) == []
+
+
+def test_a_transfer_whose_agent_died_is_cancelled_not_awaited_to_its_deadline(
+        sim, make_driver, db, xapi):
+    # What a killed agent leaves between recording a transfer's task and
+    # sending its request: a task.create'd task, recorded, that no handler
+    # will ever end (the bytes were to go through the dead process).
+    listener = TrackedTaskListener(db, "agent-h15")
+    inst = make_instance()
+    op = op_for(inst, "snapshot", timeout=600)
+    ref = xapi.xenapi.task.create("Export a snapshot", f"snapshot of {inst['uuid']}")
+    listener.task_started(op, ref, xapi.xenapi.task.get_uuid(ref), "127.0.0.1")
+    # A restarted agent re-attaches: the 600 s deadline is not what it waits.
+    restarted = make_driver(sim.url, listener=TrackedTaskListener(db, "agent-h15"))
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(
+        restarted.reattach_task(op, ref, 600)), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert result, "recovery waited on a transfer nobody carries"
+    assert result[0].status == task_status.CANCELLED, result[0]
+    assert db.get_tracked_task(ref)["status"] == "cancelled"
