@@ -11,8 +11,8 @@ nothing it does not need itself:
 - :class:`DeferredService` is what the launcher is given: it imports and
   builds the real service in the worker, when the launcher starts it there.
 - :func:`run_in_child` runs a check that needs heavy imports (the database
-  schema check needs SQLAlchemy and Alembic) in a short-lived child, so the
-  master never imports them.
+  schema check needs SQLAlchemy and a database driver) in a short-lived
+  child, so the master never imports them.
 - :func:`freeze_before_fork` moves what the master did import out of the
   garbage collector's reach, so the worker's collections do not un-share it.
 """
